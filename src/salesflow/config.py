@@ -1,0 +1,187 @@
+"""salesflow's one settings object: every URL, port, path, threshold and Spark option.
+
+Values come from `SALESFLOW_*` environment variables or an optional `.env` file, are validated once
+at start-up, and are then passed to components. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """All of salesflow's configuration. The README's configuration table is generated from it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SALESFLOW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- local state -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder for local state: object store, warehouse, databases, logs, token.",
+    )
+
+    # --- object storage ----------------------------------------------------------------------
+    storage_url: str = Field(
+        "",
+        description="Where uploaded files are stored: file:///abs/folder or s3://bucket/prefix. "
+        "Empty means file://<data_dir>/objects.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible service (MinIO, moto); empty for AWS."
+    )
+    s3_region: str | None = Field(None, description="S3 region; empty uses the AWS default chain.")
+    s3_part_size: int = Field(
+        16 * 1024 * 1024, ge=5 * 1024 * 1024, description="Multipart part size in bytes (>= 5 MiB)."
+    )
+    s3_max_concurrency: int = Field(4, ge=1, description="Multipart parts uploaded in parallel.")
+
+    # --- Spark -------------------------------------------------------------------------------
+    warehouse_url: str = Field(
+        "",
+        description="Where Spark-written data lives (curated history, models, outputs). "
+        "Empty means file://<data_dir>/warehouse.",
+    )
+    spark_master: str = Field("local[*]", description="Spark master: local[*], spark://, yarn, k8s://.")
+    spark_app_name: str = Field("salesflow", description="Spark application name.")
+    spark_shuffle_partitions: int = Field(
+        4,
+        ge=1,
+        description="spark.sql.shuffle.partitions. Spark's default 200 makes a 20k-row job ~3x "
+        "slower on 2 cores; aggregates here are small.",
+    )
+    spark_driver_memory: str = Field("2g", description="spark.driver.memory for local sessions.")
+    spark_driver_host: str = Field(
+        "127.0.0.1", description="Address the Spark driver binds to and advertises to executors."
+    )
+    spark_log_level: str = Field("ERROR", description="Spark log level.")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='Any extra spark.* options, as JSON: {"spark.executor.memory": "4g"}.',
+    )
+    spark_s3a: bool = Field(
+        False,
+        description="Spark has hadoop-aws on its classpath: read s3:// uploads as s3a:// directly "
+        "instead of staging them to a local file.",
+    )
+
+    # --- data contract and training ----------------------------------------------------------
+    max_reject_fraction: float = Field(
+        0.05, ge=0, le=1, description="A job fails when more than this share of rows is rejected."
+    )
+    granularity: Literal["month", "day"] = Field("month", description="Forecast granularity.")
+    regressor: Literal["random_forest", "gbt"] = Field(
+        "random_forest", description="MLlib regressor fitted on quantity."
+    )
+    num_trees: int = Field(20, ge=1, description="Trees in the random forest (or GBT iterations).")
+    max_depth: int = Field(5, ge=1, le=30, description="Maximum tree depth.")
+    max_bins: int = Field(
+        32, ge=2, description="Tree bins; raised automatically to the number of stores/products."
+    )
+    seed: int = Field(42, description="Random seed for model fitting.")
+    holdout_months: int = Field(
+        6, ge=1, description="Most recent months held out to evaluate a model."
+    )
+    backtest_windows: int = Field(3, ge=1, description="Rolling-origin backtest windows.")
+    backtest_horizon: int = Field(3, ge=1, description="Months per backtest window.")
+    interval_levels: list[float] = Field(
+        default_factory=lambda: [0.8, 0.95], description="Prediction-interval levels."
+    )
+    promotion_tolerance: float = Field(
+        0.0, ge=0, description="A new model may be this much WAPE worse than the active one."
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap list. Use 127.0.0.1, not localhost: the local broker is IPv4 only.",
+    )
+    kafka_embedded: bool = Field(
+        True, description="`salesflow up` starts the local Tansu broker on the bootstrap address."
+    )
+    kafka_uploads_topic: str = Field("sales.uploads", description="Topic of upload events.")
+    kafka_dlq_topic: str = Field("sales.uploads.dlq", description="Dead-letter topic.")
+    kafka_topic_partitions: int = Field(1, ge=1, description="Partitions of created topics.")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replication of created topics.")
+    kafka_consumer_group: str = Field("salesflow-upload-consumer", description="Consumer group id.")
+    kafka_session_timeout_ms: int = Field(
+        6000,
+        ge=1000,
+        description="Consumer session timeout. librdkafka's 45 s default makes a new group wait "
+        "~23 s for its first message on the local broker; 6 s brings that to ~3 s.",
+    )
+    kafka_delivery_timeout_ms: int = Field(
+        10000,
+        ge=1000,
+        description="Producer delivery timeout (librdkafka's default is 300 s); the outbox retries.",
+    )
+    kafka_config: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra librdkafka settings, e.g. SASL/SSL: {"security.protocol": "SASL_SSL"}.',
+    )
+
+    # --- services ----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface every service binds to.")
+    upload_port: int = Field(8001, ge=1, le=65535, description="Upload service port.")
+    jobs_port: int = Field(8002, ge=1, le=65535, description="Job server port.")
+    upload_service_url: str = Field(
+        "", description="Where clients find the upload service; empty means http://host:upload_port."
+    )
+    job_server_url: str = Field(
+        "", description="Where the consumer finds the job server; empty means http://host:jobs_port."
+    )
+    max_upload_bytes: int = Field(
+        4 * 1024**3, ge=1, description="Largest accepted upload, enforced while streaming (413)."
+    )
+    jobs_concurrency: int = Field(1, ge=1, description="Training jobs run at once.")
+    predict_sync_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1,
+        description="Prediction files up to this size are answered at once; larger become jobs.",
+    )
+    consumer_backoff_initial_s: float = Field(
+        0.5, gt=0, description="First retry delay after a transient failure."
+    )
+    consumer_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    consumer_give_up_s: float = Field(
+        900.0, gt=0, description="After this long unavailable, an event goes to the dead letters."
+    )
+    http_timeout_s: float = Field(10.0, gt=0, description="Timeout of calls between services.")
+    outbox_interval_s: float = Field(1.0, gt=0, description="How often the outbox relay runs.")
+    reconcile_after_s: float = Field(
+        600.0, gt=0, description="Re-publish uploads with no terminal state after this long."
+    )
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.storage_url:
+            self.storage_url = (self.data_dir / "objects").as_uri()
+        if not self.warehouse_url:
+            self.warehouse_url = (self.data_dir / "warehouse").as_uri()
+        if not self.upload_service_url:
+            self.upload_service_url = f"http://{self.host}:{self.upload_port}"
+        if not self.job_server_url:
+            self.job_server_url = f"http://{self.host}:{self.jobs_port}"
+        return self
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The warehouse as a local folder (only file:// warehouses have one)."""
+        from salesflow.storage import local_path_of
+
+        return local_path_of(self.warehouse_url)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
