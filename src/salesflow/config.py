@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     outbox_interval_s: float = Field(1.0, gt=0, description="How often the outbox relay runs.")
     reconcile_after_s: float = Field(
         600.0, gt=0, description="Re-publish uploads with no terminal state after this long."
+    )
+
+    # --- security ----------------------------------------------------------------------------
+    auth_enabled: bool = Field(
+        True, description="Require a bearer token on every endpoint except /healthz and /readyz."
+    )
+    auth_token: SecretStr | None = Field(
+        None,
+        description="The bearer token. Empty: a random one is created on first start in "
+        "<data_dir>/auth-token (mode 0600) and used by the CLI automatically.",
     )
 
     @model_validator(mode="after")

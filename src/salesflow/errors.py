@@ -5,19 +5,27 @@
     │   ├── HeaderError                     missing columns, empty file, unreadable header
     │   ├── TooManyRejectsError             rejected share of rows above the configured limit
     │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
-    │   └── InvalidKeyError                 an object key outside the upload prefix
+    │   ├── InvalidKeyError                 an object key outside the upload prefix
+    │   ├── TooLargeError                   a body above the size limit (HTTP 413)
+    │   ├── UnsupportedMediaError           not a CSV text file (HTTP 415)
+    │   └── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
+    ├── NotFoundError                       no such upload / job (HTTP 404)
     ├── StorageError                        the object store failed
-    │   └── ObjectNotFoundError
+    │   ├── ObjectNotFoundError
+    │   └── StorageFullError                no space left (ENOSPC/EDQUOT) while writing
     ├── IntegrityError                      a stored object does not match its recorded size/sha256
     ├── ModelError                          training or prediction could not run
     │   └── ModelNotFoundError              no such model version / no active model
     ├── UnavailableError                    a dependency is down: retry later (transient)
+    │   └── BusyError                       too much work in flight right now (HTTP 503)
     └── ConfigurationError                  a setting is unusable (e.g. java missing)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BodyTimeoutError",
+    "BusyError",
     "ConfigurationError",
     "HeaderError",
     "InputError",
@@ -26,11 +34,15 @@ __all__ = [
     "InvalidKeyError",
     "ModelError",
     "ModelNotFoundError",
+    "NotFoundError",
     "ObjectNotFoundError",
     "SalesflowError",
     "StorageError",
+    "StorageFullError",
+    "TooLargeError",
     "TooManyRejectsError",
     "UnavailableError",
+    "UnsupportedMediaError",
 ]
 
 
@@ -60,12 +72,32 @@ class InvalidKeyError(InputError):
     code = "invalid_key"
 
 
+class TooLargeError(InputError):
+    code = "too_large"
+
+
+class UnsupportedMediaError(InputError):
+    code = "unsupported_media_type"
+
+
+class BodyTimeoutError(InputError):
+    code = "body_timeout"
+
+
+class NotFoundError(SalesflowError):
+    code = "not_found"
+
+
 class StorageError(SalesflowError):
     code = "storage_error"
 
 
 class ObjectNotFoundError(StorageError):
     code = "object_missing"
+
+
+class StorageFullError(StorageError):
+    code = "storage_full"
 
 
 class IntegrityError(SalesflowError):
@@ -82,6 +114,10 @@ class ModelNotFoundError(ModelError):
 
 class UnavailableError(SalesflowError):
     code = "unavailable"
+
+
+class BusyError(UnavailableError):
+    code = "busy"
 
 
 class ConfigurationError(SalesflowError):

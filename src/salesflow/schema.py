@@ -62,11 +62,13 @@ def _normalise(name: str) -> str:
     return name.strip().strip('"').strip().lower()
 
 
-def check_header(head: bytes) -> HeaderInfo:
+def check_header(head: bytes, *, require_quantity: bool = True) -> HeaderInfo:
     """Validate a file's header from its first bytes; name exactly what is wrong.
 
     Accepts comma-, tab- or semicolon-separated headers, UTF-8 with or without BOM, LF or CRLF.
+    `require_quantity=False` accepts files without a quantity column (prediction input).
     """
+    required = tuple(c for c in REQUIRED_COLUMNS if require_quantity or c != "quantity")
     has_bom = head.startswith(_BOM)
     if has_bom:
         head = head[len(_BOM) :]
@@ -89,12 +91,12 @@ def check_header(head: bytes) -> HeaderInfo:
     best: tuple[int, str, list[str]] | None = None
     for delimiter in DELIMITERS:
         names = [_normalise(n) for n in line.split(delimiter)]
-        found = sum(1 for c in REQUIRED_COLUMNS if c in names)
+        found = sum(1 for c in required if c in names)
         if best is None or found > best[0]:
             best = (found, delimiter, names)
     assert best is not None
     found, delimiter, names = best
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    missing = [c for c in required if c not in names]
     if missing:
         raise HeaderError(
             f"missing column(s): {', '.join(missing)}; the header has: "

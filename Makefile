@@ -1,0 +1,62 @@
+# salesflow: every target does its own set-up on a fresh machine (Java 17+ is the one prerequisite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST := $(PY) -m pytest
+
+.PHONY: help demo up test test-fast test-faults lint format bench bench-smoke clean check-java install
+
+help:
+	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
+	@echo "make test        the whole test suite (unit, integration, end-to-end)"
+	@echo "make test-fast   unit tests only (a minute or two)"
+	@echo "make lint        ruff check, ruff format --check, mypy on src/"
+	@echo "make bench       benchmarks (prints tables, writes bench/results/*.json)"
+	@echo "make bench-smoke a quick run of every benchmark (CI runs it)"
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "salesflow needs Java 17 or newer for Spark, and 'java' is not on PATH."; \
+	  echo "Install it with:  apt-get install openjdk-17-jre-headless"; exit 1; }
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: check-java $(STAMP)
+	$(VENV)/bin/salesflow demo
+
+up: check-java $(STAMP)
+	$(VENV)/bin/salesflow up
+
+test: check-java $(STAMP)
+	$(PYTEST) tests
+
+test-fast: check-java $(STAMP)
+	$(PYTEST) tests -m "not slow and not e2e"
+
+test-faults: check-java $(STAMP)
+	$(PYTEST) tests/faults
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
+
+bench: check-java $(STAMP)
+	$(PY) -m bench.run
+
+bench-smoke: check-java $(STAMP)
+	$(PY) -m bench.run --smoke
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,170 @@
+"""`salesflow up`: the whole system on one machine, each service its own child process.
+
+Starts the local broker (unless an external Kafka is configured), the job server, the upload service and
+the upload consumer; waits until each is ready; stops them all, newest first, on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from salesflow import kafka
+from salesflow.config import Settings
+from salesflow.errors import UnavailableError
+
+__all__ = ["Child", "Stack", "running_stack"]
+
+#: Services get this long to become ready; the job server's first SparkSession takes ~10 s on 2 cores.
+READY_TIMEOUT_S = 120.0
+#: Grace period between SIGTERM and SIGKILL when stopping a child.
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class Child:
+    """One child process and where its log goes."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # argument list, no shell
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_GRACE_S)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _http_ready(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def _cli(*args: str) -> list[str]:
+    """The argument list that runs a salesflow CLI command in a child Python."""
+    return [sys.executable, "-m", "salesflow.cli", *args]
+
+
+@dataclass
+class Stack:
+    """The children of `salesflow up`, in start order."""
+
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+
+    def plan(self) -> list[Child]:
+        logs = self.settings.data_dir / "logs"
+        children: list[Child] = []
+        if self.settings.kafka_embedded:
+            children.append(
+                Child(
+                    "broker",
+                    _cli("broker"),
+                    logs / "broker.log",
+                    lambda: kafka.broker_reachable(self.settings, timeout=1.0),
+                    url=f"kafka://{self.settings.kafka_bootstrap_servers}",
+                )
+            )
+        jobs, upload = self.settings.job_server_url, self.settings.upload_service_url
+        children += [
+            Child(
+                "job server", _cli("serve", "jobs"), logs / "jobs.log", _http_ready(jobs), url=jobs
+            ),
+            Child(
+                "upload service",
+                _cli("serve", "upload"),
+                logs / "upload.log",
+                _http_ready(upload),
+                url=upload,
+            ),
+            Child(
+                "upload consumer", _cli("serve", "consumer"), logs / "consumer.log", lambda: True
+            ),
+        ]
+        return children
+
+    def start(self, on_ready: Callable[[Child], None] | None = None) -> None:
+        """Start every child in order, each ready before the next starts."""
+        env = dict(os.environ)
+        for child in self.plan():
+            child.start(env)
+            self.children.append(child)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not child.ready():
+                if not child.alive():
+                    raise UnavailableError(
+                        f"{child.name} exited during start-up; its log ({child.log_path}) ends:\n"
+                        + child.log_tail()
+                    )
+                if time.monotonic() > deadline:
+                    raise UnavailableError(
+                        f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s; see {child.log_path}"
+                    )
+                time.sleep(0.2)
+            if on_ready is not None:
+                on_ready(child)
+
+    def failed(self) -> Child | None:
+        """The first child that has exited, if any."""
+        return next((c for c in self.children if not c.alive()), None)
+
+    def stop(self) -> None:
+        """Stop every child, newest first (the consumer before the services it calls)."""
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+
+
+@contextlib.contextmanager
+def running_stack(
+    settings: Settings, on_ready: Callable[[Child], None] | None = None
+) -> Iterator[Stack]:
+    """The whole system for the duration of a `with` block."""
+    stack = Stack(settings)
+    try:
+        stack.start(on_ready)
+        yield stack
+    finally:
+        stack.stop()
