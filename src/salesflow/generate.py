@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "Product",
     "Store",
     "catalog_from_dict",
+    "derived_id",
     "generate_sales",
     "load_catalog",
     "synthetic_catalog",
@@ -152,7 +153,7 @@ def catalog_from_dict(data: Any, source: str = "catalogue") -> Catalog:
     stores = tuple(
         Store(
             id=_id(entry, "store", where),
-            name=_name(entry, where),
+            name=_text(entry.get("name"), "name", where),
             goodness=_number(entry, "goodness", where, 0, MAX_GOODNESS),
         )
         for where, entry in _entries(data, "stores", {"id", "name", "goodness"}, source)
@@ -160,7 +161,7 @@ def catalog_from_dict(data: Any, source: str = "catalogue") -> Catalog:
     products = tuple(
         Product(
             id=_id(entry, "product", where),
-            name=_name(entry, where),
+            name=_text(entry.get("name"), "name", where),
             price=_number(entry, "price", where, 0, MAX_PRICE),
             monthly=_monthly(entry, where),
         )
@@ -212,14 +213,10 @@ def _text(value: Any, field: str, where: str) -> str:
     return value
 
 
-def _name(entry: Mapping[str, Any], where: str) -> str:
-    return _text(entry.get("name"), "name", where)
-
-
 def _id(entry: Mapping[str, Any], kind: str, where: str) -> str:
     if "id" in entry:
         return _text(entry["id"], "id", where)
-    return derived_id(kind, _name(entry, where))
+    return derived_id(kind, _text(entry.get("name"), "name", where))
 
 
 def _is_number(value: Any) -> bool:
@@ -227,7 +224,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _number(entry: Mapping[str, Any], field: str, where: str, lo: float, hi: float) -> float:
-    value = entry.get(field)
+    value: Any = entry.get(field)
     if not _is_number(value) or not lo <= value <= hi:
         raise InputError(
             f"{where}: field {field!r} must be a number from {lo:g} to {hi:g}, got {value!r:.60}"
@@ -416,18 +413,17 @@ def _generate(
     catalog = catalog if catalog is not None else load_catalog(None)
     tables = _Tables(catalog, start, end, delimiter)
     rng = np.random.default_rng(seed)
-    text = isinstance(sink, io.TextIOBase)
     per_store = np.zeros(len(catalog.stores), dtype=np.int64)
     per_product = np.zeros(len(catalog.products), dtype=np.int64)
     header = (delimiter.join(REQUIRED_COLUMNS) + "\n").encode()
-    written = _write(sink, header, text)
+    written = _write(sink, header)
     done = 0
     while done < rows:
         n = min(CHUNK_ROWS, rows - done)
         chunk, store, product = _chunk(rng, n, tables, timestamps)
         buffer = pa.BufferOutputStream()
         pa_csv.write_csv(chunk, buffer, tables.options)
-        written += _write(sink, buffer.getvalue(), text)
+        written += _write(sink, buffer.getvalue())
         per_store += np.bincount(store, minlength=len(per_store))
         per_product += np.bincount(product, minlength=len(per_product))
         done += n
@@ -472,10 +468,10 @@ def _chunk(
     return pa.table(columns, names=list(REQUIRED_COLUMNS)), store, product
 
 
-def _write(sink: BinaryIO | TextIO, data: bytes | pa.Buffer, text: bool) -> int:
+def _write(sink: BinaryIO | TextIO, data: bytes | pa.Buffer) -> int:
     raw = memoryview(data)
-    if text:
-        sink.write(bytes(raw).decode("utf-8"))  # type: ignore[arg-type]
+    if isinstance(sink, io.TextIOBase):
+        sink.write(bytes(raw).decode("utf-8"))
     else:
-        sink.write(raw)  # type: ignore[arg-type]
+        cast(BinaryIO, sink).write(raw)
     return raw.nbytes

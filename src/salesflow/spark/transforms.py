@@ -1,0 +1,167 @@
+"""Pure DataFrame -> DataFrame steps from raw sales rows to monthly demand, chained with `.transform`.
+
+No reads, no writes, no actions: each function only describes a plan, so each is tested on a tiny
+frame and the job composes them. Spark 4 runs in ANSI mode, so every parse uses a `try_*` function:
+a bad value becomes null and then a `reject_reason`, never an exception halfway through a job.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+__all__ = [
+    "KEYS",
+    "QUANTITY_REASONS",
+    "REJECT_REASONS",
+    "aggregate_monthly",
+    "aggregate_with_rejects",
+    "clean",
+    "keep_for_prediction",
+    "parse_date",
+    "parse_quantity",
+    "reject_reason",
+    "rejected_rows",
+    "seasonal_naive",
+    "validate",
+    "with_period",
+    "with_period_index",
+]
+
+#: Why a row is rejected, in the order the checks apply (a row gets the first that fits).
+REJECT_REASONS: tuple[str, ...] = (
+    "missing_store_id",
+    "missing_product_id",
+    "bad_date",
+    "missing_quantity",
+    "bad_quantity",
+    "negative_quantity",
+)
+#: Reasons that only concern the quantity: a prediction input may still use such a row.
+QUANTITY_REASONS: tuple[str, ...] = ("missing_quantity", "bad_quantity", "negative_quantity")
+#: The grain of the monthly aggregate.
+KEYS: tuple[str, ...] = ("store_id", "product_id", "year", "month")
+
+_BLANKS = " \t\r\n"
+_DATE_FORMATS = ("yyyy-MM-dd", "yyyy-MM-dd HH:mm:ss")
+
+
+def _text(name: str) -> Column:
+    """A text column trimmed of blanks (incl. a stray CR), with empty meaning null."""
+    return F.nullif(F.trim(F.col(name), F.lit(_BLANKS)), F.lit(""))
+
+
+def parse_date(text: Column) -> Column:
+    """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` as a date; null when it is neither."""
+    day, stamp = _DATE_FORMATS
+    return F.coalesce(F.try_to_date(text, day), F.to_date(F.try_to_timestamp(text, F.lit(stamp))))
+
+
+def parse_quantity(text: Column) -> Column:
+    """An integer or decimal quantity as a double; null for text, NaN and infinities."""
+    value = text.try_cast("double")
+    return F.when(~F.isnan(value) & (F.abs(value) < F.lit(float("inf"))), value)
+
+
+def reject_reason() -> Column:
+    """The first reason (see REJECT_REASONS) the raw text row is unusable; null when it is fine."""
+    quantity_text = _text("quantity")
+    quantity = parse_quantity(quantity_text)
+    return (
+        F.when(_text("store_id").isNull(), F.lit("missing_store_id"))
+        .when(_text("product_id").isNull(), F.lit("missing_product_id"))
+        .when(parse_date(_text("date")).isNull(), F.lit("bad_date"))
+        .when(quantity_text.isNull(), F.lit("missing_quantity"))
+        .when(quantity.isNull(), F.lit("bad_quantity"))
+        .when(quantity < 0, F.lit("negative_quantity"))
+    )
+
+
+def validate(df: DataFrame) -> DataFrame:
+    """Add `reject_reason` and type the row: trimmed ids, `quantity` double, `date` date."""
+    return df.withColumn("reject_reason", reject_reason()).withColumns(
+        {
+            "store_id": _text("store_id"),
+            "product_id": _text("product_id"),
+            "date": parse_date(_text("date")),
+            "quantity": parse_quantity(_text("quantity")),
+        }
+    )
+
+
+def rejected_rows(df: DataFrame) -> DataFrame:
+    """The raw text rows that fail validation, unchanged, with their `reject_reason`."""
+    return df.withColumn("reject_reason", reject_reason()).filter(
+        F.col("reject_reason").isNotNull()
+    )
+
+
+def clean(df: DataFrame) -> DataFrame:
+    """Drop names, price and extra columns; add `year` and `month` from the date."""
+    kept = ["store_id", "product_id", "date", "quantity"]
+    if "reject_reason" in df.columns:
+        kept.append("reject_reason")
+    return df.select(
+        *kept,
+        F.year("date").alias("year"),
+        F.month("date").alias("month"),
+    )
+
+
+def aggregate_monthly(df: DataFrame) -> DataFrame:
+    """Total quantity per store, product and month (the original job's reduce step)."""
+    return df.groupBy(*KEYS).agg(F.sum("quantity").alias("quantity"))
+
+
+def aggregate_with_rejects(df: DataFrame) -> DataFrame:
+    """One pass over cleaned rows giving both the monthly aggregate and the reject counts.
+
+    Accepted rows group by `KEYS` (with `reject_reason` null); rejected rows collapse into one group
+    per reason with null keys. Every group carries its row count and first/last date.
+    """
+    ok = F.col("reject_reason").isNull()
+    keyed = df.select(
+        "reject_reason",
+        *[F.when(ok, F.col(k)).alias(k) for k in KEYS],
+        F.when(ok, F.col("quantity")).alias("quantity"),
+        F.when(ok, F.col("date")).alias("date"),
+    )
+    return keyed.groupBy("reject_reason", *KEYS).agg(
+        F.sum("quantity").alias("quantity"),
+        F.count(F.lit(1)).alias("rows"),
+        F.min("date").alias("first_date"),
+        F.max("date").alias("last_date"),
+    )
+
+
+def keep_for_prediction(df: DataFrame) -> DataFrame:
+    """Validated rows a model can score: good ids and date; a bad quantity only blanks the actual."""
+    reason = F.col("reject_reason")
+    usable = reason.isNull() | reason.isin(*QUANTITY_REASONS)
+    return (
+        df.filter(usable)
+        .withColumn("quantity", F.when(reason.isNull(), F.col("quantity")))
+        .drop("reject_reason")
+    )
+
+
+def with_period(df: DataFrame) -> DataFrame:
+    """Add `period`, the month as a "YYYY-MM" string."""
+    return df.withColumn("period", F.format_string("%04d-%02d", F.col("year"), F.col("month")))
+
+
+def with_period_index(df: DataFrame) -> DataFrame:
+    """Add `period_index`, months since year 0 (year * 12 + month - 1), for ordering by time."""
+    return df.withColumn("period_index", F.col("year") * 12 + F.col("month") - 1)
+
+
+def seasonal_naive(df: DataFrame) -> DataFrame:
+    """Add `baseline`: the quantity of the same store, product and month one year earlier."""
+    earlier = df.select(
+        "store_id",
+        "product_id",
+        (F.col("year") + 1).alias("year"),
+        "month",
+        F.col("quantity").alias("baseline"),
+    )
+    return df.join(earlier, list(KEYS), "left")
