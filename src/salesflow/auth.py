@@ -22,14 +22,18 @@ def load_or_create_token(settings: Settings) -> str | None:
     path = settings.data_dir / TOKEN_FILE
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{TOKEN_FILE}.{secrets.token_hex(8)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
         try:
-            # O_EXCL: two services starting together must not write two different tokens.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # link() fails if the name exists: when two services start together, the first token
+            # wins whole and both read it; nobody ever sees a half-written file.
+            os.link(temp, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32))
+        finally:
+            temp.unlink()
     return path.read_text().strip()
 
 

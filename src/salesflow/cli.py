@@ -319,6 +319,23 @@ def demo(
         _print_metrics(record["metrics"])
 
 
+@app.command("config")
+def show_config(
+    markdown: Annotated[bool, typer.Option(help="Print the README's configuration table.")] = False,
+) -> None:
+    """Show every setting with its current value (secrets hidden)."""
+    from salesflow.config import settings_table
+
+    if markdown:
+        console.print(settings_table(), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table("setting", "environment variable", "value")
+    for name, value in settings().model_dump().items():
+        shown = "***" if "token" in name and value else str(value)
+        table.add_row(name, f"SALESFLOW_{name.upper()}", shown)
+    console.print(table)
+
+
 # --- output helpers ----------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ at start-up, and are then passed to components. No other module reads the enviro
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "settings_table"]
 
 
 class Settings(BaseSettings):
@@ -155,6 +156,9 @@ class Settings(BaseSettings):
         900.0, gt=0, description="After this long unavailable, an event goes to the dead letters."
     )
     http_timeout_s: float = Field(10.0, gt=0, description="Timeout of calls between services.")
+    crash_point: str | None = Field(
+        None, description="test builds only: exit the process at this named step"
+    )
     outbox_interval_s: float = Field(1.0, gt=0, description="How often the outbox relay runs.")
     reconcile_after_s: float = Field(
         600.0, gt=0, description="Re-publish uploads with no terminal state after this long."
@@ -183,12 +187,40 @@ class Settings(BaseSettings):
             self.job_server_url = f"http://{self.host}:{self.jobs_port}"
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as SALESFLOW_* variables, so child processes see exactly the same values."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"SALESFLOW_{name.upper()}"] = str(value)
+        return env
+
     @property
     def warehouse_path(self) -> Path:
         """The warehouse as a local folder (only file:// warehouses have one)."""
         from salesflow.storage import local_path_of
 
         return local_path_of(self.warehouse_url)
+
+
+def settings_table() -> str:
+    """The configuration table of the README, generated from the fields above."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        shown = "" if default in (None, "") else f"`{default}`"
+        if isinstance(default, Path):
+            shown = f"`{default}`"
+        lines.append(f"| `SALESFLOW_{name.upper()}` | {shown} | {info.description or ''} |")
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=1)

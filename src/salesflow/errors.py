@@ -1,24 +1,24 @@
 """The one error tree. Services map these to HTTP codes or dead-letter reasons at their edge.
 
-    SalesflowError
-    ├── InputError (also ValueError)        the user's input is wrong; the message says how to fix it
-    │   ├── HeaderError                     missing columns, empty file, unreadable header
-    │   ├── TooManyRejectsError             rejected share of rows above the configured limit
-    │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
-    │   ├── InvalidKeyError                 an object key outside the upload prefix
-    │   ├── TooLargeError                   a body above the size limit (HTTP 413)
-    │   ├── UnsupportedMediaError           not a CSV text file (HTTP 415)
-    │   └── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
-    ├── NotFoundError                       no such upload / job (HTTP 404)
-    ├── StorageError                        the object store failed
-    │   ├── ObjectNotFoundError
-    │   └── StorageFullError                no space left (ENOSPC/EDQUOT) while writing
-    ├── IntegrityError                      a stored object does not match its recorded size/sha256
-    ├── ModelError                          training or prediction could not run
-    │   └── ModelNotFoundError              no such model version / no active model
-    ├── UnavailableError                    a dependency is down: retry later (transient)
-    │   └── BusyError                       too much work in flight right now (HTTP 503)
-    └── ConfigurationError                  a setting is unusable (e.g. java missing)
+SalesflowError
+├── InputError (also ValueError)        the user's input is wrong; the message says how to fix it
+│   ├── HeaderError                     missing columns, empty file, unreadable header
+│   ├── TooManyRejectsError             rejected share of rows above the configured limit
+│   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
+│   ├── InvalidKeyError                 an object key outside the upload prefix
+│   ├── TooLargeError                   a body above the size limit (HTTP 413)
+│   ├── UnsupportedMediaError           not a CSV text file (HTTP 415)
+│   └── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
+├── NotFoundError                       no such upload / job (HTTP 404)
+├── StorageError                        the object store failed
+│   ├── ObjectNotFoundError
+│   └── StorageFullError                no space left (ENOSPC/EDQUOT) while writing
+├── IntegrityError                      a stored object does not match its recorded size/sha256
+├── ModelError                          training or prediction could not run
+│   └── ModelNotFoundError              no such model version / no active model
+├── UnavailableError                    a dependency is down: retry later (transient)
+│   └── BusyError                       too much work in flight right now (HTTP 503)
+└── ConfigurationError                  a setting is unusable (e.g. java missing)
 """
 
 from __future__ import annotations

@@ -273,7 +273,8 @@ def _load_mongo(url: str) -> Catalog:
         finally:
             client.close()
     except ConfigurationError as exc:
-        raise InputError(f"{where}: {exc} (the URL must name a database: .../DBNAME)") from None
+        detail = str(exc).replace(urlsplit(url).password or "\0", "***")
+        raise InputError(f"{where}: {detail} (the URL must name a database: .../DBNAME)") from None
     except PyMongoError as exc:
         raise UnavailableError(
             f"cannot read the catalogue from {where}: {type(exc).__name__}"
@@ -348,8 +349,11 @@ def generate_sales(
         raise InputError(f"start {start.isoformat()} is after end {end.isoformat()}")
     if delimiter not in DELIMITERS:
         raise InputError(f"delimiter must be one of {DELIMITERS!r}, got {delimiter!r}")
+    began = time.perf_counter()
+    tables = _Tables(catalog or load_catalog(None), start, end, delimiter, timestamps)
+    rng = np.random.default_rng(seed)
     if not isinstance(out, str | os.PathLike):
-        return _generate(out, rows, seed, start, end, catalog, delimiter, timestamps, progress)
+        return _generate(out, rows, rng, tables, progress, began)
     path = Path(out)
     if path.is_dir():
         raise InputError(f"output path is a folder: {path}")
@@ -357,9 +361,7 @@ def generate_sales(
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with tmp.open("xb") as sink:
-            stats = _generate(
-                sink, rows, seed, start, end, catalog, delimiter, timestamps, progress
-            )
+            stats = _generate(sink, rows, rng, tables, progress, began)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -369,7 +371,10 @@ def generate_sales(
 class _Tables:
     """The catalogue as arrays: what one chunk indexes into."""
 
-    def __init__(self, catalog: Catalog, start: date, end: date, delimiter: str) -> None:
+    def __init__(
+        self, catalog: Catalog, start: date, end: date, delimiter: str, timestamps: bool
+    ) -> None:
+        self.catalog, self.delimiter, self.timestamps = catalog, delimiter, timestamps
         first = start.toordinal() - date(1970, 1, 1).toordinal()
         self.first_day = first
         self.days = end.toordinal() - start.toordinal() + 1
@@ -401,26 +406,21 @@ def _price_text(price: float) -> str:
 def _generate(
     sink: BinaryIO | TextIO,
     rows: int,
-    seed: int,
-    start: date,
-    end: date,
-    catalog: Catalog | None,
-    delimiter: str,
-    timestamps: bool,
+    rng: np.random.Generator,
+    tables: _Tables,
     progress: Callable[[int], object] | None,
+    began: float,
 ) -> GenerateStats:
-    began = time.perf_counter()
-    catalog = catalog if catalog is not None else load_catalog(None)
-    tables = _Tables(catalog, start, end, delimiter)
-    rng = np.random.default_rng(seed)
+    """Write the header, then `rows` rows chunk by chunk; count rows per store and product."""
+    catalog = tables.catalog
     per_store = np.zeros(len(catalog.stores), dtype=np.int64)
     per_product = np.zeros(len(catalog.products), dtype=np.int64)
-    header = (delimiter.join(REQUIRED_COLUMNS) + "\n").encode()
+    header = (tables.delimiter.join(REQUIRED_COLUMNS) + "\n").encode()
     written = _write(sink, header)
     done = 0
     while done < rows:
         n = min(CHUNK_ROWS, rows - done)
-        chunk, store, product = _chunk(rng, n, tables, timestamps)
+        chunk, store, product = _chunk(rng, n, tables)
         buffer = pa.BufferOutputStream()
         pa_csv.write_csv(chunk, buffer, tables.options)
         written += _write(sink, buffer.getvalue())
@@ -439,9 +439,7 @@ def _generate(
     )
 
 
-def _chunk(
-    rng: np.random.Generator, n: int, t: _Tables, timestamps: bool
-) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+def _chunk(rng: np.random.Generator, n: int, t: _Tables) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """`n` sales as an Arrow table in the contract's column order, plus their store/product indices."""
     store = rng.integers(0, len(t.goodness), n)
     product = rng.integers(0, len(t.mu), n)
@@ -450,7 +448,7 @@ def _chunk(
     extra_units = rng.poisson(t.goodness[store]) + 1
     base_units = np.maximum(rng.normal(t.mu[product, month], t.sigma[product, month]), 0.0)
     quantity = np.rint(extra_units * base_units).astype(np.int64)
-    if timestamps:
+    if t.timestamps:
         seconds = (day + t.first_day) * _SECONDS_PER_DAY + rng.integers(0, _SECONDS_PER_DAY, n)
         when = pa.array(seconds, type=pa.timestamp("s"))
     else:

@@ -125,26 +125,43 @@ class Stack:
         ]
         return children
 
+    def env(self) -> dict[str, str]:
+        """The children's environment: ours plus every setting, so they see the same values."""
+        return {**os.environ, **self.settings.to_env()}
+
     def start(self, on_ready: Callable[[Child], None] | None = None) -> None:
         """Start every child in order, each ready before the next starts."""
-        env = dict(os.environ)
         for child in self.plan():
-            child.start(env)
             self.children.append(child)
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while not child.ready():
-                if not child.alive():
-                    raise UnavailableError(
-                        f"{child.name} exited during start-up; its log ({child.log_path}) ends:\n"
-                        + child.log_tail()
-                    )
-                if time.monotonic() > deadline:
-                    raise UnavailableError(
-                        f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s; see {child.log_path}"
-                    )
-                time.sleep(0.2)
+            self._launch(child)
             if on_ready is not None:
                 on_ready(child)
+
+    def _launch(self, child: Child) -> None:
+        child.start(self.env())
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not child.ready():
+            if not child.alive():
+                raise UnavailableError(
+                    f"{child.name} exited during start-up; its log ({child.log_path}) ends:\n"
+                    + child.log_tail()
+                )
+            if time.monotonic() > deadline:
+                raise UnavailableError(
+                    f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s; see {child.log_path}"
+                )
+            time.sleep(0.2)
+
+    def child(self, name: str) -> Child:
+        """A started child by name ("broker", "job server", "upload service", "upload consumer")."""
+        return next(c for c in self.children if c.name == name)
+
+    def restart(self, name: str) -> Child:
+        """Stop (if running) and start one child again, waiting until it is ready."""
+        child = self.child(name)
+        child.stop()
+        self._launch(child)
+        return child
 
     def failed(self) -> Child | None:
         """The first child that has exited, if any."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +30,24 @@ def s3_store(settings: Settings) -> S3Store:
 
 def pending_uploads(client: S3Client, bucket: str) -> list[str]:
     return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+class InFlight:
+    """Counts UploadPart calls running and finished, through botocore's own event hooks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.peak = self.done = 0
+
+    def start(self, **_: Any) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def end(self, **_: Any) -> None:
+        with self.lock:
+            self.now -= 1
+            self.done += 1
 
 
 def test_round_trip(s3_settings: Settings, s3_client: S3Client) -> None:
@@ -67,21 +86,27 @@ def test_empty_object(s3_settings: Settings) -> None:
     assert store.checksum("empty.csv").size == 0
 
 
-@pytest.mark.slow
 def test_multipart_object(s3_settings: Settings, s3_client: S3Client) -> None:
     settings = s3_settings.model_copy(update={"s3_part_size": 5 * MIB, "s3_max_concurrency": 2})
     store = s3_store(settings)
-    data = random.Random(7).randbytes(12 * MIB + 12345)  # two full parts and a ragged third
+    data = random.Random(7).randbytes(17 * MIB + 12345)  # three full parts and a ragged fourth
+    in_flight = InFlight()
+    store.client.meta.events.register("before-call.s3.UploadPart", in_flight.start)
+    store.client.meta.events.register("after-call.s3.UploadPart", in_flight.end)
 
     with store.writer(KEY) as writer:
         for start in range(0, len(data), 700_000):  # chunks that do not line up with parts
             writer.write(data[start : start + 700_000])
+            cut = min(start + 700_000, len(data)) // (5 * MIB)
+            # memory bound: write() waits until at most s3_max_concurrency cut parts are unfinished
+            assert cut - in_flight.done <= 2
         info = writer.commit()
 
     assert info.size == len(data)
     assert info.sha256 == hashlib.sha256(data).hexdigest()
     raw = s3_client.head_object(Bucket=bucket_of(settings), Key=f"{S3_PREFIX}/{KEY}")
-    assert raw["ETag"].strip('"').endswith("-3")  # a three-part multipart object
+    assert raw["ETag"].strip('"').endswith("-4")  # a four-part multipart object
+    assert (in_flight.done, in_flight.peak) == (4, 2)  # parts did go up in parallel
     head = store.head(KEY)
     assert (head.size, head.sha256) == (len(data), None)  # multipart: no sha256 metadata
     assert store.checksum(KEY) == info
@@ -120,7 +145,7 @@ def test_missing_object(s3_settings: Settings) -> None:
     store = s3_store(s3_settings)
 
     for call in (store.open, store.head, store.checksum):
-        with pytest.raises(ObjectNotFoundError, match="no object 'nope.csv'"):
+        with pytest.raises(ObjectNotFoundError, match=r"no object 'nope\.csv'"):
             call("nope.csv")
     with pytest.raises(ObjectNotFoundError), store.local_path("nope.csv"):
         pass
@@ -149,4 +174,4 @@ def test_other_errors_name_the_key_not_the_credentials(s3_settings: Settings) ->
     message = str(caught.value)
     assert not isinstance(caught.value, ObjectNotFoundError)
     assert KEY in message and "NoSuchBucket" in message
-    assert "testing" not in message and s3_settings.s3_endpoint_url not in message
+    assert "testing" not in message and str(s3_settings.s3_endpoint_url) not in message

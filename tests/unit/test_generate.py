@@ -268,7 +268,9 @@ def test_synthetic_catalogue_has_the_requested_sizes_and_unique_ids() -> None:
     assert len({s.id for s in catalog.stores}) == 200
     assert len({p.id for p in catalog.products}) == 2_000
     assert {s.goodness for s in catalog.stores} == {1, 2, 3, 4, 5}
-    assert all(len(p.monthly) == 12 and all(sd >= 0 for _, sd in p.monthly) for p in catalog.products)
+    assert all(
+        len(p.monthly) == 12 and all(sd >= 0 for _, sd in p.monthly) for p in catalog.products
+    )
     assert len({p.monthly for p in catalog.products}) > 1_000  # profiles really vary
     assert synthetic_catalog(200, 2_000, seed=1) == catalog
     assert catalog_from_dict(catalog.to_dict()) == catalog  # it passes the catalogue's validation

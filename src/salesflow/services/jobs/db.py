@@ -1,0 +1,324 @@
+"""The job table: one SQLite file (WAL) that survives restarts and makes train requests idempotent.
+
+`jobs.upload_id` is UNIQUE, so asking twice (or twenty times at once) to train the same upload gives
+one job. Workers claim queued jobs with one atomic `UPDATE ... WHERE status = 'queued'`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from salesflow.errors import NotFoundError
+
+__all__ = ["JOB_STATUSES", "MAX_ATTEMPTS", "Job", "JobDB", "utc_now"]
+
+JobKind = Literal["train", "predict"]
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+#: A train job interrupted by a restart runs again once; a second interruption fails it.
+MAX_ATTEMPTS = 2
+#: Largest page of GET /jobs.
+MAX_LIST = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('train', 'predict')),
+    upload_id     TEXT UNIQUE,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    finished_at   TEXT,
+    input_url     TEXT NOT NULL,
+    sha256        TEXT,
+    model_version TEXT,
+    result        TEXT,
+    output_path   TEXT,
+    error_code    TEXT,
+    error         TEXT,
+    log_tail      TEXT NOT NULL DEFAULT '[]',
+    attempts      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+"""
+
+
+def utc_now() -> str:
+    """Now as a UTC ISO-8601 string (milliseconds, so listing order is stable)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the job table."""
+
+    job_id: str
+    kind: JobKind
+    upload_id: str | None
+    status: str
+    created_at: str
+    input_url: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    sha256: str | None = None
+    model_version: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    output_path: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the API shows it: result fields flattened, no local output path."""
+        result = self.result
+        body: dict[str, Any] = {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "upload_id": self.upload_id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "input_url": self.input_url,
+            "sha256": self.sha256,
+            "model_version": self.model_version,
+            "metrics": result.get("metrics"),
+            "rows_read": result.get("rows_read"),
+            "rows_rejected": result.get("rows_rejected"),
+            "rejects_by_reason": result.get("rejects_by_reason"),
+            "rejects_url": result.get("rejects_url"),
+            "rows_aggregated": result.get("rows_aggregated"),
+            "date_range": result.get("date_range"),
+            "timings": result.get("timings"),
+            "error_code": self.error_code,
+            "error": self.error,
+            "attempts": self.attempts,
+            "log_tail": self.log_tail,
+        }
+        if self.kind == "predict":
+            body["rows"] = result.get("rows")
+            body["unknown_stores"] = result.get("unknown_stores")
+            body["unknown_products"] = result.get("unknown_products")
+            body["output"] = f"/jobs/{self.job_id}/output" if self.status == "succeeded" else None
+        return body
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        kind=row["kind"],
+        upload_id=row["upload_id"],
+        status=row["status"],
+        created_at=row["created_at"],
+        input_url=row["input_url"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        sha256=row["sha256"],
+        model_version=row["model_version"],
+        result=json.loads(row["result"]) if row["result"] else {},
+        output_path=row["output_path"],
+        error_code=row["error_code"],
+        error=row["error"],
+        log_tail=json.loads(row["log_tail"] or "[]"),
+        attempts=row["attempts"],
+    )
+
+
+def _fetch(conn: sqlite3.Connection, job_id: str) -> Job:
+    row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no job {job_id[:64]!r}")
+    return _row_to_job(row)
+
+
+class JobDB:
+    """The job table behind a lock: one connection shared by the request and worker threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        # isolation_level=None: autocommit; multi-statement changes use explicit BEGIN IMMEDIATE.
+        # timeout: wait up to 30 s for another process holding the write lock.
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def ping(self) -> None:
+        """Raise if the database does not answer."""
+        with self._lock:
+            self._conn.execute("SELECT 1").fetchone()
+
+    # --- creating ------------------------------------------------------------------------------
+
+    def create_train(
+        self, upload_id: str, input_url: str, sha256: str | None
+    ) -> tuple[Job, bool]:
+        """The train job of an upload, created if new: (job, created)."""
+        job_id = secrets.token_hex(16)
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "INSERT INTO jobs (job_id, kind, upload_id, status, created_at, input_url, sha256)"
+                " VALUES (?, 'train', ?, 'queued', ?, ?, ?) ON CONFLICT (upload_id) DO NOTHING",
+                (job_id, upload_id, utc_now(), input_url, sha256),
+            )
+            created = cursor.rowcount == 1
+            row = conn.execute("SELECT * FROM jobs WHERE upload_id = ?", (upload_id,)).fetchone()
+        return _row_to_job(row), created
+
+    def create_predict(
+        self, input_url: str, model_version: str | None, output_path: Path, job_id: str
+    ) -> Job:
+        """A queued predict job reading `input_url` and writing its CSV to `output_path`."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO jobs (job_id, kind, status, created_at, input_url, model_version,"
+                " output_path) VALUES (?, 'predict', 'queued', ?, ?, ?, ?)",
+                (job_id, utc_now(), input_url, model_version, str(output_path)),
+            )
+            row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _row_to_job(row)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job, or NotFoundError."""
+        with self._lock:
+            return _fetch(self._conn, job_id)
+
+    def list(
+        self, *, upload_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Jobs, newest first, optionally of one upload and/or in one status."""
+        where, params = [], []
+        if upload_id is not None:
+            where.append("upload_id = ?")
+            params.append(upload_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY rowid DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*params, max(1, min(limit, MAX_LIST)))).fetchall()
+        return [_row_to_job(row) for row in rows]
+
+    # --- running -------------------------------------------------------------------------------
+
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job to running and return it (None if none)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, finished_at = NULL,"
+                " attempts = attempts + 1 WHERE job_id = (SELECT job_id FROM jobs"
+                " WHERE status = 'queued' ORDER BY rowid LIMIT 1) AND status = 'queued'"
+                " RETURNING *",
+                (utc_now(),),
+            ).fetchone()
+        return _row_to_job(row) if row is not None else None
+
+    def set_log_tail(self, job_id: str, lines: list[str]) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE jobs SET log_tail = ? WHERE job_id = ?", (json.dumps(lines), job_id)
+            )
+
+    def succeed(
+        self,
+        job_id: str,
+        *,
+        model_version: str | None,
+        result: dict[str, Any],
+        log_tail: list[str],
+    ) -> Job:
+        """Record a finished job."""
+        return self._finish(
+            job_id,
+            "UPDATE jobs SET status = 'succeeded', finished_at = ?, model_version = ?, result = ?,"
+            " error_code = NULL, error = NULL, log_tail = ? WHERE job_id = ? RETURNING *",
+            (utc_now(), model_version, json.dumps(result, default=str), json.dumps(log_tail)),
+        )
+
+    def fail(self, job_id: str, *, code: str, message: str, log_tail: list[str]) -> Job:
+        """Record a failed job with a stable code and a short message."""
+        return self._finish(
+            job_id,
+            "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = ?, error = ?,"
+            " log_tail = ? WHERE job_id = ? RETURNING *",
+            (utc_now(), code, message, json.dumps(log_tail)),
+        )
+
+    def _finish(self, job_id: str, sql: str, params: tuple[Any, ...]) -> Job:
+        with self._tx() as conn:
+            row = conn.execute(sql, (*params, job_id)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job {job_id[:64]!r}")
+        return _row_to_job(row)
+
+    def release(self, job_id: str) -> Job:
+        """Give back a running job whose worker stopped: re-queue it or fail it as interrupted."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT * FROM jobs WHERE job_id = ? AND status = 'running'", (job_id,)
+            ).fetchone()
+            if row is None:
+                return _fetch(conn, job_id)
+            return _row_to_job(self._release_row(conn, row))
+
+    @staticmethod
+    def _release_row(conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
+        if row["kind"] == "train" and row["attempts"] < MAX_ATTEMPTS:
+            sql = "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ? RETURNING *"
+            params: tuple[Any, ...] = (row["job_id"],)
+        else:
+            sql = (
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = 'interrupted',"
+                " error = ? WHERE job_id = ? RETURNING *"
+            )
+            message = (
+                f"the job server stopped while this job was running ({row['attempts']} attempt(s))"
+            )
+            params = (utc_now(), message, row["job_id"])
+        updated: sqlite3.Row = conn.execute(sql, params).fetchone()
+        return updated
+
+    def recover(self) -> list[Job]:
+        """At start-up: re-queue or fail every job a previous process left running."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE status = 'running' ORDER BY rowid"
+            ).fetchall()
+            return [_row_to_job(self._release_row(conn, row)) for row in rows]

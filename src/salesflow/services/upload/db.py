@@ -1,0 +1,331 @@
+"""The upload service's SQLite state: one row per upload and the transactional outbox of its events.
+
+An upload row and its outbox event are written in ONE transaction, so an upload is never stored
+without its event nor announced without its row. One connection guarded by a lock (SQLite
+serialises writers anyway); WAL so readers never wait for the writer; parameterised SQL only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from salesflow.errors import NotFoundError
+
+__all__ = [
+    "STATUSES",
+    "TERMINAL",
+    "OutboxRow",
+    "UploadDB",
+    "utc_now",
+]
+
+log = logging.getLogger(__name__)
+
+#: Status order: an update to a lower rank is stale and ignored; terminal statuses never change.
+_RANK = {"stored": 0, "queued": 1, "training": 2, "trained": 3, "failed": 3, "rejected": 3}
+STATUSES: tuple[str, ...] = tuple(_RANK)
+TERMINAL = frozenset({"trained", "failed", "rejected"})
+#: Longest error text kept on a row; callers' messages are short, this bounds a misbehaving one.
+MAX_ERROR_CHARS = 2000
+#: How long a second process (the CLI, a restarted service) waits for the write lock.
+_BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id     TEXT PRIMARY KEY,
+    key           TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    filename      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    job_id        TEXT,
+    model_version TEXT,
+    metrics       TEXT,
+    error_code    TEXT,
+    error         TEXT,
+    preview       TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    reconciled_at TEXT
+);
+CREATE INDEX IF NOT EXISTS uploads_sha256 ON uploads (sha256);
+CREATE INDEX IF NOT EXISTS uploads_status ON uploads (status, updated_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    upload_id    TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    key          TEXT,
+    payload      BLOB NOT NULL,
+    created_at   TEXT NOT NULL,
+    published_at TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
+"""
+
+_COLUMNS = (
+    "upload_id, key, url, size, sha256, filename, status, job_id, model_version, metrics, "
+    "error_code, error, preview, created_at, updated_at"
+)
+
+
+def utc_now() -> str:
+    """Now as a sortable UTC ISO string with milliseconds."""
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One event waiting to be published (or already published)."""
+
+    id: int
+    upload_id: str
+    topic: str
+    key: str | None
+    payload: bytes
+    attempts: int
+
+
+class UploadDB:
+    """Uploads and their outbox in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write
+        # (duplicate check + insert, status transition) holds the write lock throughout.
+        self._conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        with self._transaction() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def ping(self) -> None:
+        """Raise if the database cannot be read."""
+        self._query("SELECT 1 FROM uploads LIMIT 1")
+
+    # --- uploads -------------------------------------------------------------------------------
+
+    def add_upload(
+        self, record: dict[str, Any], event: bytes, topic: str, *, force: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Insert an upload and its event atomically; `(record, duplicate)`.
+
+        Unless `force`, an existing non-rejected upload with the same sha256 is returned instead
+        (duplicate=True) and nothing is written: the check and the insert share one transaction,
+        so two concurrent uploads of the same bytes cannot both be created.
+        """
+        now = utc_now()
+        with self._transaction() as conn:
+            if not force:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM uploads WHERE sha256 = ? AND status != 'rejected' "
+                    "ORDER BY created_at LIMIT 1",
+                    (record["sha256"],),
+                ).fetchone()
+                if row is not None:
+                    return _record(row), True
+            conn.execute(
+                f"INSERT INTO uploads ({_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, 'stored', NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                (
+                    record["upload_id"],
+                    record["key"],
+                    record["url"],
+                    record["size"],
+                    record["sha256"],
+                    record["filename"],
+                    json.dumps(record.get("preview")),
+                    now,
+                    now,
+                ),
+            )
+            _insert_event(conn, record["upload_id"], topic, event, now)
+        return self.get(record["upload_id"]), False
+
+    def get(self, upload_id: str) -> dict[str, Any]:
+        """One upload; NotFoundError if unknown."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,))
+        if not rows:
+            raise NotFoundError(f"no upload {upload_id[:80]!r}")
+        return _record(rows[0])
+
+    def list(self, *, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
+        """Uploads, newest first, optionally only those with `status`."""
+        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM uploads {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_record(row) for row in rows]
+
+    def update_status(self, upload_id: str, status: str, **fields: Any) -> tuple[dict[str, Any], bool]:
+        """Apply a status report if it moves the upload forward; `(record, applied)`.
+
+        Terminal uploads never change; a report older than the current status (queued after
+        training) is ignored. Fields given as None keep their stored value.
+        """
+        if status not in _RANK or status == "stored":
+            raise ValueError(f"not a reportable status: {status!r}")
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no upload {upload_id[:80]!r}")
+            current = row["status"]
+            if current in TERMINAL or _RANK[status] < _RANK[current]:
+                return _record(row), False
+            metrics = fields.get("metrics")
+            error = fields.get("error")
+            conn.execute(
+                "UPDATE uploads SET status = ?, job_id = COALESCE(?, job_id), "
+                "model_version = COALESCE(?, model_version), metrics = COALESCE(?, metrics), "
+                "error_code = COALESCE(?, error_code), error = COALESCE(?, error), "
+                "updated_at = ? WHERE upload_id = ?",
+                (
+                    status,
+                    fields.get("job_id"),
+                    fields.get("model_version"),
+                    json.dumps(metrics) if metrics is not None else None,
+                    fields.get("error_code"),
+                    error[:MAX_ERROR_CHARS] if isinstance(error, str) else None,
+                    utc_now(),
+                    upload_id,
+                ),
+            )
+        return self.get(upload_id), True
+
+    # --- outbox --------------------------------------------------------------------------------
+
+    def pending_events(self, limit: int = 100) -> list[OutboxRow]:
+        """Unpublished events, oldest first."""
+        rows = self._query(
+            "SELECT id, upload_id, topic, key, payload, attempts FROM outbox "
+            "WHERE published_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxRow(r["id"], r["upload_id"], r["topic"], r["key"], bytes(r["payload"]), r["attempts"])
+            for r in rows
+        ]
+
+    def pending_count(self) -> int:
+        """How many events wait to be published."""
+        return int(self._query("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")[0][0])
+
+    def mark_published(self, event_id: int) -> None:
+        """Record that the broker acknowledged an event."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET published_at = ?, attempts = attempts + 1, last_error = NULL "
+                "WHERE id = ?",
+                (utc_now(), event_id),
+            )
+
+    def mark_failed(self, event_id: int, error: str) -> None:
+        """Record a failed publish attempt; the event stays pending."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error[:MAX_ERROR_CHARS], event_id),
+            )
+
+    def events_of(self, upload_id: str) -> list[dict[str, Any]]:
+        """Every outbox row of an upload (for inspection and tests)."""
+        rows = self._query(
+            "SELECT id, topic, key, payload, created_at, published_at, attempts, last_error "
+            "FROM outbox WHERE upload_id = ? ORDER BY id",
+            (upload_id,),
+        )
+        return [{**dict(r), "payload": bytes(r["payload"])} for r in rows]
+
+    # --- reconciliation ------------------------------------------------------------------------
+
+    def stale_uploads(self, older_than_s: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Non-terminal uploads untouched (and not reconciled) for `older_than_s`, with no event
+        still waiting in the outbox: those whose hand-off may have been lost."""
+        cutoff = _iso(datetime.now(UTC) - timedelta(seconds=older_than_s))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM uploads u "
+            "WHERE status IN ('stored', 'queued', 'training') "
+            "AND MAX(updated_at, COALESCE(reconciled_at, '')) < ? "
+            "AND NOT EXISTS (SELECT 1 FROM outbox o "
+            "                WHERE o.upload_id = u.upload_id AND o.published_at IS NULL) "
+            "ORDER BY updated_at LIMIT ?",
+            (cutoff, limit),
+        )
+        return [_record(row) for row in rows]
+
+    def republish(self, upload_id: str, topic: str, event: bytes) -> None:
+        """Queue the upload's event again and restart its reconcile clock."""
+        now = utc_now()
+        with self._transaction() as conn:
+            _insert_event(conn, upload_id, topic, event, now)
+            conn.execute(
+                "UPDATE uploads SET reconciled_at = ? WHERE upload_id = ?", (now, upload_id)
+            )
+
+    def touch_reconciled(self, upload_id: str) -> None:
+        """Restart an upload's reconcile clock without publishing."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE uploads SET reconciled_at = ? WHERE upload_id = ?", (utc_now(), upload_id)
+            )
+
+
+def _insert_event(
+    conn: sqlite3.Connection, upload_id: str, topic: str, event: bytes, now: str
+) -> None:
+    conn.execute(
+        "INSERT INTO outbox (upload_id, topic, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        (upload_id, topic, upload_id, event, now),
+    )
+
+
+def _record(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    for name in ("metrics", "preview"):
+        record[name] = json.loads(record[name]) if record[name] is not None else None
+    return record

@@ -1,0 +1,156 @@
+"""End to end over real processes: upload -> S3 -> Kafka -> consumer -> job server -> Spark -> predict."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import date
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from salesflow.services.jobs.client import JobServerClient
+from salesflow.services.upload.client import UploadClient
+
+from salesflow.demo import forecast_request
+from salesflow.generate import load_catalog
+from salesflow.schema import upload_key
+from tests.e2e.conftest import System
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+#: Upper bound for one upload to be trained (warm 20k-row training takes ~5-10 s on 2 cores).
+TRAIN_TIMEOUT_S = 240.0
+
+
+def wait_terminal(
+    system: System, upload_id: str, timeout: float = TRAIN_TIMEOUT_S
+) -> dict[str, Any]:
+    client = UploadClient(system.settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = client.get(upload_id)
+        if record["status"] in ("trained", "failed", "rejected"):
+            return record
+        time.sleep(0.5)
+    raise AssertionError(f"upload {upload_id} not terminal after {timeout} s: {record}")
+
+
+def read_topic(system: System, topic: str, key: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Read `topic` from the start with a fresh group; the JSON value of the first record keyed `key`."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": system.settings.kafka_bootstrap_servers,
+            "group.id": f"e2e-reader-{secrets.token_hex(4)}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            if msg.key() == key.encode():
+                return json.loads(msg.value())
+        raise AssertionError(f"no record keyed {key} on {topic} within {timeout} s")
+    finally:
+        consumer.close()
+
+
+def jobs_of(system: System, upload_id: str) -> list[dict[str, Any]]:
+    return JobServerClient(system.settings).jobs(upload_id=upload_id)
+
+
+def test_upload_trains_and_predicts(system: System) -> None:
+    path = system.sales_file(20_000, seed=0)
+    record = UploadClient(system.settings).upload(path)
+    upload_id = record["upload_id"]
+    assert record["status"] == "stored"
+    assert record["url"] == f"s3://{system.bucket}/store/{upload_key(upload_id)}"
+
+    event = read_topic(system, system.settings.kafka_uploads_topic, upload_id)
+    assert set(event) == {
+        "schema_version",
+        "upload_id",
+        "url",
+        "size",
+        "sha256",
+        "filename",
+        "uploaded_at",
+    }
+    assert event["schema_version"] == 1
+    assert event["size"] == path.stat().st_size
+    assert event["sha256"] == record["sha256"]
+    assert event["filename"] == path.name
+
+    final = wait_terminal(system, upload_id)
+    assert final["status"] == "trained", final
+    version = final["model_version"]
+    models = JobServerClient(system.settings).models()
+    assert any(m["version"] == version and m["active"] for m in models)
+
+    catalog = load_catalog(None)
+    request = forecast_request(catalog, _first_month_after(2022, 3), 12, system.files / "req.csv")
+    answer = JobServerClient(system.settings).predict_csv(request, accept_json=True)
+    rows = answer["rows"]
+    asked = {(s.id, p.id) for s in catalog.stores for p in catalog.products}
+    got = {(r["store_id"], r["product_id"], r["period"]) for r in rows}
+    assert len(got) == len(asked) * 12
+    assert {(s, p) for s, p, _ in got} == asked
+    assert all(r["predicted_quantity"] >= 0 for r in rows)
+    assert answer["model_version"] == version
+
+
+def test_tampered_object_is_dead_lettered(system: System) -> None:
+    system.stack.child(
+        "upload consumer"
+    ).stop()  # hold the hand-off so the object can be changed before verification
+    try:
+        record = UploadClient(system.settings).upload(system.sales_file(2_000, seed=7))
+        key = f"store/{upload_key(record['upload_id'])}"
+        body = system.s3().get_object(Bucket=system.bucket, Key=key)["Body"].read()
+        system.s3().put_object(Bucket=system.bucket, Key=key, Body=body.replace(b",", b";", 1))
+    finally:
+        system.stack.restart("upload consumer")
+    final = wait_terminal(system, record["upload_id"], timeout=60)
+    assert final["status"] == "rejected"
+    assert final["error_code"] in ("checksum_mismatch", "size_mismatch")
+    letter = read_topic(system, system.settings.kafka_dlq_topic, record["upload_id"])
+    assert letter["reason"] == final["error_code"]
+    assert json.loads(letter["event"])["upload_id"] == record["upload_id"]
+    assert jobs_of(system, record["upload_id"]) == []
+
+
+def test_same_file_twice_trains_once(system: System) -> None:
+    path = system.sales_file(3_000, seed=11)
+    client = UploadClient(system.settings)
+    first = client.upload(path)
+    second = client.upload(path)
+    assert second["duplicate"] is True
+    assert second["upload_id"] == first["upload_id"]
+    final = wait_terminal(system, first["upload_id"])
+    assert final["status"] == "trained"
+    assert len(jobs_of(system, first["upload_id"])) == 1
+
+
+def test_upload_while_broker_down_trains_when_it_returns(system: System) -> None:
+    system.stack.child("broker").stop()
+    try:
+        started = time.monotonic()
+        record = UploadClient(system.settings).upload(system.sales_file(3_000, seed=23))
+        assert time.monotonic() - started < 5.0
+        assert record["status"] == "stored"
+    finally:
+        system.stack.restart("broker")
+    final = wait_terminal(system, record["upload_id"])
+    assert final["status"] == "trained", final
+    assert len(jobs_of(system, record["upload_id"])) == 1
+
+
+def _first_month_after(year: int, month: int) -> date:
+    return date(year + month // 12, month % 12 + 1, 1)
