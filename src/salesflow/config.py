@@ -163,6 +163,14 @@ class Settings(BaseSettings):
     reconcile_after_s: float = Field(
         600.0, gt=0, description="Re-publish uploads with no terminal state after this long."
     )
+    upload_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An upload whose client sends no bytes for this long is cancelled (408).",
+    )
+    upload_max_concurrent: int = Field(
+        16, ge=1, description="Uploads streamed at once; more are refused with 503 busy."
+    )
 
     # --- security ----------------------------------------------------------------------------
     auth_enabled: bool = Field(

@@ -354,8 +354,8 @@ class FileStore(ObjectStore):
 
 
 def _s3_error(exc: Exception, key: str, action: str) -> StorageError:
-    """Map a botocore error to ours. Names the key and the S3 error code, never credentials,
-    request signatures or the endpoint (connection errors carry the endpoint URL)."""
+    """Map a botocore error to ours: the message names the key and S3's error code or the error
+    type only, never server text, credentials, signatures or the endpoint URL."""
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", "unknown"))
         if code in _MISSING_CODES:

@@ -1,4 +1,6 @@
-"""The MLlib pipeline: index stores and products, assemble month/year/store/product, fit a regressor."""
+"""The MLlib pipeline (index stores and products, assemble month/year/store/product, regress) and
+its evaluation on held-out recent months against a seasonal-naive baseline.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +9,13 @@ from typing import Any
 from pyspark.ml import Pipeline
 from pyspark.ml.feature import StringIndexer, VectorAssembler
 from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from salesflow.config import Settings
+from salesflow.spark.transforms import seasonal_naive, with_period_index
 
-__all__ = ["FEATURES", "build_pipeline", "pipeline_parameters"]
+__all__ = ["FEATURES", "build_pipeline", "evaluate", "pipeline_parameters"]
 
 #: Model inputs, in the order VectorAssembler packs them.
 FEATURES: tuple[str, ...] = ("month", "year", "store", "product")
@@ -56,3 +61,67 @@ def build_pipeline(settings: Settings, n_stores: int, n_products: int) -> Pipeli
     else:
         regressor = RandomForestRegressor(numTrees=params["numTrees"], **common)
     return Pipeline(stages=[stores, products, assembler, regressor])
+
+
+def _error_sums(prefix: str, forecast: Column) -> list[Column]:
+    error = forecast - F.col("quantity")
+    return [
+        F.sum(error * error).alias(f"{prefix}_sq"),
+        F.sum(F.abs(error)).alias(f"{prefix}_abs"),
+    ]
+
+
+def _scores(row: Any, prefix: str, n: int) -> dict[str, float | None]:
+    actual = row["actual_abs"]
+    return {
+        "rmse": round((row[f"{prefix}_sq"] / n) ** 0.5, 4),
+        "mae": round(row[f"{prefix}_abs"] / n, 4),
+        "wape": round(row[f"{prefix}_abs"] / actual, 4) if actual else None,
+    }
+
+
+def evaluate(
+    history: DataFrame, settings: Settings, n_stores: int, n_products: int
+) -> dict[str, Any]:
+    """Fit on all but the last `holdout_months` months; score model and baseline on the same rows.
+
+    The baseline is the seasonal naive forecast (same store, product and month one year earlier),
+    so the compared rows are the held-out rows that have such a value. Metrics are RMSE, MAE and
+    WAPE (sum |error| / sum |actual|). Without a year of history before the held-out months
+    there is nothing to compare on and the scores are None.
+    """
+    months = settings.holdout_months
+    indexed = history.transform(with_period_index)
+    last = indexed.agg(F.max("period_index")).first()
+    result: dict[str, Any] = {
+        "model": None,
+        "baseline": None,
+        "holdout_months": months,
+        "holdout_rows": 0,
+        "holdout_rows_total": 0,
+    }
+    if last is None or last[0] is None:
+        return result
+    cutoff = int(last[0]) - months
+    fit_part = indexed.filter(F.col("period_index") <= cutoff)
+    if fit_part.isEmpty():
+        return result
+    model = build_pipeline(settings, n_stores, n_products).fit(fit_part)
+    held_out = indexed.transform(seasonal_naive).filter(F.col("period_index") > cutoff)
+    predicted = F.greatest(F.col("prediction"), F.lit(0.0))  # as predict.py clips
+    compared = F.col("baseline").isNotNull()
+    scored = model.transform(held_out)
+    sums = scored.agg(
+        F.count(F.lit(1)).alias("total"),
+        F.count(F.when(compared, 1)).alias("n"),
+        *_error_sums("model", F.when(compared, predicted)),
+        *_error_sums("baseline", F.col("baseline")),
+        F.sum(F.when(compared, F.abs(F.col("quantity")))).alias("actual_abs"),
+    ).first()
+    assert sums is not None
+    result["holdout_rows_total"] = int(sums["total"])
+    result["holdout_rows"] = n = int(sums["n"])
+    if n:
+        result["model"] = _scores(sums, "model", n)
+        result["baseline"] = _scores(sums, "baseline", n)
+    return result

@@ -30,7 +30,7 @@ MAX_DETAIL_CHARS = 2000
 # scheme://anything-up-to-whitespace, e.g. file:///srv/data/x.csv, s3://bucket/key, http://host:1/
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S*")
 # An absolute posix path of two or more segments that does not follow a word character or a slash.
-_PATH = re.compile(r"(?<![\w/.:-])/(?:[^\s/'\"]+/)+[^\s/'\",;)]*")
+_PATH = re.compile(r"(?<![\w/.:-])/(?:[^\s/'\"]+/)+[^\s/'\",;:)]*")
 
 
 def scrub(detail: str) -> str:

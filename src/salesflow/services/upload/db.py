@@ -156,7 +156,7 @@ class UploadDB:
         (duplicate=True) and nothing is written: the check and the insert share one transaction,
         so two concurrent uploads of the same bytes cannot both be created.
         """
-        now = utc_now()
+        now = record.get("created_at") or utc_now()
         with self._transaction() as conn:
             if not force:
                 row = conn.execute(

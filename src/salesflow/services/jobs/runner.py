@@ -1,0 +1,333 @@
+"""The job runner: worker threads that claim queued jobs and run them in-process on the warm session.
+
+The Spark work is injected (`train_fn`, `predict_fn`, `spark_fn`), defaulting to the real
+`salesflow.spark` functions, so the runner and the routes can be tested with plain functions.
+A failed job gets a stable error code and a short message; tracebacks go to the server log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from salesflow import logs
+from salesflow.config import Settings
+from salesflow.errors import SalesflowError
+from salesflow.registry import ModelRegistry
+from salesflow.services.jobs.db import Job, JobDB
+from salesflow.spark.session import get_spark, stop_spark
+from salesflow.spark.train import TrainInput, train
+from salesflow.storage import local_path_of
+
+__all__ = [
+    "Engine",
+    "JobRunner",
+    "PredictFn",
+    "PredictOutcome",
+    "StatusCallback",
+    "TrainFn",
+    "spark_engine",
+    "spark_predictor",
+]
+
+log = logging.getLogger(__name__)
+
+#: Lines of log kept per job (GET /jobs/{id} shows them).
+LOG_TAIL_LINES = 50
+#: One log line in the tail is cut at this many characters (Spark errors can be pages long).
+LOG_LINE_CHARS = 500
+#: Idle workers re-check the queue this often even without a kick (a job added by another process).
+POLL_INTERVAL_S = 1.0
+#: How long stop() waits for workers to leave; a job still running is re-queued at the next start.
+STOP_TIMEOUT_S = 10.0
+
+StatusCallback = Callable[[Job], None]
+
+
+class TrainFn(Protocol):
+    """`salesflow.spark.train.train`'s signature."""
+
+    def __call__(
+        self,
+        spark: Any,
+        settings: Settings,
+        inputs: Sequence[TrainInput],
+        *,
+        registry: ModelRegistry | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    """What a prediction produced: the model used, counts, and the records when asked for JSON."""
+
+    model_version: str
+    rows: int
+    unknown_stores: list[str] = field(default_factory=list)
+    unknown_products: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] | None = None
+
+
+class PredictFn(Protocol):
+    """Predict a local CSV with a model version (None: the active one).
+
+    Writes a CSV to `csv_out` when given, else returns the records.
+    """
+
+    def __call__(
+        self, source: Path, *, version: str | None, csv_out: Path | None
+    ) -> PredictOutcome: ...
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The Spark side of the job server: session start/stop, training and prediction."""
+
+    spark: Callable[[], Any]
+    stop: Callable[[], None]
+    train: TrainFn
+    predict: PredictFn
+
+
+def spark_predictor(
+    settings: Settings, registry: ModelRegistry, spark_fn: Callable[[], Any]
+) -> PredictFn:
+    """The real predictor: `salesflow.spark.predict` on the process's session."""
+    from salesflow.spark import predict as spark_predict
+
+    def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+        result = spark_predict.predict(
+            spark_fn(), settings, str(source), registry=registry, version=version
+        )
+        records = None
+        if csv_out is None:
+            records = spark_predict.to_records(result.frame)
+        else:
+            spark_predict.write_csv(result.frame, csv_out)
+        return PredictOutcome(
+            model_version=result.version,
+            rows=int(result.rows),
+            unknown_stores=sorted(result.unknown_stores),
+            unknown_products=sorted(result.unknown_products),
+            records=records,
+        )
+
+    return run
+
+
+def spark_engine(settings: Settings, registry: ModelRegistry) -> Engine:
+    """The real engine: one warm SparkSession per process, stopped at shutdown."""
+
+    def spark() -> Any:
+        return get_spark(settings)
+
+    return Engine(
+        spark=spark,
+        stop=stop_spark,
+        train=train,
+        predict=spark_predictor(settings, registry, spark),
+    )
+
+
+class _TailHandler(logging.Handler):
+    """Keeps the log lines emitted while one job runs, in the thread(s) bound to its job id."""
+
+    def __init__(self, job_id: str, lines: deque[str]) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "progress", False):
+            return  # progress lines are added to the tail directly
+        if logs.current_context().get("job_id") != self.job_id:
+            return
+        try:
+            self.lines.append(_line(record.levelname, record.getMessage()))
+        except Exception:  # a logging handler must never raise
+            self.handleError(record)
+
+
+def _line(level: str, message: str) -> str:
+    stamp = time.strftime("%H:%M:%S", time.gmtime())
+    return f"{stamp} {level.lower()} {message}"[:LOG_LINE_CHARS]
+
+
+def _train_result(result: Any) -> dict[str, Any]:
+    """The JSON-able parts of a TrainResult kept in the job row."""
+    names = (
+        "metrics",
+        "rows_read",
+        "rows_rejected",
+        "rejects_by_reason",
+        "rejects_url",
+        "rows_aggregated",
+        "date_range",
+        "timings",
+        "duration_s",
+    )
+    return {name: getattr(result, name, None) for name in names}
+
+
+class JobRunner:
+    """`settings.jobs_concurrency` worker threads running queued jobs in order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: JobDB,
+        registry: ModelRegistry,
+        on_status: StatusCallback | None = None,
+        *,
+        train_fn: TrainFn = train,
+        predict_fn: PredictFn | None = None,
+        spark_fn: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.on_status = on_status
+        self.train_fn = train_fn
+        self.spark_fn: Callable[[], Any] = spark_fn or (lambda: get_spark(settings))
+        self.predict_fn = predict_fn or spark_predictor(settings, registry, self.spark_fn)
+        self._wake = threading.Condition()
+        self._pending = False
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers (they run jobs left queued by a previous process too)."""
+        for n in range(self.settings.jobs_concurrency):
+            thread = threading.Thread(target=self._loop, name=f"job-worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop taking jobs and wait a little for the workers; running jobs are re-queued."""
+        self._stopping.set()
+        self.kick()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.is_alive()]
+        if busy:
+            log.warning("workers still busy at shutdown: %s (their jobs re-queue)", busy)
+
+    def kick(self) -> None:
+        """Wake a worker: a job was queued."""
+        with self._wake:
+            self._pending = True
+            self._wake.notify_all()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self.db.claim_next()
+            except Exception:
+                log.exception("could not read the job queue")
+                job = None
+            if job is None:
+                with self._wake:
+                    if not self._pending:
+                        self._wake.wait(POLL_INTERVAL_S)
+                    self._pending = False
+                continue
+            try:
+                self.run(job)
+            except Exception:  # run() records failures itself; this is a last resort
+                log.exception("job %s could not be recorded", job.job_id)
+
+    # --- one job -------------------------------------------------------------------------------
+
+    def run(self, job: Job) -> Job:
+        """Run a claimed (running) job to the end and record the outcome."""
+        lines: deque[str] = deque(job.log_tail, maxlen=LOG_TAIL_LINES)
+        with logs.bind(job_id=job.job_id, upload_id=job.upload_id), self._tail(job, lines):
+            self._notify(job)
+            log.info("job started: %s (attempt %d)", job.kind, job.attempts)
+            try:
+                version, result = self._work(job, lines)
+            except Exception as exc:
+                return self._failed(job, exc, lines)
+            lines.append(_line("info", "succeeded" + (f": model {version}" if version else "")))
+            log.info("job succeeded: model %s", version)
+            done = self.db.succeed(
+                job.job_id, model_version=version, result=result, log_tail=list(lines)
+            )
+            self._notify(done)
+        return done
+
+    @contextmanager
+    def _tail(self, job: Job, lines: deque[str]) -> Iterator[None]:
+        handler = _TailHandler(job.job_id, lines)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+
+    def _work(self, job: Job, lines: deque[str]) -> tuple[str | None, dict[str, Any]]:
+        def progress(stage: str) -> None:
+            lines.append(_line("info", stage))
+            log.info("stage: %s", stage, extra={"progress": True})
+            try:
+                self.db.set_log_tail(job.job_id, list(lines))
+            except Exception:
+                log.warning("could not save the progress of job %s", job.job_id, exc_info=True)
+
+        if job.kind == "train":
+            inputs = [TrainInput(url=job.input_url, sha256=job.sha256, upload_id=job.upload_id)]
+            result = self.train_fn(
+                self.spark_fn(), self.settings, inputs, registry=self.registry, progress=progress
+            )
+            return str(result.version), _train_result(result)
+        source = local_path_of(job.input_url)
+        try:
+            progress("predicting")
+            assert job.output_path is not None
+            outcome = self.predict_fn(
+                source, version=job.model_version, csv_out=Path(job.output_path)
+            )
+        finally:
+            source.unlink(missing_ok=True)  # the input was a copy kept only for this job
+        return outcome.model_version, {
+            "rows": outcome.rows,
+            "unknown_stores": outcome.unknown_stores,
+            "unknown_products": outcome.unknown_products,
+        }
+
+    def _failed(self, job: Job, exc: Exception, lines: deque[str]) -> Job:
+        if self._stopping.is_set() and not isinstance(exc, SalesflowError):
+            # The server is shutting down under the job (e.g. Spark stopped): run it again later.
+            log.warning("job interrupted by shutdown: %s", type(exc).__name__)
+            return self.db.release(job.job_id)
+        if isinstance(exc, SalesflowError):
+            code, message = exc.code, str(exc)[:2000]
+            log.warning("job failed: %s: %s", code, message)
+        else:
+            code = "training_error" if job.kind == "train" else "prediction_error"
+            message = f"{job.kind} failed: {type(exc).__name__}; see the job server log"
+            log.error("job failed unexpectedly", exc_info=exc)
+        lines.append(_line("error", f"failed: {code}: {message}"))
+        failed = self.db.fail(job.job_id, code=code, message=message, log_tail=list(lines))
+        self._notify(failed)
+        return failed
+
+    def _notify(self, job: Job) -> None:
+        if self.on_status is None:
+            return
+        try:
+            self.on_status(job)
+        except Exception:
+            log.warning("status callback failed for job %s", job.job_id, exc_info=True)

@@ -1,0 +1,251 @@
+"""The outbox relay: moves upload events from SQLite to Kafka, and heals lost hand-offs.
+
+One background thread. Each pass publishes unpublished outbox rows in id order, waiting for each
+delivery, and marks them published; on a failure it records the error on the row and backs off
+(doubling, capped), then re-creates the topics before trying again (the local broker forgets them on
+a restart). A kick (after each upload) wakes it at once, so the normal hand-off is immediate.
+
+The same thread reconciles: uploads that stayed stored/queued/training longer than
+`reconcile_after_s` get a fresh event (safe: the job server is idempotent on upload_id). For a
+queued/training upload the job server is asked first, and a finished job's status is adopted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from salesflow.config import Settings
+from salesflow.errors import SalesflowError, UnavailableError
+from salesflow.logs import bind
+from salesflow.schema import UploadEvent
+from salesflow.services.upload.db import UploadDB
+
+__all__ = ["JobLookup", "OutboxRelay", "Publisher", "event_of", "job_server_lookup"]
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between publish attempts while Kafka is down: a restarted broker is noticed
+#: within this, even without a kick.
+MAX_BACKOFF_S = 15.0
+#: Rows read from the outbox per pass; the next pass (immediately) takes the rest.
+BATCH = 200
+#: How long a stopping relay waits for an in-flight publish (bounded by the delivery timeout).
+STOP_TIMEOUT_S = 30.0
+
+JobLookup = Callable[[str], dict[str, Any] | None]
+"""The job server's job for an upload id, or None if it has none; UnavailableError if down."""
+
+
+class Publisher(Protocol):
+    """What the relay needs of `salesflow.kafka.EventPublisher`."""
+
+    def publish(self, topic: str, key: str | None, value: bytes, timeout: float = ...) -> Any: ...
+
+
+def event_of(record: dict[str, Any]) -> bytes:
+    """The upload event of an upload row."""
+    return UploadEvent(
+        upload_id=record["upload_id"],
+        url=record["url"],
+        size=record["size"],
+        sha256=record["sha256"],
+        filename=record["filename"],
+        uploaded_at=record["created_at"],
+    ).to_json()
+
+
+def job_server_lookup(settings: Settings) -> tuple[JobLookup, Callable[[], None]]:
+    """A JobLookup backed by the job server's client, and its close function."""
+    from salesflow.services.jobs.client import JobServerClient
+
+    client = JobServerClient(settings)
+
+    def lookup(upload_id: str) -> dict[str, Any] | None:
+        answer: Any = client.jobs(upload_id=upload_id)
+        jobs = answer.get("jobs", []) if isinstance(answer, dict) else list(answer or [])
+        trains = [job for job in jobs if job.get("kind", "train") == "train"]
+        return trains[0] if trains else None
+
+    def close() -> None:
+        closer = getattr(client, "close", None)
+        if callable(closer):
+            closer()
+
+    return lookup, close
+
+
+def _default_prepare(settings: Settings) -> Callable[[], None]:
+    def prepare() -> None:
+        from salesflow.kafka import ensure_topics
+
+        ensure_topics(settings)
+
+    return prepare
+
+
+class OutboxRelay:
+    """The background thread that publishes the outbox and reconciles stuck uploads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: UploadDB,
+        publisher: Publisher,
+        *,
+        jobs: JobLookup | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.publisher = publisher
+        self.jobs = jobs
+        self.prepare = prepare or _default_prepare(settings)
+        self.failures = 0
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Publish waits for the broker's ack; librdkafka gives up after its delivery timeout.
+        self._publish_timeout = settings.kafka_delivery_timeout_ms / 1000 + 5
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after the publish in flight, if any."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.warning("the outbox relay did not stop within %s s", STOP_TIMEOUT_S)
+            self._thread = None
+
+    def kick(self) -> None:
+        """Publish now (called after each upload)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.reconcile()
+                more = self.publish_pending()
+            except Exception as exc:  # the relay must survive anything; the rows stay pending
+                log.exception("outbox relay pass failed")
+                self._failed(exc)
+                more = False
+            if more:
+                delay = 0.0
+            elif self.failures:
+                delay = min(self.settings.outbox_interval_s * 2**self.failures, MAX_BACKOFF_S)
+            else:
+                delay = self.settings.outbox_interval_s
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def publish_pending(self) -> bool:
+        """Publish waiting events in order; True if a full batch went out and more may wait.
+
+        Stops at the first failure so events keep their order; raises nothing for Kafka errors.
+        """
+        rows = self.db.pending_events(BATCH)
+        if not rows:
+            return False
+        if self.failures:
+            try:
+                self.prepare()  # the broker may have restarted without our topics
+            except SalesflowError as exc:
+                self.db.mark_failed(rows[0].id, f"{exc.code}: {exc}")
+                self._failed(exc)
+                return False
+        for row in rows:
+            if self._stop.is_set():
+                return False
+            with bind(upload_id=row.upload_id):
+                try:
+                    self.publisher.publish(
+                        row.topic, row.key, row.payload, timeout=self._publish_timeout
+                    )
+                except SalesflowError as exc:
+                    self.db.mark_failed(row.id, f"{exc.code}: {exc}")
+                    self._failed(exc)
+                    return False
+                self.db.mark_published(row.id)
+                log.info("published the upload event (outbox row %d)", row.id)
+            if self.failures:
+                log.info("kafka is reachable again; the outbox is draining")
+            self.failures, self.last_error = 0, None
+        return len(rows) == BATCH
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures = min(self.failures + 1, 30)  # 2**30 * interval is far past the cap anyway
+        self.last_error = str(exc)[:500]
+        log.warning("could not publish upload events (attempt %d): %s", self.failures, exc)
+
+    def reconcile(self) -> int:
+        """Re-announce uploads whose hand-off looks lost; returns how many were re-published."""
+        republished = 0
+        for record in self.db.stale_uploads(self.settings.reconcile_after_s):
+            with bind(upload_id=record["upload_id"]):
+                if record["status"] != "stored" and self._adopt_job(record):
+                    continue
+                self.db.republish(record["upload_id"], self.settings.kafka_uploads_topic, event_of(record))
+                log.info("upload %s for too long: its event was re-published", record["status"])
+                republished += 1
+        if republished:
+            self.kick()
+        return republished
+
+    def _adopt_job(self, record: dict[str, Any]) -> bool:
+        """Take over a finished job's outcome; True if the upload is now settled."""
+        if self.jobs is None:
+            return False
+        try:
+            job = self.jobs(record["upload_id"])
+        except UnavailableError as exc:
+            log.info("job server unavailable for a stale upload (%s); re-publishing", exc)
+            return False
+        except Exception:  # a broken answer must not stop the relay; re-publishing is safe
+            log.warning("job lookup of a stale upload failed; re-publishing", exc_info=True)
+            return False
+        if job is None:
+            return False
+        upload_id, status = record["upload_id"], job.get("status")
+        if status == "succeeded":
+            self.db.update_status(
+                upload_id,
+                "trained",
+                job_id=job.get("job_id"),
+                model_version=job.get("model_version"),
+                metrics=job.get("metrics"),
+            )
+        elif status == "failed":
+            self.db.update_status(
+                upload_id,
+                "failed",
+                job_id=job.get("job_id"),
+                error_code=job.get("error_code"),
+                error=job.get("error"),
+            )
+        elif status in ("queued", "running"):
+            adopted = "training" if status == "running" else "queued"
+            self.db.update_status(upload_id, adopted, job_id=job.get("job_id"))
+            self.db.touch_reconciled(upload_id)  # alive and working: nothing to re-send
+            return True
+        else:
+            return False
+        log.info("adopted the job server's outcome for a stale upload: %s", status)
+        return True

@@ -1,0 +1,309 @@
+"""Predictions from a registered model: score a sales CSV, a prepared frame, or a future calendar.
+
+`predict` reads a CSV in the upload format (quantity optional), aggregates it like training does,
+and scores it with the active (or a named) model version. `predict_frame` is the warm-session entry
+point the job server uses; fitted models are cached per version folder (versions are immutable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import StringIndexerModel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
+
+from salesflow.config import Settings
+from salesflow.errors import InputError, ModelError, SalesflowError
+from salesflow.registry import ModelRegistry, ModelVersion
+from salesflow.spark.read import open_sales, read_sales
+from salesflow.spark.transforms import (
+    KEYS,
+    aggregate_monthly,
+    clean,
+    keep_for_prediction,
+    validate,
+    with_period,
+)
+from salesflow.storage import local_path_of
+
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "PredictResult",
+    "escape_formula_text",
+    "future_frame",
+    "load_model",
+    "main",
+    "model_labels",
+    "predict",
+    "predict_frame",
+    "to_records",
+    "write_csv",
+]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "store_id",
+    "product_id",
+    "year",
+    "month",
+    "period",
+    "predicted_quantity",
+    "actual_quantity",
+    "error",
+    "unknown_store",
+    "unknown_product",
+)
+#: Fitted models kept in memory; loading one costs about a second, each holds a few MB of trees.
+_CACHE_SIZE = 4
+_cache: OrderedDict[str, PipelineModel] = OrderedDict()
+_cache_lock = threading.Lock()
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+_FORMULA_START = r"^[=+\-@\t\r]"
+#: ...unless it is a plain number, such as a negative quantity.
+_PLAIN_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """A scored frame (OUTPUT_COLUMNS, sorted) with its row count and the ids the model never saw."""
+
+    version: str
+    frame: DataFrame
+    rows: int
+    unknown_stores: list[str]
+    unknown_products: list[str]
+
+
+def load_model(model_version: ModelVersion) -> PipelineModel:
+    """The fitted pipeline of a version, from the in-process cache when possible."""
+    key = str(model_version.pipeline_path)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    if not model_version.pipeline_path.is_dir():
+        raise ModelError(f"model {model_version.version} has no saved pipeline at {key}")
+    model = PipelineModel.load(key)
+    with _cache_lock:
+        _cache[key] = model
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model
+
+
+def model_labels(model: PipelineModel) -> tuple[list[str], list[str]]:
+    """The store and product ids a fitted pipeline was trained on."""
+    stores, products = model.stages[0], model.stages[1]
+    assert isinstance(stores, StringIndexerModel) and isinstance(products, StringIndexerModel)
+    return list(stores.labelsArray[0]), list(products.labelsArray[0])
+
+
+def predict_frame(model_version: ModelVersion, df: DataFrame) -> DataFrame:
+    """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`)."""
+    missing = [c for c in KEYS if c not in df.columns]
+    if missing:
+        raise InputError(f"cannot predict: column(s) {', '.join(missing)} missing from the frame")
+    model = load_model(model_version)
+    stores, products = model_labels(model)
+    if "quantity" not in df.columns:
+        df = df.withColumn("quantity", F.lit(None).cast("double"))
+    typed = df.select(
+        F.col("store_id").cast("string").alias("store_id"),
+        F.col("product_id").cast("string").alias("product_id"),
+        F.col("year").cast("int").alias("year"),
+        F.col("month").cast("int").alias("month"),
+        F.col("quantity").cast("double").alias("quantity"),
+    )
+    predicted = F.greatest(F.col("prediction"), F.lit(0.0))  # demand is never negative
+    return (
+        model.transform(typed)
+        .transform(with_period)
+        .select(
+            *KEYS,
+            "period",
+            predicted.alias("predicted_quantity"),
+            F.col("quantity").alias("actual_quantity"),
+            (predicted - F.col("quantity")).alias("error"),
+            # handleInvalid="keep" gives unseen ids the index just past the known labels.
+            (F.col("store") == float(len(stores))).alias("unknown_store"),
+            (F.col("product") == float(len(products))).alias("unknown_product"),
+        )
+    )
+
+
+def predict(
+    spark: SparkSession,
+    settings: Settings,
+    source: str,
+    *,
+    registry: ModelRegistry,
+    version: str | None = None,
+) -> PredictResult:
+    """Score a sales CSV (quantity optional) with the active model, or `version`."""
+    model_version = registry.get(version) if version else registry.require_active()
+    with open_sales(source, settings, require_quantity=False) as sales:
+        raw = read_sales(spark, sales.spark_path, sales.header)
+        if "quantity" not in raw.columns:
+            raw = raw.withColumn("quantity", F.lit(None).cast("string"))
+        monthly = (
+            raw.transform(validate)
+            .transform(keep_for_prediction)
+            .transform(clean)
+            .transform(aggregate_monthly)
+        )
+        # Materialise while a staged copy of the source still exists; the result is small.
+        frame = predict_frame(model_version, monthly).orderBy(*KEYS).localCheckpoint()
+    summary = frame.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.collect_set(F.when(F.col("unknown_store"), F.col("store_id"))).alias("stores"),
+        F.collect_set(F.when(F.col("unknown_product"), F.col("product_id"))).alias("products"),
+    ).first()
+    assert summary is not None
+    result = PredictResult(
+        version=model_version.version,
+        frame=frame,
+        rows=int(summary["rows"]),
+        unknown_stores=sorted(summary["stores"]),
+        unknown_products=sorted(summary["products"]),
+    )
+    log.info(
+        "predicted %d rows with %s (%d unknown stores, %d unknown products)",
+        result.rows,
+        result.version,
+        len(result.unknown_stores),
+        len(result.unknown_products),
+    )
+    return result
+
+
+def to_records(df: DataFrame) -> list[dict[str, Any]]:
+    """The frame's rows as plain dicts (for JSON answers); meant for small frames."""
+    return [row.asDict() for row in df.collect()]
+
+
+def _escape_formula(column: Column) -> Column:
+    risky = column.rlike(_FORMULA_START) & ~column.rlike(_PLAIN_NUMBER)
+    return F.when(risky, F.concat(F.lit("'"), column)).otherwise(column)
+
+
+def escape_formula_text(value: str) -> str:
+    """The Python twin of the CSV writer's escaping, for writers that do not go through Spark."""
+    if re.match(_FORMULA_START, value) and not re.match(_PLAIN_NUMBER, value):
+        return "'" + value
+    return value
+
+
+def write_csv(df: DataFrame, path: str | Path) -> Path:
+    """Write `df` as one CSV file with a header, atomically (temp folder, then rename).
+
+    Text cells that a spreadsheet would run as a formula (= + - @ ...) get a leading `'`.
+    """
+    target = local_path_of(str(path)).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    escaped = df.select(
+        *[
+            _escape_formula(F.col(f.name)).alias(f.name)
+            if isinstance(f.dataType, StringType)
+            else F.col(f.name)
+            for f in df.schema.fields
+        ]
+    )
+    tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(8)}"
+    try:
+        escaped.coalesce(1).write.csv(
+            str(tmp), header=True, encoding="UTF-8", escape='"', emptyValue=""
+        )
+        parts = sorted(tmp.glob("part-*"))
+        if parts:
+            os.replace(parts[0], target)
+        else:  # an empty frame: Spark may write no part file at all
+            target.write_text(",".join(df.columns) + "\n", encoding="utf-8")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def future_frame(
+    spark: SparkSession,
+    stores: Sequence[str],
+    products: Sequence[str],
+    start_period: str,
+    months: int = 12,
+) -> DataFrame:
+    """Every store x product for `months` months from `start_period` ("YYYY-MM", included)."""
+    try:
+        year_text, month_text = start_period.split("-")
+        year, month = int(year_text), int(month_text)
+        if not 1 <= month <= 12 or len(year_text) != 4:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"start period {start_period!r} is not YYYY-MM") from None
+    if months < 1:
+        raise InputError(f"months must be at least 1, got {months}")
+    periods = [divmod(year * 12 + month - 1 + i, 12) for i in range(months)]
+    calendar = spark.createDataFrame([(y, m + 1) for y, m in periods], "year int, month int")
+    store_frame = spark.createDataFrame([(s,) for s in stores], "store_id string")
+    product_frame = spark.createDataFrame([(p,) for p in products], "product_id string")
+    return store_frame.crossJoin(product_frame).crossJoin(calendar).select(*KEYS)
+
+
+def _print_csv(df: DataFrame) -> None:
+    writer = csv.writer(sys.stdout)
+    writer.writerow(df.columns)
+    for row in df.toLocalIterator():
+        writer.writerow([escape_formula_text(v) if isinstance(v, str) else v for v in row])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m salesflow.spark.predict CSV [--model V] [-o OUT]`: score a CSV with a model."""
+    from salesflow.config import get_settings
+    from salesflow.spark.session import get_spark
+
+    parser = argparse.ArgumentParser(
+        prog="python -m salesflow.spark.predict", description=main.__doc__
+    )
+    parser.add_argument("csv", help="sales CSV: path, file:// or s3:// URL (quantity optional)")
+    parser.add_argument("--model", default=None, help="model version (default: the active one)")
+    parser.add_argument("-o", "--output", default=None, help="write the predictions to this CSV")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    registry = ModelRegistry(settings.warehouse_path / "models")
+    try:
+        result = predict(
+            get_spark(settings), settings, args.csv, registry=registry, version=args.model
+        )
+    except SalesflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        print(f"wrote {write_csv(result.frame, args.output)}", file=sys.stderr)
+    else:
+        _print_csv(result.frame)
+    print(
+        f"{result.rows} rows scored with model {result.version}; unknown stores: "
+        f"{len(result.unknown_stores)}, unknown products: {len(result.unknown_products)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

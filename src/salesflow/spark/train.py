@@ -1,0 +1,344 @@
+"""The training job: sales files in, a new active model version out.
+
+header check -> read -> validate -> reject accounting -> clean -> aggregate -> append to the curated
+monthly history (once per file checksum) -> read the whole history -> evaluate on the most recent
+months against a seasonal-naive baseline -> refit on everything -> publish to the registry.
+A failed run creates no version and leaves the active model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+from salesflow.config import Settings
+from salesflow.errors import ConfigurationError, InputError, SalesflowError, TooManyRejectsError
+from salesflow.registry import ModelRegistry
+from salesflow.spark.pipeline import build_pipeline, evaluate, pipeline_parameters
+from salesflow.spark.predict import model_labels, write_csv
+from salesflow.spark.read import file_sha256, open_sales, read_sales
+from salesflow.spark.transforms import (
+    KEYS,
+    aggregate_monthly,
+    aggregate_with_rejects,
+    clean,
+    rejected_rows,
+    validate,
+)
+
+__all__ = ["TrainInput", "TrainResult", "curated_path", "main", "train"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+_MANIFEST = "_source.json"  # Spark's Parquet reader skips names starting with "_"
+_CURATED_SCHEMA = StructType(
+    [
+        StructField("store_id", StringType()),
+        StructField("product_id", StringType()),
+        StructField("year", IntegerType()),
+        StructField("month", IntegerType()),
+        StructField("quantity", DoubleType()),
+        StructField("source_sha256", StringType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TrainInput:
+    """One sales file to learn from: its URL (file:///, path or s3://), checksum and upload id."""
+
+    url: str
+    sha256: str | None = None
+    upload_id: str | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and measured."""
+
+    version: str
+    metrics: dict[str, Any]
+    rows_read: int
+    rows_rejected: int
+    rejects_by_reason: dict[str, int]
+    rejects_url: str | None
+    rows_aggregated: int
+    date_range: dict[str, str] | None
+    inputs: list[dict[str, Any]]
+    duration_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def curated_path(settings: Settings) -> Path:
+    """The curated monthly history: Parquet partitioned by the source file's sha256."""
+    return settings.warehouse_path / "curated" / "monthly"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def _check_rejects(stats: dict[str, Any], limit: float) -> None:
+    read, rejected = stats["rows_read"], stats["rows_rejected"]
+    if read == 0:
+        raise InputError(f"{stats['url']} has a header but no data rows")
+    if rejected / read > limit:
+        reasons = ", ".join(f"{r} {n}" for r, n in stats["rejects_by_reason"].items())
+        raise TooManyRejectsError(
+            f"{rejected} of {read} rows rejected ({_percent(rejected / read)}) > limit "
+            f"{limit * 100:g}%: {reasons}; see {stats['rejects_url']}"
+        )
+
+
+def _summarise(
+    spark: SparkSession, settings: Settings, item: TrainInput, sha256: str
+) -> tuple[DataFrame, dict[str, Any]]:
+    """One pass over the file: accepted monthly rows (checkpointed) and the reject accounting."""
+    with open_sales(item.url, settings) as sales:
+        raw = read_sales(spark, sales.spark_path, sales.header)
+        # Small (one row per store/product/month, one per reason) and used several times below;
+        # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan.
+        summary = (
+            raw.transform(validate)
+            .transform(clean)
+            .transform(aggregate_with_rejects)
+            .localCheckpoint()
+        )
+        counts = (
+            summary.groupBy("reject_reason")
+            .agg(
+                F.sum("rows").alias("rows"),
+                F.min("first_date").alias("first"),
+                F.max("last_date").alias("last"),
+                F.count(F.lit(1)).alias("groups"),
+            )
+            .collect()
+        )
+        by_reason = {r["reject_reason"]: int(r["rows"]) for r in counts if r["reject_reason"]}
+        accepted = next((r for r in counts if r["reject_reason"] is None), None)
+        stats: dict[str, Any] = {
+            "url": item.url,
+            "sha256": sha256,
+            "upload_id": item.upload_id,
+            "rows_read": sum(int(r["rows"]) for r in counts),
+            "rows_rejected": sum(by_reason.values()),
+            "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "rejects_url": None,
+            "rows_aggregated": int(accepted["groups"]) if accepted else 0,
+            "first_date": accepted["first"].isoformat() if accepted else None,
+            "last_date": accepted["last"].isoformat() if accepted else None,
+        }
+        if by_reason:  # the second, filtered pass, only when something was rejected
+            target = settings.warehouse_path / "rejects" / sha256 / "rejects.csv"
+            stats["rejects_url"] = write_csv(raw.transform(rejected_rows), target).as_uri()
+    monthly = summary.filter(F.col("reject_reason").isNull()).select(*KEYS, "quantity")
+    return monthly, stats
+
+
+def _append_curated(root: Path, monthly: DataFrame, stats: dict[str, Any]) -> bool:
+    """Add one source's monthly rows as partition source_sha256=<sha>; False if already there."""
+    partition = root / f"source_sha256={stats['sha256']}"
+    if partition.exists():
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{secrets.token_hex(8)}"  # dot: invisible to Spark's partition discovery
+    try:
+        monthly.coalesce(1).write.parquet(str(tmp))
+        manifest = {**stats, "added_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        try:
+            os.rename(tmp, partition)
+        except OSError:
+            if partition.exists():  # another run added the same file meanwhile
+                return False
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _manifests(root: Path) -> list[dict[str, Any]]:
+    if not root.is_dir():
+        return []
+    found = []
+    for manifest in sorted(root.glob(f"source_sha256=*/{_MANIFEST}")):
+        found.append(json.loads(manifest.read_text(encoding="utf-8")))
+    return found
+
+
+def _history(spark: SparkSession, root: Path) -> DataFrame:
+    """The whole curated history summed per store/product/month, checkpointed (it is small)."""
+    curated = spark.read.schema(_CURATED_SCHEMA).parquet(str(root))
+    return curated.transform(aggregate_monthly).localCheckpoint()
+
+
+def train(
+    spark: SparkSession,
+    settings: Settings,
+    inputs: Sequence[TrainInput],
+    *,
+    registry: ModelRegistry | None = None,
+    progress: Progress | None = None,
+    actor: str = "salesflow.train",
+    activate: bool = True,
+) -> TrainResult:
+    """Learn from `inputs` plus the curated history; publish (and activate) a new model version."""
+    if not inputs:
+        raise InputError("nothing to train on: give at least one sales file")
+    if settings.granularity != "month":
+        raise ConfigurationError(f"granularity {settings.granularity!r} is not supported yet")
+    started = time.perf_counter()
+    registry = registry or ModelRegistry(settings.warehouse_path / "models")
+    say: Progress = progress or (lambda _stage: None)
+    timings: dict[str, float] = {}
+    root = curated_path(settings)
+    known = {m["sha256"]: m for m in _manifests(root)}
+
+    with _timed(timings, "read_clean_aggregate"):
+        pending: list[tuple[DataFrame | None, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for item in inputs:
+            name = item.url.rsplit("/", 1)[-1]
+            sha256 = item.sha256 or file_sha256(item.url, settings)
+            if sha256 in seen:
+                continue
+            seen.add(sha256)
+            if sha256 in known:
+                say(f"{name} is already in the curated history")
+                log.info("%s (sha256 %s) is already in the curated history", item.url, sha256)
+                pending.append((None, {**known[sha256], "url": item.url, "appended": False}))
+                continue
+            say(f"reading, validating and aggregating {name}")
+            monthly, stats = _summarise(spark, settings, item, sha256)
+            _check_rejects(stats, settings.max_reject_fraction)
+            pending.append((monthly, stats))
+        say("adding to the curated history")
+        for new_rows, stats in pending:
+            if new_rows is not None:
+                stats["appended"] = _append_curated(root, new_rows, stats)
+        history = _history(spark, root)
+        shape = history.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count_distinct("store_id").alias("stores"),
+            F.count_distinct("product_id").alias("products"),
+        ).first()
+        assert shape is not None
+        if shape["rows"] == 0:
+            raise InputError("no accepted rows to train on")
+
+    n_stores, n_products = int(shape["stores"]), int(shape["products"])
+    with _timed(timings, "evaluate"):
+        say(f"evaluating on the last {settings.holdout_months} months")
+        metrics = evaluate(history, settings, n_stores, n_products)
+    with _timed(timings, "fit"):
+        say("fitting the final model on all data")
+        model = build_pipeline(settings, n_stores, n_products).fit(history)
+    with _timed(timings, "save"):
+        say("saving the model")
+        manifests = _manifests(root)
+        firsts = [m["first_date"] for m in manifests if m.get("first_date")]
+        lasts = [m["last_date"] for m in manifests if m.get("last_date")]
+        date_range = {"first": min(firsts), "last": max(lasts)} if firsts and lasts else None
+        input_stats = [stats for _, stats in pending]
+        stores, products = model_labels(model)
+        by_reason: dict[str, int] = {}
+        for stats in input_stats:
+            for reason, count in stats["rejects_by_reason"].items():
+                by_reason[reason] = by_reason.get(reason, 0) + count
+        metadata = {
+            "inputs": [
+                {k: s.get(k) for k in ("url", "sha256", "upload_id", "appended")}
+                for s in input_stats
+            ],
+            "rows_read": sum(s["rows_read"] for s in input_stats),
+            "rows_rejected": sum(s["rows_rejected"] for s in input_stats),
+            "rejects_by_reason": by_reason,
+            "rows_aggregated": int(shape["rows"]),
+            "date_range": date_range,
+            "parameters": pipeline_parameters(settings, n_stores, n_products),
+            "metrics": metrics,
+            "spark_version": spark.version,
+            "training_sources": sorted(m["sha256"] for m in manifests),
+            "stores": stores,
+            "products": products,
+        }
+        with registry.staging() as staged:
+            model.write().save(str(staged / "pipeline"))
+            reason = "trained on " + ", ".join(s["url"] for s in input_stats)
+            published = registry.publish(
+                staged, metadata, activate=activate, reason=reason, actor=actor
+            )
+    result = TrainResult(
+        version=published.version,
+        metrics=metrics,
+        rows_read=metadata["rows_read"],
+        rows_rejected=metadata["rows_rejected"],
+        rejects_by_reason=by_reason,
+        rejects_url=next((s["rejects_url"] for s in input_stats if s.get("rejects_url")), None),
+        rows_aggregated=int(shape["rows"]),
+        date_range=date_range,
+        inputs=input_stats,
+        duration_s=round(time.perf_counter() - started, 3),
+        timings=timings,
+    )
+    log.info("trained model %s in %.1f s: %s", result.version, result.duration_s, metrics)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m salesflow.spark.train URL [URL...]`: train on sales files, print the result."""
+    from salesflow.config import get_settings
+    from salesflow.spark.session import get_spark
+
+    parser = argparse.ArgumentParser(
+        prog="python -m salesflow.spark.train", description=main.__doc__
+    )
+    parser.add_argument("urls", nargs="+", help="sales CSVs: paths, file:// or s3:// URLs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    try:
+        result = train(
+            get_spark(settings),
+            settings,
+            [TrainInput(url) for url in args.urls],
+            progress=lambda stage: print(f"... {stage}", file=sys.stderr),
+        )
+    except SalesflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
