@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Prediction files up to this size are answered at once; larger become jobs.",
     )
+    predict_max_concurrent: int = Field(
+        4,
+        ge=1,
+        description="Synchronous predictions run at once by the job server; more get 503 busy.",
+    )
     consumer_backoff_initial_s: float = Field(
         0.5, gt=0, description="First retry delay after a transient failure."
     )

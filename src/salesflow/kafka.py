@@ -45,13 +45,13 @@ log = logging.getLogger(__name__)
 #: librdkafka's own log lines (connection failures, ...) go to Python logging, not raw stderr.
 _rdkafka_log = logging.getLogger("salesflow.kafka.librdkafka")
 
-#: Delivery waits poll in slices this long (s) so a fatal error is noticed promptly.
+#: Delivery waits poll in slices this long (s); poll returns early when the report comes.
 _POLL_SLICE_S = 0.1
 #: Added to the delivery timeout when `publish` picks its own wait: the report then always arrives.
 _REPORT_MARGIN_S = 1.0
 #: How long `LocalBroker.start` waits for the port and for metadata; Tansu is ready in ~10 ms.
 _START_TIMEOUT_S = 15.0
-#: SIGTERM grace before SIGKILL in `LocalBroker.stop`.
+#: Grace after SIGINT before SIGKILL in `LocalBroker.stop`.
 _STOP_GRACE_S = 5.0
 #: Bytes of the broker log quoted in a start-up error.
 _LOG_TAIL_BYTES = 2000
@@ -114,17 +114,16 @@ def admin_config(settings: Settings) -> dict[str, Any]:
 # --- topics and health -------------------------------------------------------------------------
 
 
-def _unreachable(settings: Settings, detail: str) -> UnavailableError:
-    return UnavailableError(
-        f"Kafka broker at {settings.kafka_bootstrap_servers} not reachable: {detail}"
-    )
+def _unreachable(bootstrap: str, detail: str) -> UnavailableError:
+    return UnavailableError(f"Kafka broker at {bootstrap} not reachable: {detail}")
 
 
-def _topic_names(admin: AdminClient, settings: Settings, timeout: float) -> set[str]:
+def _topic_names(admin: AdminClient, bootstrap: str, timeout: float) -> set[str]:
+    """The broker's topics; UnavailableError when it does not answer within `timeout` s."""
     try:
         metadata = admin.list_topics(timeout=max(timeout, 0.001))
     except KafkaException as exc:
-        raise _unreachable(settings, exc.args[0].str()) from None
+        raise _unreachable(bootstrap, exc.args[0].str()) from None
     finally:
         admin.poll(0)  # hand queued librdkafka log lines to Python logging
     return {name for name, topic in metadata.topics.items() if topic.error is None}
@@ -134,10 +133,13 @@ def ensure_topics(
     settings: Settings, topics: Iterable[str] | None = None, *, timeout: float = 10.0
 ) -> list[str]:
     """Create the missing topics (uploads and DLQ by default); return the names created."""
-    wanted = list(dict.fromkeys(topics or (settings.kafka_uploads_topic, settings.kafka_dlq_topic)))
+    if topics is None:
+        topics = (settings.kafka_uploads_topic, settings.kafka_dlq_topic)
+    wanted = list(dict.fromkeys(topics))
+    bootstrap = settings.kafka_bootstrap_servers
     deadline = time.monotonic() + timeout
     admin = AdminClient(admin_config(settings))
-    missing = [t for t in wanted if t not in _topic_names(admin, settings, timeout)]
+    missing = [t for t in wanted if t not in _topic_names(admin, bootstrap, timeout)]
     if not missing:
         return []
     remaining = max(deadline - time.monotonic(), 0.1)
@@ -152,13 +154,13 @@ def ensure_topics(
         try:
             future.result(timeout=max(deadline - time.monotonic(), 0.1))
         except FutureTimeout:
-            raise _unreachable(settings, f"no answer creating topic {topic!r}") from None
+            raise _unreachable(bootstrap, f"no answer creating topic {topic!r}") from None
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # created by someone else meanwhile: fine
             if error.retriable() or error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
-                raise _unreachable(settings, error.str()) from None
+                raise _unreachable(bootstrap, error.str()) from None
             raise ConfigurationError(
                 f"cannot create topic {topic!r} with {settings.kafka_topic_partitions} partition(s)"
                 f" and replication {settings.kafka_replication_factor}: {error.str()}"
@@ -171,15 +173,20 @@ def ensure_topics(
 
 def broker_reachable(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the broker answers a metadata request within `timeout` seconds."""
+    admin = AdminClient(admin_config(settings))
     try:
-        _topic_names(AdminClient(admin_config(settings)), settings, timeout)
+        _topic_names(admin, settings.kafka_bootstrap_servers, timeout)
     except UnavailableError:
         return False
     return True
 
 
 def consumer_lag(
-    settings: Settings, group_id: str | None = None, topic: str | None = None, *, timeout: float = 5.0
+    settings: Settings,
+    group_id: str | None = None,
+    topic: str | None = None,
+    *,
+    timeout: float = 5.0,
 ) -> int | None:
     """Events not yet committed by the group, summed over partitions; None when unknown."""
     topic = topic or settings.kafka_uploads_topic
@@ -208,77 +215,82 @@ def consumer_lag(
 
 
 class EventPublisher:
-    """A producer that publishes one event at a time and waits until the broker has it."""
+    """A producer that publishes one event at a time and waits until the broker has it.
+
+    After a failed publish, a fatal error or a lost broker, the next publish starts a fresh
+    producer: a restarted Tansu forgets producer ids and answers the old one with
+    UNKNOWN_PRODUCER_ID or PRODUCER_FENCED forever (measured), which librdkafka does not treat
+    as fatal.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
         self._producer: Producer | None = None
-        self._fatal: KafkaError | None = None
+        self._stale: str | None = None  # why the producer must be replaced, if it must
         self._ready_topics: set[str] = set()
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            self._fatal = error
         log.warning("Kafka producer error: %s", error.str())
+        if error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._stale = error.str()
 
-    def _current_producer(self) -> Producer:
-        if self._producer is not None and self._fatal is not None:
-            log.warning("re-creating the Kafka producer after a fatal error: %s", self._fatal.str())
-            self._producer.purge()
-            self._producer = None
+    def _fresh_producer(self) -> Producer:
+        if self._producer is not None:
+            self._producer.poll(0)  # serve pending error callbacks: was the broker lost?
+            if self._stale is not None:
+                log.info("replacing the Kafka producer: %s", self._stale)
+                self._producer.purge(blocking=False)  # at most the failed event; caller retries
+                self._producer.poll(0)
+                self._producer = None
+                self._ready_topics.clear()  # a lost broker may have lost its topics too
         if self._producer is None:
-            self._fatal = None
-            self._producer = Producer({**producer_config(self._settings), "error_cb": self._on_error})
+            self._stale = None
+            config = {**producer_config(self._settings), "error_cb": self._on_error}
+            self._producer = Producer(config)
         return self._producer
 
     def publish(self, topic: str, key: str, value: bytes, *, timeout: float | None = None) -> None:
         """Send one event and wait for its delivery report; raise UnavailableError otherwise.
 
-        `timeout` defaults to the delivery timeout plus a margin. After a timeout the event may
-        still arrive later (at-least-once: the caller retries, the consumer deduplicates).
+        Creates the topic first if it is missing (ConfigurationError if it cannot be made as
+        configured). `timeout` defaults to the delivery timeout plus a margin. After a failure the
+        event may still arrive later (at-least-once: the caller retries, consumers deduplicate).
         """
         wait = timeout if timeout is not None else self._default_wait()
         deadline = time.monotonic() + wait
         with self._lock:
+            producer = self._fresh_producer()
             if topic not in self._ready_topics:
                 # Also heals a restarted in-memory broker that lost its topics.
-                ensure_topics(self._settings, [topic], timeout=wait)
+                ensure_topics(self._settings, [topic], timeout=max(deadline - time.monotonic(), 0))
                 self._ready_topics.add(topic)
-            producer = self._current_producer()
             reports: list[KafkaError | None] = []
             try:
                 producer.produce(
-                    topic, value=value, key=key.encode(), on_delivery=lambda e, _m: reports.append(e)
+                    topic, value=value, key=key.encode(), on_delivery=lambda e, _: reports.append(e)
                 )
             except BufferError:
-                raise UnavailableError("Kafka producer queue is full; retry later") from None
+                problem: str | None = "the producer queue is full"
             except KafkaException as exc:
-                self._note_failure(topic, exc.args[0])
-                raise UnavailableError(f"Kafka refused the event: {exc.args[0].str()}") from None
-            while not reports and self._fatal is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                producer.poll(min(remaining, _POLL_SLICE_S))
-            error = reports[0] if reports else self._fatal
-            if error is not None:
-                self._note_failure(topic, error)
-                raise UnavailableError(f"Kafka did not accept the event on {topic!r}: {error.str()}")
-            if not reports:
-                self._ready_topics.discard(topic)
+                problem = exc.args[0].str()
+            else:
+                while not reports and (remaining := deadline - time.monotonic()) > 0:
+                    producer.poll(min(remaining, _POLL_SLICE_S))
+                if not reports:
+                    problem = f"no delivery report within {wait:.1f} s"
+                else:
+                    problem = reports[0].str() if reports[0] is not None else None
+            if problem is not None:
+                self._ready_topics.discard(topic)  # re-check the topic next time
+                self._stale = problem
                 raise UnavailableError(
-                    f"no delivery report from Kafka at {self._settings.kafka_bootstrap_servers}"
-                    f" for topic {topic!r} within {wait:.1f} s"
+                    f"Kafka at {self._settings.kafka_bootstrap_servers} did not take the event"
+                    f" on {topic!r}: {problem}"
                 )
 
     def _default_wait(self) -> float:
         return self._settings.kafka_delivery_timeout_ms / 1000 + _REPORT_MARGIN_S
-
-    def _note_failure(self, topic: str, error: KafkaError) -> None:
-        self._ready_topics.discard(topic)  # re-check the topic next time
-        if error.fatal():
-            self._fatal = error
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is still queued (up to `timeout` s) and drop the producer."""
@@ -320,7 +332,9 @@ def _port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
 class LocalBroker:
     """The Tansu Kafka-API broker as a child process, in memory: a restart loses every topic."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.log_path = log_path
@@ -349,6 +363,7 @@ class LocalBroker:
         listener = f"tcp://{self.host}:{self.port}"
         args = [_broker_binary(), "broker", "--listener-url", listener,
                 "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]  # fmt: skip
+        # The child inherits our environment minus Tansu's own variables (see _TANSU_ENV).
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         output: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
@@ -370,7 +385,9 @@ class LocalBroker:
     def _wait_ready(self, timeout: float) -> None:
         assert self._process is not None
         deadline = time.monotonic() + timeout
-        probe = Settings(kafka_bootstrap_servers=self.bootstrap, _env_file=None)  # type: ignore[call-arg]
+        # Probe with a bare config: the user's kafka_config (SASL, ...) is not for this broker.
+        bare: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": _rdkafka_log}
+        probe: AdminClient | None = None  # made once the port is open: no refused-connect noise
         while time.monotonic() < deadline:
             code = self._process.poll()
             if code is not None:
@@ -378,8 +395,14 @@ class LocalBroker:
                 raise UnavailableError(
                     f"local Kafka broker exited with code {code} while starting{self._log_tail()}"
                 )
-            if _port_accepts(self.host, self.port) and broker_reachable(probe, timeout=1.0):
-                return
+            if _port_accepts(self.host, self.port):
+                if probe is None:
+                    probe = AdminClient(bare)
+                try:
+                    _topic_names(probe, self.bootstrap, timeout=1.0)
+                    return
+                except UnavailableError:
+                    pass
             time.sleep(0.05)  # Tansu binds within milliseconds; poll gently
         self.stop()
         raise UnavailableError(
@@ -395,12 +418,14 @@ class LocalBroker:
         return f"; log {self.log_path} ends with:\n{tail}"
 
     def stop(self, grace: float = _STOP_GRACE_S) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds; a paused broker is resumed first."""
+        """SIGINT, then SIGKILL after `grace` seconds; a paused broker is resumed first."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGCONT)
-        process.terminate()
+        # Measured: Tansu exits at once on SIGINT but lingers 5 s on SIGTERM once a topic exists;
+        # it keeps nothing on disk, so there is nothing to shut down gracefully.
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:

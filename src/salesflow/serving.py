@@ -49,8 +49,9 @@ def _metadata(folder: Path) -> dict[str, Any]:
     """A saved stage's metadata JSON (Spark writes it as one line in metadata/part-*)."""
     parts = sorted((folder / "metadata").glob("part-*"))
     if not parts:
-        raise ModelError(f"{folder} is not a saved Spark stage: no metadata/part-* file; "
-                         f"expected {_EXPECTED}")
+        raise ModelError(
+            f"{folder} is not a saved Spark stage: no metadata/part-* file; expected {_EXPECTED}"
+        )
     try:
         meta = json.loads(parts[0].read_text(encoding="utf-8").splitlines()[0])
     except (OSError, IndexError, ValueError) as exc:
@@ -88,8 +89,10 @@ class _Indexer:
         get, unseen = self._lookup.get, len(self.labels)
         # Spark casts a non-string input column to string before looking it up.
         return np.fromiter(
-            (unseen if v is None else get(v if isinstance(v, str) else str(v), unseen)
-             for v in values),
+            (
+                unseen if v is None else get(v if isinstance(v, str) else str(v), unseen)
+                for v in values
+            ),
             dtype=np.intp,
             count=len(values),
         )
@@ -98,16 +101,20 @@ class _Indexer:
         """What the indexer outputs: unseen values kept as len(labels), or an error."""
         out = self.lookup(values)
         if not self.keep_invalid and (bad := np.flatnonzero(out == len(self.labels))).size:
-            raise InputError(f"column {self.input_col!r}, row {bad[0]}: unknown value "
-                             f"{values[bad[0]]!r}; the model knows {len(self.labels)} labels")
+            raise InputError(
+                f"column {self.input_col!r}, row {bad[0]}: unknown value "
+                f"{values[bad[0]]!r}; the model knows {len(self.labels)} labels"
+            )
         return out
 
 
 def _indexers(meta: Mapping[str, Any], folder: Path) -> list[_Indexer]:
     handle = _param(meta, "handleInvalid")
     if handle not in ("keep", "error"):
-        raise ModelError(f"StringIndexer handleInvalid={handle!r} is not servable row by row; "
-                         "expected 'keep' or 'error'")
+        raise ModelError(
+            f"StringIndexer handleInvalid={handle!r} is not servable row by row; "
+            "expected 'keep' or 'error'"
+        )
     row = _table(folder / "data").to_pylist()
     if len(row) != 1:
         raise ModelError(f"StringIndexer data in {folder} has {len(row)} rows; expected 1")
@@ -116,9 +123,13 @@ def _indexers(meta: Mapping[str, Any], folder: Path) -> list[_Indexer]:
     inputs = pm["inputCols"] if "inputCols" in pm else [_param(meta, "inputCol")]
     outputs = pm["outputCols"] if "outputCols" in pm else [_param(meta, "outputCol")]
     if len(labels) != len(inputs) or len(outputs) != len(inputs) or None in labels:
-        raise ModelError(f"StringIndexer in {folder}: {len(inputs)} columns but "
-                         f"{len(labels)} label lists")
-    return [_Indexer(i, o, tuple(ls), handle == "keep") for i, o, ls in zip(inputs, outputs, labels, strict=True)]
+        raise ModelError(
+            f"StringIndexer in {folder}: {len(inputs)} columns but {len(labels)} label lists"
+        )
+    return [
+        _Indexer(i, o, tuple(ls), handle == "keep")
+        for i, o, ls in zip(inputs, outputs, labels, strict=True)
+    ]
 
 
 @dataclass
@@ -138,8 +149,10 @@ def _trees(table: pa.Table, stage: str) -> list[_Tree]:
     """Split Spark's node table (flat for one tree, `treeID` + `nodeData` for ensembles)."""
     if "nodeData" in table.column_names:
         tree_ids = table.column("treeID").to_numpy()
-        nodes = pa.Table.from_arrays(table.column("nodeData").combine_chunks().flatten(),
-                                     names=[f.name for f in table.schema.field("nodeData").type])
+        nodes = pa.Table.from_arrays(
+            table.column("nodeData").combine_chunks().flatten(),
+            names=[f.name for f in table.schema.field("nodeData").type],
+        )
     else:
         tree_ids, nodes = np.zeros(table.num_rows, dtype=np.int64), table
     try:
@@ -154,8 +167,10 @@ def _trees(table: pa.Table, stage: str) -> list[_Tree]:
             "num_categories": split.field("numCategories").to_numpy(zero_copy_only=False),
         }
     except (KeyError, pa.ArrowException) as exc:
-        raise ModelError(f"{stage}: tree data lacks {exc}; expected Spark's NodeData columns "
-                         "id, prediction, leftChild, rightChild, split") from exc
+        raise ModelError(
+            f"{stage}: tree data lacks {exc}; expected Spark's NodeData columns "
+            "id, prediction, leftChild, rightChild, split"
+        ) from exc
     trees = []
     for tree_id in np.unique(tree_ids):
         rows = np.flatnonzero(tree_ids == tree_id)
@@ -165,65 +180,119 @@ def _trees(table: pa.Table, stage: str) -> list[_Tree]:
         cats = [lists[i] for i in order]
         cols = {k: v[order] for k, v in columns.items()}
         thresholds = np.array([c[0] if len(c) == 1 else np.nan for c in cats], dtype=np.float64)
-        trees.append(_Tree(cols["feature"].astype(np.intp), thresholds,
-                           cols["left"].astype(np.intp), cols["right"].astype(np.intp),
-                           cols["value"].astype(np.float64),
-                           cols["num_categories"].astype(np.intp), cats))
+        trees.append(
+            _Tree(
+                cols["feature"].astype(np.intp),
+                thresholds,
+                cols["left"].astype(np.intp),
+                cols["right"].astype(np.intp),
+                cols["value"].astype(np.float64),
+                cols["num_categories"].astype(np.intp),
+                cats,
+            )
+        )
     return trees
 
 
 class _Forest:
-    """All trees concatenated into flat node arrays, walked together level by level."""
+    """All trees as flat node arrays, walked together one level per step with one table lookup.
 
-    def __init__(self, trees: list[_Tree], categorical: set[int], stage: str) -> None:
+    Each node owns a segment of `table` holding, for every code of its split feature, the node a
+    row with that code moves to: a categorical code is the category index; a numeric feature's
+    code is the value's bin among the thresholds any tree splits it at, so `x <= threshold` is
+    `bin <= rank of threshold` (NaN is past every threshold and goes right, as in Spark). A leaf's
+    segment points at itself, so every row takes `depth` steps without a check.
+    """
+
+    def __init__(
+        self,
+        trees: list[_Tree],
+        weights: Float,
+        n_features: int,
+        categorical: Mapping[int, int],
+        stage: str,
+    ) -> None:
+        """`categorical`: feature index -> codes its indexer emits (labels + the unseen one)."""
         sizes = [t.value.size for t in trees]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
-        self.roots: Int = offsets
+        self.roots: Int = offsets[:, None]
         self.value: Float = np.concatenate([t.value for t in trees])
-        self.feature: Int = np.concatenate([t.feature for t in trees])
-        self.threshold: Float = np.concatenate([t.threshold for t in trees])
-        self.left: Int = np.concatenate([np.where(t.left < 0, -1, t.left + o)
-                                         for t, o in zip(trees, offsets, strict=True)])
-        self.right: Int = np.concatenate([np.where(t.right < 0, -1, t.right + o)
-                                          for t, o in zip(trees, offsets, strict=True)])
-        leaf = self.left < 0
-        node_ids = np.arange(leaf.size, dtype=np.intp)
-        # A leaf points at itself, so every row can take `depth` steps without a check.
-        self.left[leaf] = self.right[leaf] = node_ids[leaf]
-        self.feature[leaf] = 0
-        self.threshold[leaf] = np.inf
-        num_cats = np.concatenate([t.num_categories for t in trees])
-        cat_nodes = np.flatnonzero((num_cats >= 0) & ~leaf)
-        bad = sorted({int(self.feature[i]) for i in cat_nodes} - categorical)
-        if bad:
-            raise ModelError(f"{stage}: categorical splits on features {bad}, which no "
-                             "StringIndexer produces; only indexed columns can be categorical")
-        self.width = int(num_cats[cat_nodes].max()) if cat_nodes.size else 0
-        # Row 0 of the table is all False: numeric nodes look it up and never go left from it.
-        table = np.zeros((cat_nodes.size + 1, max(self.width, 1)), dtype=bool)
-        categories = [c for t in trees for c in t.categories]
-        for row, node in enumerate(cat_nodes, start=1):
-            table[row, np.asarray(categories[node], dtype=np.intp)] = True
-        self.table = table
-        self.cat_base: Int = np.zeros(leaf.size, dtype=np.intp)
-        self.cat_base[cat_nodes] = np.arange(1, cat_nodes.size + 1) * table.shape[1]
-        # A category index is >= 0, so `x <= -inf` is False and only the table decides.
-        self.threshold[cat_nodes] = -np.inf
+        feature = np.concatenate([t.feature for t in trees])
+        left = np.concatenate([t.left + o for t, o in zip(trees, offsets, strict=True)])
+        right = np.concatenate([t.right + o for t, o in zip(trees, offsets, strict=True)])
+        num_categories = np.concatenate([t.num_categories for t in trees])
+        lists = [c for t in trees for c in t.categories]
+        split = np.concatenate([t.left for t in trees]) >= 0
+        is_cat = split & (num_categories >= 0)
+        self._check(feature[split], is_cat[split], n_features, categorical, stage)
+        self.categorical = set(feature[is_cat].tolist())
+        # Sorted distinct thresholds of each numeric feature: a value's code is its bin among them.
+        numeric = split & ~is_cat
+        self.thresholds: list[Float] = [
+            np.unique([lists[i][0] for i in np.flatnonzero(numeric & (feature == f))])
+            for f in range(n_features)
+        ]
+        n_codes = [
+            max(categorical[f], *num_categories[is_cat & (feature == f)].tolist())
+            if f in self.categorical
+            else len(self.thresholds[f]) + 1
+            for f in range(n_features)
+        ]
+        # A leaf reads the feature with the fewest codes: the smallest segment that is safe.
+        self.feature: Int = np.where(split, feature, int(np.argmin(n_codes)))
+        widths = np.array(n_codes, dtype=np.intp)[self.feature]
+        self.base: Int = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
+        self.table: Int = np.empty(int(widths.sum()), dtype=np.intp)
+        for i in range(feature.size):
+            segment = self.table[self.base[i] : self.base[i] + widths[i]]
+            if not split[i]:
+                segment[:] = i
+            elif is_cat[i]:
+                segment[:] = right[i]
+                segment[np.asarray(lists[i], dtype=np.intp)] = left[i]
+            else:  # values in bins 0..rank are <= the threshold
+                rank = int(np.searchsorted(self.thresholds[feature[i]], lists[i][0]))
+                segment[: rank + 1], segment[rank + 1 :] = left[i], right[i]
         self.depth = max(_depth(t) for t in trees)
+        # GBT: each leaf's weight * value, rounded, and the exact rounding error (for the FMA).
+        tree_weight = np.repeat(weights, sizes)
+        self.product: Float = self.value * tree_weight
+        self.product_error: Float = _product_error(self.value, tree_weight, self.product)
 
-    def leaf_values(self, x: Float, codes: Int) -> Float:
-        """Each tree's prediction for each row: shape (trees, rows)."""
-        n, n_features = x.shape
+    @staticmethod
+    def _check(
+        feature: Int,
+        is_cat: NDArray[np.bool_],
+        n_features: int,
+        categorical: Mapping[int, int],
+        stage: str,
+    ) -> None:
+        if feature.size and (feature.max() >= n_features or feature.min() < 0):
+            raise ModelError(f"{stage}: splits on feature {feature.max()} of {n_features}")
+        bad = sorted(set(feature[is_cat].tolist()) - set(categorical))
+        if bad:
+            raise ModelError(
+                f"{stage}: categorical splits on features {bad}, which no StringIndexer "
+                "produces; only indexed columns can be categorical"
+            )
+        both = sorted(set(feature[is_cat].tolist()) & set(feature[~is_cat].tolist()))
+        if both:
+            raise ModelError(f"{stage}: features {both} have both categorical and numeric splits")
+
+    def bins(self, feature: int, values: NDArray[Any]) -> Int:
+        """Codes of a numeric feature: how many of its split thresholds lie below each value."""
+        return np.searchsorted(self.thresholds[feature], values, side="left")
+
+    def leaves(self, codes: Int) -> Int:
+        """The leaf each tree sends each row to: node ids, shape (trees, rows)."""
+        n, n_features = codes.shape
+        flat = codes.ravel()
         row_base = (np.arange(n, dtype=np.intp) * n_features)[None, :]
-        node = np.repeat(self.roots[:, None], n, axis=1)
-        flat_x, flat_codes, table = x.ravel(), codes.ravel(), self.table.ravel()
+        node = self.roots  # (trees, 1): broadcasts to (trees, rows) at the first step
         for _ in range(self.depth):
-            at = row_base + self.feature[node]
-            go_left = flat_x[at] <= self.threshold[node]
-            if self.width:
-                go_left |= table[self.cat_base[node] + flat_codes[at]]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return self.value[node]
+            at = self.feature[node] if n == 1 else row_base + self.feature[node]
+            node = self.table[self.base[node] + flat[at]]
+        return np.broadcast_to(node, (node.shape[0], n))
 
 
 def _depth(tree: _Tree) -> int:
@@ -234,48 +303,58 @@ def _depth(tree: _Tree) -> int:
     return depth
 
 
-def _fma(a: Float, b: Float, c: Float) -> Float:
-    """Correctly rounded a*b + c like Java's Math.fma (Boldo & Melquiond's emulation, round-to-odd)."""
-
-    def split(v: Float) -> tuple[Float, Float]:
-        t = _SPLITTER * v
-        hi = t - (t - v)
-        return hi, v - hi
-
-    def two_sum(p: Float, q: Float) -> tuple[Float, Float]:
-        s = p + q
-        qq = s - p
-        return s, (p - (s - qq)) + (q - qq)
-
-    prod = a * b
-    (ah, al), (bh, bl) = split(a), split(b)
-    prod_err = ((ah * bh - prod) + ah * bl + al * bh) + al * bl  # a*b == prod + prod_err exactly
-    high, low = two_sum(c, prod)
-    mid, mid_err = two_sum(low, prod_err)
-    # Round `mid` to odd: an inexact sum with an even last bit moves one step towards the error.
-    even = (mid.view(np.int64) & 1) == 0
-    mid = np.where((mid_err != 0) & even, np.nextafter(mid, np.copysign(np.inf, mid_err)), mid)
-    return high + mid
+def _split(v: Float) -> tuple[Float, Float]:
+    """Veltkamp's split of each double into two halves whose products are exact."""
+    t = _SPLITTER * v
+    high = t - (t - v)
+    return high, v - high
 
 
-def _vector_ddot(values: Float, weights: Float, lanes: int) -> Float:
-    """sum(weights[t] * values[t]) in the order of dev.ludovic.netlib's VectorBLAS.ddot.
+def _product_error(a: Float, b: Float, product: Float) -> Float:
+    """Dekker's exact error of `product = a * b`: a * b == product + error, no rounding."""
+    (ah, al), (bh, bl) = _split(a), _split(b)
+    return ((ah * bh - product) + ah * bl + al * bh) + al * bl
 
-    Spark's GBT predict is `nativeBLAS.ddot`, which without a native BLAS is VectorBLAS: one FMA
-    accumulator per SIMD lane over whole vectors, the lanes summed in order, then a multiply-add
-    tail. A plain sequential sum differs from Spark in the last bits.
+
+def _two_sum(p: Float, q: Float) -> tuple[Float, Float]:
+    """Knuth's error-free sum: p + q == s + error exactly."""
+    s = p + q
+    qq = s - p
+    return s, (p - (s - qq)) + (q - qq)
+
+
+def _fma(product: Float, error: Float, addend: Float) -> Float:
+    """Java's Math.fma(a, b, addend) given a*b as product + error: one rounding of the exact sum.
+
+    Boldo and Melquiond's emulation: error-free sums, then the low part rounded to odd so that
+    the final rounding to nearest cannot round twice.
     """
-    n_trees = values.shape[0]
+    high, low = _two_sum(addend, product)
+    mid, mid_error = _two_sum(low, error)
+    # Round to odd: an inexact `mid` with an even last bit moves one step towards the error.
+    even = (mid.view(np.int64) & 1) == 0
+    step = np.nextafter(mid, np.copysign(np.inf, mid_error))
+    return high + np.where((mid_error != 0) & even, step, mid)
+
+
+def _vector_ddot(product: Float, error: Float, lanes: int) -> Float:
+    """sum(weight[t] * value[t]) over axis 0 in the order of dev.ludovic.netlib's VectorBLAS.ddot.
+
+    `product` is each weight * value rounded, `error` its exact rounding error. Spark's GBT predict
+    is `nativeBLAS.ddot`, which without a native BLAS is VectorBLAS: one FMA accumulator per SIMD
+    lane over whole vectors, the lanes summed in order, then a multiply-add tail. A plain
+    sequential sum differs from Spark in the last bits of most predictions.
+    """
+    n_trees = product.shape[0]
     whole = n_trees - n_trees % lanes
-    total = np.zeros(values.shape[1:], dtype=np.float64)
+    total = np.zeros((1, *product.shape[1:]), dtype=np.float64)
     if whole:
-        acc = values[:lanes] * weights[:lanes, None]  # fma(a, b, 0) is the rounded product
+        acc = product[:lanes]  # fma(a, b, 0) is the rounded product
         for start in range(lanes, whole, lanes):
-            acc = _fma(values[start : start + lanes], weights[start : start + lanes, None], acc)
-        total = np.add.accumulate(acc, axis=0)[-1]  # accumulate is strictly in lane order
-    for t in range(whole, n_trees):
-        total = total + values[t] * weights[t]
-    return total
+            chunk = slice(start, start + lanes)
+            acc = _fma(product[chunk], error[chunk], acc)
+        total = np.add.accumulate(acc, axis=0)[-1:]  # accumulate adds strictly in lane order
+    return np.add.accumulate(np.concatenate([total, product[whole:]]), axis=0)[-1]
 
 
 def jvm_double_lanes() -> int:
@@ -290,16 +369,26 @@ def jvm_double_lanes() -> int:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return 4  # no cpuinfo (macOS): every x86-64 Mac since 2013 has AVX2
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                  if ln.startswith("flags")), [])
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+    )
     return 8 if "avx512f" in flags else 4 if "avx" in flags else 2
 
 
 class Forecaster:
     """A loaded pipeline model that predicts from plain columns, equal to Spark's `transform`."""
 
-    def __init__(self, indexers: list[_Indexer], inputs: list[str], forest: _Forest,
-                 kind: str, weights: Float, dot_lanes: int) -> None:
+    def __init__(
+        self,
+        indexers: list[_Indexer],
+        inputs: list[str],
+        forest: _Forest,
+        kind: str,
+        weights: Float,
+        dot_lanes: int,
+        *,
+        keep_nan: bool = False,
+    ) -> None:
         self.kind = kind
         self._indexers = {ix.output_col: ix for ix in indexers}
         self._by_input = {ix.input_col: ix for ix in indexers}
@@ -307,8 +396,10 @@ class Forecaster:
         self._forest = forest
         self._weights = weights
         self._lanes = dot_lanes
+        self._keep_nan = keep_nan
         self.feature_columns: tuple[str, ...] = tuple(
-            self._indexers[c].input_col if c in self._indexers else c for c in inputs)
+            self._indexers[c].input_col if c in self._indexers else c for c in inputs
+        )
 
     @classmethod
     def load(cls, pipeline_dir: Path, *, dot_lanes: int | None = None) -> Forecaster:
@@ -327,7 +418,9 @@ class Forecaster:
                 raise ModelError(f"{root}: stage {uid} has no folder stages/<i>_{uid}")
             stages.append((_metadata(found[0]), found[0]))
         if not stages or stages[-1][0]["class"] not in _REGRESSORS:
-            raise ModelError(f"{root}: the last stage is not a tree regressor; expected {_EXPECTED}")
+            raise ModelError(
+                f"{root}: the last stage is not a tree regressor; expected {_EXPECTED}"
+            )
         indexers: list[_Indexer] = []
         assembler: dict[str, Any] | None = None
         for stage_meta, folder in stages[:-1]:
@@ -336,21 +429,29 @@ class Forecaster:
             elif stage_meta["class"] == _ASSEMBLER and assembler is None:
                 assembler = stage_meta
             else:
-                raise ModelError(f"{root}: unsupported stage {stage_meta['class']}; "
-                                 f"expected {_EXPECTED}")
+                raise ModelError(
+                    f"{root}: unsupported stage {stage_meta['class']}; expected {_EXPECTED}"
+                )
         if assembler is None:
             raise ModelError(f"{root}: no VectorAssembler stage; expected {_EXPECTED}")
         reg_meta, reg_dir = stages[-1]
         inputs = list(_param(assembler, "inputCols"))
         if _param(reg_meta, "featuresCol") != _param(assembler, "outputCol"):
-            raise ModelError(f"{root}: the regressor reads {_param(reg_meta, 'featuresCol')!r} "
-                             f"but the assembler writes {_param(assembler, 'outputCol')!r}")
+            raise ModelError(
+                f"{root}: the regressor reads {_param(reg_meta, 'featuresCol')!r} "
+                f"but the assembler writes {_param(assembler, 'outputCol')!r}"
+            )
         n_features = reg_meta.get("numFeatures", len(inputs))
         if n_features != len(inputs):
-            raise ModelError(f"{root}: the regressor expects {n_features} features but the "
-                             f"assembler packs {len(inputs)} ({inputs}); vector inputs are unsupported")
-        outputs = {ix.output_col for ix in indexers}
-        categorical = {i for i, col in enumerate(inputs) if col in outputs}
+            raise ModelError(
+                f"{root}: the regressor expects {n_features} features but the "
+                f"assembler packs {len(inputs)} ({inputs}); vector inputs are unsupported"
+            )
+        by_output = {ix.output_col: ix for ix in indexers}
+        outputs = set(by_output)
+        categorical = {
+            i: len(by_output[c].labels) + 1 for i, c in enumerate(inputs) if c in outputs
+        }
         kind = _REGRESSORS[reg_meta["class"]]
         trees = _trees(_table(reg_dir / "data"), str(reg_dir))
         weights = np.ones(len(trees))
@@ -360,8 +461,9 @@ class Forecaster:
             if weights.size != len(trees):
                 raise ModelError(f"{reg_dir}: {len(trees)} trees but {weights.size} tree weights")
         lanes = dot_lanes if dot_lanes is not None else jvm_double_lanes()
-        forest = _Forest(trees, categorical, str(reg_dir))
-        return cls(indexers, inputs, forest, kind, weights, lanes)
+        forest = _Forest(trees, weights, len(inputs), categorical, str(reg_dir))
+        keep_nan = _param(assembler, "handleInvalid") == "keep"
+        return cls(indexers, inputs, forest, kind, weights, lanes, keep_nan=keep_nan)
 
     @property
     def num_trees(self) -> int:
@@ -381,47 +483,52 @@ class Forecaster:
         """One forecast per row of `columns` (column name -> values), as Spark would compute it."""
         missing = [c for c in self.feature_columns if c not in columns]
         if missing:
-            raise InputError(f"missing columns {missing}; the model needs "
-                             f"{list(self.feature_columns)} and got {sorted(columns)}")
+            raise InputError(
+                f"missing columns {missing}; the model needs "
+                f"{list(self.feature_columns)} and got {sorted(columns)}"
+            )
         lengths = {c: len(columns[c]) for c in self.feature_columns}
         if len(set(lengths.values())) > 1:
             raise InputError(f"columns have different lengths: {lengths}")
         n = next(iter(lengths.values()), 0)
-        x = np.empty((n, len(self._inputs)), dtype=np.float64)
-        codes = np.zeros((n, len(self._inputs)), dtype=np.intp)
+        forest = self._forest
+        codes = np.empty((n, len(self._inputs)), dtype=np.intp)
         for j, (col, raw) in enumerate(zip(self._inputs, self.feature_columns, strict=True)):
-            if col in self._indexers:
+            if col not in self._indexers:
+                codes[:, j] = forest.bins(j, self._numbers(raw, columns[raw], self._keep_nan))
+            elif j in forest.categorical:
                 codes[:, j] = self._indexers[col].codes(columns[raw])
-                x[:, j] = codes[:, j]
-            else:
-                x[:, j] = self._numbers(raw, columns[raw])
+            else:  # an index the trees split as a number
+                codes[:, j] = forest.bins(j, self._indexers[col].codes(columns[raw]))
         out = np.empty(n, dtype=np.float64)
         for start in range(0, n, _CHUNK_ROWS):
             rows = slice(start, start + _CHUNK_ROWS)
-            out[rows] = self._combine(self._forest.leaf_values(x[rows], codes[rows]))
+            out[rows] = self._combine(self._forest.leaves(codes[rows]))
         return out
 
-    def _combine(self, per_tree: Float) -> Float:
+    def _combine(self, leaves: Int) -> Float:
         """Spark's ensemble arithmetic: the tree, the mean of a forest, the weighted GBT sum."""
+        forest = self._forest
         if self.kind == "decision_tree":
-            return per_tree[0]
+            return forest.value[leaves[0]]
         if self.kind == "random_forest":  # Spark ignores RF tree weights (all 1.0): sum, divide
-            return np.add.accumulate(per_tree, axis=0)[-1] / per_tree.shape[0]
-        return _vector_ddot(per_tree, self._weights, self._lanes)
+            return np.add.accumulate(forest.value[leaves], axis=0)[-1] / leaves.shape[0]
+        return _vector_ddot(forest.product[leaves], forest.product_error[leaves], self._lanes)
 
     def _indexer(self, column: str) -> _Indexer:
         if column not in self._by_input:
-            raise InputError(f"{column!r} is not an indexed column; indexed columns are "
-                             f"{sorted(self._by_input)}")
+            raise InputError(
+                f"{column!r} is not an indexed column; indexed columns are {sorted(self._by_input)}"
+            )
         return self._by_input[column]
 
     @staticmethod
-    def _numbers(column: str, values: Sequence[Any]) -> Float:
-        """A numeric column as float64; like VectorAssembler, a missing value is an error."""
+    def _numbers(column: str, values: Sequence[Any], keep_nan: bool) -> Float:
+        """A numeric column as float64; a missing value is an error unless the assembler keeps it."""
         try:
             out = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InputError(f"column {column!r} must be numeric: {exc}") from exc
-        if (bad := np.flatnonzero(np.isnan(out))).size:
+        if not keep_nan and (bad := np.flatnonzero(np.isnan(out))).size:
             raise InputError(f"column {column!r}, row {bad[0]}: missing value (null or NaN)")
         return out

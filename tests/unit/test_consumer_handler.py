@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from salesflow.config import Settings
@@ -33,6 +34,8 @@ from salesflow.services.consumer.handler import (
     UploadHandler,
     upload_id_of,
 )
+from salesflow.services.jobs.client import JobServerClient
+from salesflow.services.upload.client import UploadClient
 from salesflow.storage import FileStore, ObjectInfo, store_for
 
 HEADER = b"product_id,product_name,product_price,store_id,store_name,quantity,date\n"
@@ -339,6 +342,63 @@ def test_job_server_not_found_is_dead_letter(settings: Settings, store: FileStor
     assert outcome.reason == "not_found"
 
 
+# --- through the real clients over httpx.MockTransport ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (202, {"job_id": "j-42", "status": "queued", "created": True}, Done),
+        (400, {"error": {"code": "invalid_key", "message": "url mismatch"}}, DeadLetter),
+        (503, {"error": {"code": "unavailable", "message": "starting"}}, Retry),
+        (401, {"error": {"code": "unauthorized", "message": "wrong token"}}, Retry),
+    ],
+    ids=["accepted", "refused", "unavailable", "unauthorized"],
+)
+def test_handler_with_real_clients(
+    settings: Settings, store: FileStore, status: int, body: dict[str, Any], expected: type
+) -> None:
+    event, info = stored_event(store)
+    train_requests: list[httpx.Request] = []
+    status_requests: list[httpx.Request] = []
+
+    def job_server(request: httpx.Request) -> httpx.Response:
+        train_requests.append(request)
+        return httpx.Response(status, json={**body, "upload_id": event.upload_id})
+
+    def upload_service(request: httpx.Request) -> httpx.Response:
+        status_requests.append(request)
+        return httpx.Response(200, json={"upload_id": event.upload_id})
+
+    jobs = JobServerClient(settings, transport=httpx.MockTransport(job_server))
+    uploads = UploadClient(settings, transport=httpx.MockTransport(upload_service))
+    handler = UploadHandler(settings, store, jobs, uploads, report_delays=())
+
+    outcome = handled(handler, event.to_json())
+
+    assert isinstance(outcome, expected)
+    assert [(r.method, r.url.path) for r in train_requests] == [("POST", "/train")]
+    assert json.loads(train_requests[0].content) == {
+        "upload_id": event.upload_id,
+        "sha256": info.sha256,
+    }
+    assert train_requests[0].headers["authorization"].startswith("Bearer ")
+    reported = [json.loads(r.content) for r in status_requests]
+    if expected is Done:
+        assert reported == [{"status": "queued", "job_id": "j-42"}]
+    elif expected is DeadLetter:
+        assert outcome.reason == "invalid_key"
+        assert reported == [
+            {"status": "rejected", "error_code": "invalid_key", "error": outcome.detail}
+        ]
+    else:
+        assert reported == []
+    assert all(r.url.path == f"/uploads/{event.upload_id}/status" for r in status_requests)
+    handler.close()
+    jobs.close()
+    uploads.close()
+
+
 # --- status reports -----------------------------------------------------------------------------
 
 
@@ -473,9 +533,15 @@ def test_dead_letter_event_is_capped_and_time_is_utc() -> None:
 @pytest.mark.parametrize(
     ("detail", "expected"),
     [
-        ("no object 'uploads/a.csv' in file:///srv/data/objects", "no object 'uploads/a.csv' in <url>"),
+        (
+            "no object 'uploads/a.csv' in file:///srv/data/objects",
+            "no object 'uploads/a.csv' in <url>",
+        ),
         ("bucket s3://secret-bucket/prefix is gone", "bucket <url> is gone"),
-        ("cannot open /var/lib/salesflow/objects/uploads/a.csv: denied", "cannot open <path>: denied"),
+        (
+            "cannot open /var/lib/salesflow/objects/uploads/a.csv: denied",
+            "cannot open <path>: denied",
+        ),
         ("missing column(s): date; 10/20 rows", "missing column(s): date; 10/20 rows"),
     ],
 )

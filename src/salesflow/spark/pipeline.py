@@ -88,14 +88,15 @@ def evaluate(
     The baseline is the seasonal naive forecast (same store, product and month one year earlier),
     so the compared rows are the held-out rows that have such a value. Metrics are RMSE, MAE and
     WAPE (sum |error| / sum |actual|). Without a year of history before the held-out months
-    there is nothing to compare on and the scores are None.
+    there is nothing to compare on and every score is None.
     """
     months = settings.holdout_months
     indexed = history.transform(with_period_index)
     last = indexed.agg(F.max("period_index")).first()
+    empty = {"rmse": None, "mae": None, "wape": None}
     result: dict[str, Any] = {
-        "model": None,
-        "baseline": None,
+        "model": dict(empty),
+        "baseline": dict(empty),
         "holdout_months": months,
         "holdout_rows": 0,
         "holdout_rows_total": 0,

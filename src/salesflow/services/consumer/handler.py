@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -156,7 +155,9 @@ class StatusReporter:
                 return
             if len(self._queue) >= MAX_PENDING_REPORTS:
                 dropped = self._queue.popleft()
-                log.warning("status backlog full: dropped %s for %s", dropped.status, dropped.upload_id)
+                log.warning(
+                    "status backlog full: dropped %s for %s", dropped.status, dropped.upload_id
+                )
             self._queue.append(_Report(upload_id, status, fields))
             if self._thread is None:
                 self._thread = threading.Thread(

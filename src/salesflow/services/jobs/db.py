@@ -153,7 +153,9 @@ class JobDB:
         self._lock = threading.Lock()
         # isolation_level=None: autocommit; multi-statement changes use explicit BEGIN IMMEDIATE.
         # timeout: wait up to 30 s for another process holding the write lock.
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=30
+        )
         self._conn.row_factory = sqlite3.Row
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -182,9 +184,7 @@ class JobDB:
 
     # --- creating ------------------------------------------------------------------------------
 
-    def create_train(
-        self, upload_id: str, input_url: str, sha256: str | None
-    ) -> tuple[Job, bool]:
+    def create_train(self, upload_id: str, input_url: str, sha256: str | None) -> tuple[Job, bool]:
         """The train job of an upload, created if new: (job, created)."""
         job_id = secrets.token_hex(16)
         with self._tx() as conn:
@@ -217,7 +217,7 @@ class JobDB:
         with self._lock:
             return _fetch(self._conn, job_id)
 
-    def list(
+    def find(
         self, *, upload_id: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[Job]:
         """Jobs, newest first, optionally of one upload and/or in one status."""
@@ -301,7 +301,9 @@ class JobDB:
     @staticmethod
     def _release_row(conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
         if row["kind"] == "train" and row["attempts"] < MAX_ATTEMPTS:
-            sql = "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ? RETURNING *"
+            sql = (
+                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ? RETURNING *"
+            )
             params: tuple[Any, ...] = (row["job_id"],)
         else:
             sql = (

@@ -49,6 +49,8 @@ POLL_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 10.0
 
 StatusCallback = Callable[[Job], None]
+#: `extra` of a log call whose line the runner puts in the job's tail itself.
+_SKIP_TAIL = {"skip_tail": True}
 
 
 class TrainFn(Protocol):
@@ -146,8 +148,8 @@ class _TailHandler(logging.Handler):
         self.lines = lines
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "progress", False):
-            return  # progress lines are added to the tail directly
+        if getattr(record, "skip_tail", False):
+            return  # the runner added this line to the tail itself
         if logs.current_context().get("job_id") != self.job_id:
             return
         try:
@@ -260,7 +262,7 @@ class JobRunner:
             except Exception as exc:
                 return self._failed(job, exc, lines)
             lines.append(_line("info", "succeeded" + (f": model {version}" if version else "")))
-            log.info("job succeeded: model %s", version)
+            log.info("job succeeded: model %s", version, extra=_SKIP_TAIL)
             done = self.db.succeed(
                 job.job_id, model_version=version, result=result, log_tail=list(lines)
             )
@@ -280,7 +282,7 @@ class JobRunner:
     def _work(self, job: Job, lines: deque[str]) -> tuple[str | None, dict[str, Any]]:
         def progress(stage: str) -> None:
             lines.append(_line("info", stage))
-            log.info("stage: %s", stage, extra={"progress": True})
+            log.info("stage: %s", stage, extra=_SKIP_TAIL)
             try:
                 self.db.set_log_tail(job.job_id, list(lines))
             except Exception:
@@ -314,11 +316,11 @@ class JobRunner:
             return self.db.release(job.job_id)
         if isinstance(exc, SalesflowError):
             code, message = exc.code, str(exc)[:2000]
-            log.warning("job failed: %s: %s", code, message)
+            log.warning("job failed: %s: %s", code, message, extra=_SKIP_TAIL)
         else:
             code = "training_error" if job.kind == "train" else "prediction_error"
             message = f"{job.kind} failed: {type(exc).__name__}; see the job server log"
-            log.error("job failed unexpectedly", exc_info=exc)
+            log.error("job failed unexpectedly", exc_info=exc, extra=_SKIP_TAIL)
         lines.append(_line("error", f"failed: {code}: {message}"))
         failed = self.db.fail(job.job_id, code=code, message=message, log_tail=list(lines))
         self._notify(failed)

@@ -191,7 +191,7 @@ class UploadDB:
             raise NotFoundError(f"no upload {upload_id[:80]!r}")
         return _record(rows[0])
 
-    def list(self, *, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, *, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
         """Uploads, newest first, optionally only those with `status`."""
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
         rows = self._query(
@@ -200,7 +200,9 @@ class UploadDB:
         )
         return [_record(row) for row in rows]
 
-    def update_status(self, upload_id: str, status: str, **fields: Any) -> tuple[dict[str, Any], bool]:
+    def update_status(
+        self, upload_id: str, status: str, **fields: Any
+    ) -> tuple[dict[str, Any], bool]:
         """Apply a status report if it moves the upload forward; `(record, applied)`.
 
         Terminal uploads never change; a report older than the current status (queued after
@@ -247,7 +249,9 @@ class UploadDB:
             (limit,),
         )
         return [
-            OutboxRow(r["id"], r["upload_id"], r["topic"], r["key"], bytes(r["payload"]), r["attempts"])
+            OutboxRow(
+                r["id"], r["upload_id"], r["topic"], r["key"], bytes(r["payload"]), r["attempts"]
+            )
             for r in rows
         ]
 

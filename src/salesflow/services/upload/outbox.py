@@ -13,17 +13,27 @@ queued/training upload the job server is asked first, and a finished job's statu
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError, UnavailableError
+from salesflow.kafka import ensure_topics
 from salesflow.logs import bind
 from salesflow.schema import UploadEvent
+from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.upload.db import UploadDB
 
-__all__ = ["JobLookup", "OutboxRelay", "Publisher", "event_of", "job_server_lookup"]
+__all__ = [
+    "JobLookup",
+    "OutboxRelay",
+    "Publisher",
+    "bootstrap_accepts",
+    "event_of",
+    "job_server_lookup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 15.0
 #: Rows read from the outbox per pass; the next pass (immediately) takes the rest.
 BATCH = 200
+#: TCP connect timeout of the broker pre-flight; loopback or LAN answers in milliseconds.
+CONNECT_TIMEOUT_S = 1.0
 #: How long a stopping relay waits for an in-flight publish (bounded by the delivery timeout).
 STOP_TIMEOUT_S = 30.0
 
@@ -42,7 +54,27 @@ JobLookup = Callable[[str], dict[str, Any] | None]
 class Publisher(Protocol):
     """What the relay needs of `salesflow.kafka.EventPublisher`."""
 
-    def publish(self, topic: str, key: str | None, value: bytes, timeout: float = ...) -> Any: ...
+    def publish(self, topic: str, key: str, value: bytes) -> Any:
+        """Send one event and wait until the broker has it; UnavailableError otherwise."""
+
+
+def bootstrap_accepts(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) -> bool:
+    """True if some bootstrap address accepts a TCP connection.
+
+    A cheap pre-flight: with the broker down, librdkafka would wait out its whole delivery
+    timeout, while a refused connection answers at once. It proves nothing about Kafka itself
+    (a paused broker still accepts), so the publish that follows can still fail.
+    """
+    for address in settings.kafka_bootstrap_servers.split(","):
+        host, sep, port = address.strip().rpartition("://")[2].rpartition(":")
+        if not sep or not port.isdigit():
+            return True  # an address we cannot parse: let librdkafka judge it
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def event_of(record: dict[str, Any]) -> bytes:
@@ -57,31 +89,23 @@ def event_of(record: dict[str, Any]) -> bytes:
     ).to_json()
 
 
-def job_server_lookup(settings: Settings) -> tuple[JobLookup, Callable[[], None]]:
-    """A JobLookup backed by the job server's client, and its close function."""
-    from salesflow.services.jobs.client import JobServerClient
-
-    client = JobServerClient(settings)
+def job_server_lookup(
+    settings: Settings, client: JobServerClient | None = None
+) -> tuple[JobLookup, Callable[[], None]]:
+    """A JobLookup backed by the job server's client, and the function that closes it."""
+    jobs_client = client or JobServerClient(settings)
 
     def lookup(upload_id: str) -> dict[str, Any] | None:
-        answer: Any = client.jobs(upload_id=upload_id)
-        jobs = answer.get("jobs", []) if isinstance(answer, dict) else list(answer or [])
-        trains = [job for job in jobs if job.get("kind", "train") == "train"]
+        found = jobs_client.jobs(upload_id=upload_id)
+        trains = [job for job in found if job.get("kind", "train") == "train"]
         return trains[0] if trains else None
 
-    def close() -> None:
-        closer = getattr(client, "close", None)
-        if callable(closer):
-            closer()
-
-    return lookup, close
+    return lookup, jobs_client.close
 
 
 def _default_prepare(settings: Settings) -> Callable[[], None]:
     def prepare() -> None:
-        from salesflow.kafka import ensure_topics
-
-        ensure_topics(settings)
+        ensure_topics(settings)  # the uploads topic and the dead-letter topic
 
     return prepare
 
@@ -108,8 +132,6 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Publish waits for the broker's ack; librdkafka gives up after its delivery timeout.
-        self._publish_timeout = settings.kafka_delivery_timeout_ms / 1000 + 5
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -164,6 +186,13 @@ class OutboxRelay:
         rows = self.db.pending_events(BATCH)
         if not rows:
             return False
+        if not bootstrap_accepts(self.settings):
+            down = UnavailableError(
+                f"no Kafka broker accepts connections at {self.settings.kafka_bootstrap_servers}"
+            )
+            self.db.mark_failed(rows[0].id, f"{down.code}: {down}")
+            self._failed(down)
+            return False
         if self.failures:
             try:
                 self.prepare()  # the broker may have restarted without our topics
@@ -176,9 +205,7 @@ class OutboxRelay:
                 return False
             with bind(upload_id=row.upload_id):
                 try:
-                    self.publisher.publish(
-                        row.topic, row.key, row.payload, timeout=self._publish_timeout
-                    )
+                    self.publisher.publish(row.topic, row.key or row.upload_id, row.payload)
                 except SalesflowError as exc:
                     self.db.mark_failed(row.id, f"{exc.code}: {exc}")
                     self._failed(exc)
@@ -202,7 +229,9 @@ class OutboxRelay:
             with bind(upload_id=record["upload_id"]):
                 if record["status"] != "stored" and self._adopt_job(record):
                     continue
-                self.db.republish(record["upload_id"], self.settings.kafka_uploads_topic, event_of(record))
+                self.db.republish(
+                    record["upload_id"], self.settings.kafka_uploads_topic, event_of(record)
+                )
                 log.info("upload %s for too long: its event was re-published", record["status"])
                 republished += 1
         if republished:

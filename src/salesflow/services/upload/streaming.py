@@ -5,14 +5,15 @@ would spool the whole file to disk first). Only the first bytes of the file part
 the header line is complete; they are checked BEFORE anything is written. The rest goes to the object
 writer in batches on a worker thread, so memory stays flat and the event loop never blocks. Any
 failure (bad header, size limit, idle client, disconnect, full disk) aborts the writer: nothing is
-stored.
+stored. `store_upload` is the whole use case: receive, then record the upload and its outbox event.
 """
 
 from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from salesflow.config import Settings
 from salesflow.errors import (
     BodyTimeoutError,
     BusyError,
@@ -28,10 +30,12 @@ from salesflow.errors import (
     TooLargeError,
     UnsupportedMediaError,
 )
-from salesflow.schema import HEADER_PROBE_BYTES, HeaderInfo, check_header
+from salesflow.schema import HEADER_PROBE_BYTES, HeaderInfo, check_header, upload_key
+from salesflow.services.upload.db import UploadDB, utc_now
+from salesflow.services.upload.outbox import event_of
 from salesflow.storage import ObjectInfo, ObjectStore, ObjectWriter
 
-__all__ = ["Received", "UploadSlots", "receive_upload", "sanitise_filename"]
+__all__ = ["Received", "UploadSlots", "receive_upload", "sanitise_filename", "store_upload"]
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +69,7 @@ class UploadSlots:
     def acquire(self) -> None:
         """Take a slot or raise BusyError. Runs on the event loop, so no lock is needed."""
         if self.in_use >= self.limit:
-            raise BusyError(
-                f"{self.limit} uploads are already in progress; retry in a moment"
-            )
+            raise BusyError(f"{self.limit} uploads are already in progress; retry in a moment")
         self.in_use += 1
 
     def release(self) -> None:
@@ -108,9 +110,7 @@ class _Sink:
     def add(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise TooLargeError(
-                f"the file is larger than the limit of {self.max_bytes} bytes"
-            )
+            raise TooLargeError(f"the file is larger than the limit of {self.max_bytes} bytes")
         self.newlines += data.count(b"\n")
         self.last_byte = data[-1:]
         if self.header is None:
@@ -155,24 +155,43 @@ class _Sink:
         }
 
 
-class _Parts:
-    """python-multipart's callbacks turned into a list of (event, value) per fed chunk."""
+class _Form:
+    """Follows the multipart body through python-multipart's callbacks and routes the bytes of
+    the `file` part into a _Sink; every other part is skipped without being kept."""
 
-    def __init__(self, boundary: bytes) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self._field = b""
-        self._value = b""
+    def __init__(self, boundary: bytes, sink: _Sink) -> None:
+        self.sink = sink
+        self.filename = ""
+        self.in_file = self.done = self.finished = False
+        self._headers: dict[bytes, bytes] = {}
+        self._field = self._value = b""
         callbacks: Any = {
-            "on_part_begin": lambda: self.events.append(("begin", None)),
+            "on_part_begin": self._headers.clear,
             "on_header_field": self._on_header_field,
             "on_header_value": self._on_header_value,
             "on_header_end": self._on_header_end,
-            "on_headers_finished": lambda: self.events.append(("headers_done", None)),
-            "on_part_data": lambda d, s, e: self.events.append(("data", bytes(d[s:e]))),
-            "on_part_end": lambda: self.events.append(("end", None)),
-            "on_end": lambda: self.events.append(("finish", None)),
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
         }
         self.parser = MultipartParser(boundary, callbacks)
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse a chunk of the body; the file part's bytes go to the sink (which checks them)."""
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as exc:
+            raise InputError(f"malformed multipart body: {exc}") from None
+
+    def check_complete(self) -> None:
+        """Raise unless the body held one whole file part and ended with its closing boundary."""
+        if self.in_file:
+            raise InputError("the multipart body ended inside the file part (interrupted upload?)")
+        if not self.done:
+            raise InputError(f"the multipart body has no complete {FILE_FIELD!r} file part")
+        if not self.finished:
+            raise InputError("the multipart body ended before its closing boundary")
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -181,16 +200,29 @@ class _Parts:
         self._value += data[start:end]
 
     def _on_header_end(self) -> None:
-        self.events.append(("header", (self._field.lower(), self._value)))
-        self._field, self._value = b"", b""
+        self._headers[self._field.lower()] = self._value
+        self._field = self._value = b""
 
-    def feed(self, chunk: bytes) -> list[tuple[str, Any]]:
-        try:
-            self.parser.write(chunk)
-        except MultipartParseError as exc:
-            raise InputError(f"malformed multipart body: {exc}") from None
-        events, self.events = self.events, []
-        return events
+    def _on_headers_finished(self) -> None:
+        name, raw_filename = _file_part_name(self._headers)
+        if name != FILE_FIELD:
+            return
+        if self.done:
+            raise InputError(f"more than one {FILE_FIELD!r} part; send one file per upload")
+        self.in_file, self.filename = True, sanitise_filename(raw_filename)
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.in_file:
+            self.sink.add(data[start:end])
+
+    def _on_part_end(self) -> None:
+        if self.in_file:
+            self.in_file, self.done = False, True
+            if self.sink.header is None:
+                self.sink.check_probe()  # a file shorter than one line
+
+    def _on_end(self) -> None:
+        self.finished = True
 
 
 def _file_part_name(headers: dict[bytes, bytes]) -> tuple[str | None, str]:
@@ -207,7 +239,7 @@ def _file_part_name(headers: dict[bytes, bytes]) -> tuple[str | None, str]:
 
 async def _chunks_with_deadline(
     stream: AsyncIterator[bytes], idle_timeout_s: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The body's chunks; BodyTimeoutError when no byte arrives for `idle_timeout_s`."""
     iterator = stream.__aiter__()
     while True:
@@ -242,12 +274,9 @@ async def receive_upload(
     body_limit = max_bytes + FRAMING_ALLOWANCE
     if content_length is not None and content_length > body_limit:
         raise TooLargeError(f"the upload is larger than the limit of {max_bytes} bytes")
-    parts = _Parts(boundary)
     sink = _Sink(max_bytes)
+    form = _Form(boundary, sink)
     writer: ObjectWriter | None = None
-    headers: dict[bytes, bytes] = {}
-    in_file = done = finished = False
-    filename = ""
     body_bytes = 0
 
     async def flush(minimum: int = WRITE_BATCH) -> None:
@@ -259,36 +288,16 @@ async def receive_upload(
         await anyio.to_thread.run_sync(writer.write, data)
 
     try:
-        async for chunk in _chunks_with_deadline(stream, idle_timeout_s):
-            body_bytes += len(chunk)
-            if body_bytes > body_limit:
-                raise TooLargeError(f"the upload is larger than the limit of {max_bytes} bytes")
-            for event, value in parts.feed(chunk):
-                if event == "begin":
-                    headers = {}
-                elif event == "header":
-                    headers[value[0]] = value[1]
-                elif event == "headers_done":
-                    name, raw_name = _file_part_name(headers)
-                    if name == FILE_FIELD:
-                        if done:
-                            raise InputError(f"more than one {FILE_FIELD!r} part; send one file")
-                        in_file, filename = True, sanitise_filename(raw_name)
-                elif event == "data" and in_file:
-                    sink.add(value)
-                elif event == "end" and in_file:
-                    in_file, done = False, True
-                    if sink.header is None:
-                        sink.check_probe()  # a file shorter than one line
-                elif event == "finish":
-                    finished = True
-            await flush()
-        if not done:
-            raise InputError(f"the multipart body has no complete {FILE_FIELD!r} file part")
-        if not finished:
-            raise InputError("the multipart body ended before its closing boundary")
+        async with aclosing(_chunks_with_deadline(stream, idle_timeout_s)) as body:
+            async for chunk in body:
+                body_bytes += len(chunk)
+                if body_bytes > body_limit:  # framing or extra fields beyond any sane size
+                    raise TooLargeError(f"the upload is larger than the limit of {max_bytes} bytes")
+                form.feed(chunk)
+                await flush()
+        form.check_complete()
         await flush(minimum=1)
-        if writer is None:  # the file was only a header line without a newline... still a file
+        if writer is None:  # a file of one short line, without a newline
             writer = await anyio.to_thread.run_sync(store.writer, key)
         info = await anyio.to_thread.run_sync(writer.commit)
     except BaseException:
@@ -296,7 +305,7 @@ async def receive_upload(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_abort_quietly, writer)
         raise
-    return Received(info=info, filename=filename, preview=sink.preview())
+    return Received(info=info, filename=form.filename, preview=sink.preview())
 
 
 def _abort_quietly(writer: ObjectWriter) -> None:
@@ -305,3 +314,53 @@ def _abort_quietly(writer: ObjectWriter) -> None:
     except Exception:
         log.warning("could not abort the write of %s", writer.key, exc_info=True)
 
+
+async def store_upload(
+    stream: AsyncIterator[bytes],
+    *,
+    upload_id: str,
+    content_type: str | None,
+    content_length: int | None,
+    settings: Settings,
+    store: ObjectStore,
+    db: UploadDB,
+    force: bool = False,
+) -> tuple[dict[str, Any], bool]:
+    """The upload use case: stream the file in, then record it with its outbox event.
+
+    Returns (record, duplicate). A duplicate (same sha256, not forced) answers with the earlier
+    upload and the copy just written is deleted; if recording fails the object is deleted too,
+    so an object never outlives a missing row.
+    """
+    key = upload_key(upload_id)
+    received = await receive_upload(
+        stream,
+        content_type=content_type,
+        content_length=content_length,
+        store=store,
+        key=key,
+        max_bytes=settings.max_upload_bytes,
+        idle_timeout_s=settings.upload_idle_timeout_s,
+    )
+    record = {
+        "upload_id": upload_id,
+        "key": key,
+        "url": received.info.url,
+        "size": received.info.size,
+        "sha256": received.info.sha256,
+        "filename": received.filename,
+        "preview": received.preview,
+        "created_at": utc_now(),
+    }
+    event = event_of(record)
+    try:
+        stored, duplicate = await anyio.to_thread.run_sync(
+            lambda: db.add_upload(record, event, settings.kafka_uploads_topic, force=force)
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(store.delete, key)
+        raise
+    if duplicate:
+        await anyio.to_thread.run_sync(store.delete, key)
+    return stored, duplicate

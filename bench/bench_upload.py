@@ -1,0 +1,332 @@
+"""Upload throughput and the upload service's memory: file:// and S3 (moto), HTTP and direct.
+
+For one large generated CSV, side by side: a plain file copy (the floor for file://), boto3's own
+`upload_file` (the reference for S3), salesflow's store writer directly (`put_file`: hashing and
+fsync / multipart included), and the upload service over HTTP on loopback (`salesflow serve upload`
+as a child process, fed by the CLI's streaming client). The service's peak resident memory (VmHWM)
+is read from /proc just before it is stopped: it must stay flat whatever the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Context,
+    Report,
+    console,
+    free_port,
+    median,
+    missing_module,
+    python_argv,
+    timed,
+    vm_hwm_mb,
+)
+
+NAME = "upload"
+TITLE = "Upload: file:// and S3, through the service and direct, vs copy and boto3"
+
+#: File size per mode; the generator writes ~87 bytes per row with the default catalogue.
+SIZE_MB = {"smoke": 50, "full": 1000}
+BYTES_PER_ROW = 87
+#: Measured repetitions per variant (interleaved); medians are reported.
+REPS = {"smoke": 2, "full": 2}
+#: Goal from the project's issue: the service streams, so its memory does not grow with the file.
+TARGET_RSS_MB = 150.0
+#: Dummy credentials for the local moto server only (it accepts any).
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+#: How long a child service gets to answer /readyz.
+READY_TIMEOUT_S = 60.0
+
+
+@contextmanager
+def fake_aws(work: Path) -> Iterator[dict[str, str]]:
+    """Point this process (and children given the returned env) at dummy AWS credentials."""
+    missing = str(work / "no-aws-config")
+    values = {**FAKE_AWS, "AWS_CONFIG_FILE": missing, "AWS_SHARED_CREDENTIALS_FILE": missing}
+    saved = {k: os.environ.get(k) for k in [*values, "AWS_PROFILE"]}
+    os.environ.update(values)
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield values
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def child(
+    argv: list[str], env: dict[str, str], log: Path, ready: Callable[[], bool]
+) -> Iterator[int]:
+    """A child process started, waited for until `ready()`, and always stopped; yields its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready():
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{argv[2:5]} exited during start-up:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{argv[2:5]} not ready after {READY_TIMEOUT_S:.0f} s; see {log}"
+                )
+            time.sleep(0.1)
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def broker(ctx: Context, bootstrap: str) -> Iterator[None]:
+    """The local Kafka-API broker, so the service's outbox relay publishes as it would in use."""
+    try:
+        from salesflow.kafka import LocalBroker
+    except ImportError:
+        yield  # without a broker events wait in the outbox; uploads are unaffected
+        return
+    host, port = bootstrap.rsplit(":", 1)
+    with LocalBroker(host, int(port), log_path=ctx.work / f"broker-{port}.log"):
+        yield
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    import httpx
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+@contextmanager
+def moto_server(ctx: Context, env: dict[str, str]) -> Iterator[str]:
+    """moto's S3 API server as a child process (its own interpreter, so no GIL shared with us)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = python_argv("-m", "moto.server", "-H", "127.0.0.1", "-p", str(port))
+    with child(argv, env, ctx.work / "moto.log", _http_ok(f"{url}/moto-api/")):
+        yield url
+
+
+def _bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"bench-{secrets.token_hex(4)}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def run(ctx: Context) -> Report:
+    report = Report(NAME, TITLE, ctx.mode)
+    rows = SIZE_MB[ctx.mode] * 1_000_000 // BYTES_PER_ROW
+    source = ctx.sales_file(rows)
+    size = source.stat().st_size
+    size_mb = size / 1e6
+    report.notes.append(
+        f"file: {rows:,} rows, {size_mb:,.0f} MB; the store writer hashes (sha256) on the way and "
+        "fsyncs (file://) or completes a multipart upload (S3) before it returns"
+    )
+    why = missing_module("boto3", "moto.server")
+    with fake_aws(ctx.work) as aws_env:
+        base_env = {**os.environ, **aws_env}
+        if why:
+            report.skip("S3 rows", why)
+            _measure(ctx, report, source, size_mb, None, base_env)
+        else:
+            with moto_server(ctx, base_env) as endpoint:
+                _measure(ctx, report, source, size_mb, endpoint, base_env)
+    return report
+
+
+def _measure(
+    ctx: Context,
+    report: Report,
+    source: Path,
+    size_mb: float,
+    endpoint: str | None,
+    env: dict[str, str],
+) -> None:
+    from salesflow.storage import open_store
+
+    target = ctx.work / "upload-target"
+    target.mkdir(parents=True, exist_ok=True)
+    file_settings = ctx.settings("upload-file")
+    file_store = open_store(file_settings.storage_url, file_settings)
+    variants: dict[str, Callable[[], None]] = {}
+
+    def copy() -> None:
+        shutil.copyfile(source, target / "copy.csv")
+
+    def copy_fsync() -> None:
+        shutil.copyfile(source, target / "copy.csv")
+        fd = os.open(target / "copy.csv", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def file_writer() -> None:
+        file_store.put_file("bench/direct.csv", source)
+
+    variants["shutil.copyfile (file://)"] = copy
+    variants["shutil.copyfile + fsync (file://)"] = copy_fsync
+    variants["store writer, file:// (put_file)"] = file_writer
+
+    s3_settings = None
+    if endpoint is not None:
+        import boto3
+
+        bucket = _bucket(endpoint)
+        s3_settings = ctx.settings(
+            "upload-s3",
+            storage_url=f"s3://{bucket}/store",
+            s3_endpoint_url=endpoint,
+            s3_region="us-east-1",
+        )
+        s3_store = open_store(s3_settings.storage_url, s3_settings)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+        def boto3_upload() -> None:
+            client.upload_file(str(source), bucket, "boto3/direct.csv")
+
+        def s3_writer() -> None:
+            s3_store.put_file("bench/direct.csv", source)
+
+        variants["boto3 upload_file (S3, moto)"] = boto3_upload
+        variants["store writer, S3 (put_file)"] = s3_writer
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(REPS[ctx.mode]):
+        for name, fn in variants.items():
+            with timed() as t:
+                fn()
+            times[name].append(t[0])
+    for name, samples in times.items():
+        report.add(variant=name, seconds=median(samples), mb_per_s=size_mb / median(samples))
+
+    peaks: dict[str, float] = {}
+    why = missing_module("salesflow.services.upload.app", "salesflow.services.upload.client")
+    if why:
+        report.skip("upload service over HTTP", why)
+    else:
+        peaks["file://"] = _service(ctx, report, source, size_mb, file_settings, "file://", env)
+        if s3_settings is not None:
+            peaks["S3"] = _service(ctx, report, source, size_mb, s3_settings, "S3, moto", env)
+    _summarise(report, peaks)
+
+
+def _service(
+    ctx: Context,
+    report: Report,
+    source: Path,
+    size_mb: float,
+    settings: Any,
+    label: str,
+    env: dict[str, str],
+) -> float:
+    """`salesflow serve upload` as a child; upload through its HTTP API; its VmHWM at the end."""
+    from salesflow.schema import upload_key
+    from salesflow.services.upload.client import UploadClient
+    from salesflow.storage import open_store
+
+    port = free_port()
+    kafka = f"127.0.0.1:{free_port()}"
+    service = type(settings)(
+        **{
+            "data_dir": settings.data_dir,
+            "storage_url": settings.storage_url,
+            "s3_endpoint_url": settings.s3_endpoint_url,
+            "s3_region": settings.s3_region,
+            "upload_port": port,
+            "kafka_bootstrap_servers": kafka,
+            "_env_file": None,
+        }
+    )
+    argv = python_argv("-m", "salesflow.cli", "serve", "upload")
+    log = ctx.work / f"upload-service-{port}.log"
+    samples = []
+    store = open_store(service.storage_url, service)
+    ready = _http_ok(f"{service.upload_service_url}/healthz")
+    with broker(ctx, kafka), child(argv, {**env, **service.to_env()}, log, ready) as pid:
+        idle_mb = vm_hwm_mb(pid)
+        with UploadClient(service) as client:
+            for _ in range(REPS[ctx.mode]):
+                with timed() as t:
+                    record = client.upload(source, force=True)
+                samples.append(t[0])
+                if record.get("size") not in (None, source.stat().st_size):
+                    raise RuntimeError(f"the service stored {record.get('size')} bytes")
+                store.delete(upload_key(record["upload_id"]))  # moto keeps objects in memory
+        peak_mb = vm_hwm_mb(pid)
+    seconds = median(samples)
+    report.add(
+        variant=f"upload service over HTTP ({label})",
+        seconds=seconds,
+        mb_per_s=size_mb / seconds,
+        service_peak_rss_mb=peak_mb,
+        service_idle_rss_mb=idle_mb,
+    )
+    console.print(f"  upload service ({label}): peak RSS {peak_mb:.0f} MB")
+    return peak_mb
+
+
+def _summarise(report: Report, peaks: dict[str, float]) -> None:
+    rates = {row["variant"]: row["mb_per_s"] for row in report.rows}
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(rates[a] / rates[b], 2) if a in rates and b in rates else None
+
+    pairs = {
+        "service file:// / copyfile": (
+            "upload service over HTTP (file://)",
+            "shutil.copyfile (file://)",
+        ),
+        "writer file:// / copyfile+fsync": (
+            "store writer, file:// (put_file)",
+            "shutil.copyfile + fsync (file://)",
+        ),
+        "service S3 / boto3": (
+            "upload service over HTTP (S3, moto)",
+            "boto3 upload_file (S3, moto)",
+        ),
+        "writer S3 / boto3": ("store writer, S3 (put_file)", "boto3 upload_file (S3, moto)"),
+    }
+    for name, (a, b) in pairs.items():
+        value = ratio(a, b)
+        if value is not None:
+            report.ratios[name] = value
+    for variant, rate in rates.items():
+        if variant.startswith(("upload service", "boto3", "shutil.copyfile (")):
+            report.headline(f"upload {variant}", f"{rate:,.0f} MB/s")
+    if peaks:
+        worst = max(peaks.values())
+        target = report.target("upload service peak RSS", worst, TARGET_RSS_MB, "MB", higher=False)
+        shown = ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items())
+        report.headline("upload service peak RSS (VmHWM)", shown, target)

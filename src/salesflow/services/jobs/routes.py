@@ -1,0 +1,235 @@
+"""The job server's routes: thin adapters from HTTP to the job table, the runner and the registry."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Literal
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+
+from salesflow.errors import BusyError, InputError, InvalidKeyError, NotFoundError, TooLargeError
+from salesflow.registry import ModelVersion, normalise_version
+from salesflow.schema import HEADER_PROBE_BYTES, check_header, upload_key
+from salesflow.services.jobs.db import MAX_LIST
+from salesflow.services.jobs.deps import (
+    DbDep,
+    RegistryDep,
+    RunnerDep,
+    ServerState,
+    StateDep,
+    StoreDep,
+)
+from salesflow.services.jobs.runner import PredictOutcome
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Copy size when saving a prediction input.
+_CHUNK = 1024 * 1024
+
+
+class TrainRequest(BaseModel):
+    """Train on a stored upload. The location is derived from the id, never taken from the caller."""
+
+    upload_id: str
+    sha256: str | None = None
+    url: str | None = None
+
+
+class ActivateRequest(BaseModel):
+    """Why a version is being activated (kept in the activation log)."""
+
+    reason: str = "activated through the job server API"
+
+
+# --- training jobs ---------------------------------------------------------------------------
+
+
+@router.post("/train", status_code=202)
+def post_train(body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep) -> dict[str, Any]:
+    """Queue training on an upload; the same upload id always answers with the same job."""
+    url = store.url_for(upload_key(body.upload_id))
+    if body.url is not None and body.url != url:
+        raise InvalidKeyError(
+            f"url does not name upload {body.upload_id} in the job server's store; "
+            "leave it out: the job server derives the location from the upload id"
+        )
+    if body.sha256 is not None and not _SHA256.fullmatch(body.sha256):
+        raise InputError("sha256 must be 64 lowercase hex digits")
+    job, created = db.create_train(body.upload_id, url, body.sha256)
+    if created:
+        runner.kick()
+    return {**job.to_dict(), "created": created}
+
+
+@router.get("/jobs")
+def list_jobs(
+    db: DbDep,
+    upload_id: str | None = None,
+    status: Literal["queued", "running", "succeeded", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
+) -> dict[str, Any]:
+    """Jobs, newest first."""
+    return {"jobs": [j.to_dict() for j in db.find(upload_id=upload_id, status=status, limit=limit)]}
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, db: DbDep) -> dict[str, Any]:
+    """One job with its status, metrics and log tail."""
+    return db.get(job_id).to_dict()
+
+
+@router.get("/jobs/{job_id}/output")
+def get_job_output(job_id: str, db: DbDep) -> FileResponse:
+    """The CSV a predict job wrote (404 until it has succeeded)."""
+    job = db.get(job_id)
+    if job.kind != "predict":
+        raise NotFoundError(f"job {job_id} is a {job.kind} job; only predict jobs have an output")
+    if job.status != "succeeded" or not job.output_path or not Path(job.output_path).is_file():
+        raise NotFoundError(f"job {job_id} has no output yet (status {job.status})")
+    return FileResponse(
+        job.output_path, media_type="text/csv", filename=f"predictions-{job_id}.csv"
+    )
+
+
+# --- predictions -----------------------------------------------------------------------------
+
+
+def _save(src: BinaryIO, path: Path, limit: int) -> tuple[int, bytes]:
+    """Copy an uploaded file to `path`; its size and first bytes (for the header check)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size, head = 0, b""
+    with path.open("wb") as out:
+        while chunk := src.read(_CHUNK):
+            if len(head) < HEADER_PROBE_BYTES:
+                head += chunk[: HEADER_PROBE_BYTES - len(head)]
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(f"the file is larger than the limit of {limit} bytes")
+            out.write(chunk)
+    return size, head
+
+
+def _json_answer(outcome: PredictOutcome) -> JSONResponse:
+    return JSONResponse(
+        {
+            "model_version": outcome.model_version,
+            "row_count": outcome.rows,
+            "rows": outcome.records or [],
+            "unknown_stores": outcome.unknown_stores,
+            "unknown_products": outcome.unknown_products,
+        },
+        headers={"X-Model-Version": outcome.model_version},
+    )
+
+
+@router.post("/predict", response_model=None)
+async def post_predict(
+    request: Request,
+    state: StateDep,
+    file: Annotated[UploadFile, File(description="A sales CSV; quantity is optional.")],
+    model: str | None = None,
+) -> Response:
+    """Predict a CSV: small files at once (CSV, or JSON with Accept: application/json), large as a job."""
+    settings = state.settings
+    version = normalise_version(model) if model else None
+    if version:
+        await run_in_threadpool(state.registry.get, version)  # 404 before any work
+    source = settings.data_dir / "predict-inputs" / f"{secrets.token_hex(16)}.csv"
+    try:
+        size, head = await run_in_threadpool(_save, file.file, source, settings.max_upload_bytes)
+        check_header(head, require_quantity=False)
+        if size > settings.predict_sync_max_bytes:
+            job_id = secrets.token_hex(16)
+            output = settings.data_dir / "predict-outputs" / f"{job_id}.csv"
+            job = await run_in_threadpool(
+                state.db.create_predict, source.as_uri(), version, output, job_id
+            )
+            state.runner.kick()
+            return JSONResponse(job.to_dict(), status_code=202)
+        # The runner deletes a job's input; a synchronous one is deleted below.
+        return await _predict_now(request, state, source, version)
+    except BaseException:
+        source.unlink(missing_ok=True)
+        raise
+
+
+async def _predict_now(
+    request: Request, state: ServerState, source: Path, version: str | None
+) -> Response:
+    """Predict on the warm session now, within the concurrency limit; deletes `source`."""
+    state.warmup.require()
+    limit = state.settings.predict_max_concurrent
+    if not state.predict_slots.acquire(blocking=False):
+        raise BusyError(f"{limit} predictions are already running; retry in a moment")
+    try:
+        predict = state.runner.predict_fn
+        if "application/json" in request.headers.get("accept", ""):
+            outcome = await run_in_threadpool(predict, source, version=version, csv_out=None)
+            return _json_answer(outcome)
+        out = state.settings.data_dir / "predict-outputs" / f"sync-{secrets.token_hex(16)}.csv"
+        try:
+            outcome = await run_in_threadpool(predict, source, version=version, csv_out=out)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return FileResponse(
+            out,
+            media_type="text/csv",
+            headers={"X-Model-Version": outcome.model_version},
+            background=BackgroundTask(out.unlink, missing_ok=True),
+        )
+    finally:
+        state.predict_slots.release()
+        source.unlink(missing_ok=True)
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def _model(version: ModelVersion) -> dict[str, Any]:
+    """A version as the API shows it: no local paths."""
+    meta = version.metadata
+    return {
+        "version": version.version,
+        "active": version.active,
+        "status": "active" if version.active else "candidate",
+        "created_at": meta.get("created_at"),
+        "metrics": meta.get("metrics"),
+        "parameters": meta.get("parameters"),
+        "rows_read": meta.get("rows_read"),
+        "rows_rejected": meta.get("rows_rejected"),
+        "rows_aggregated": meta.get("rows_aggregated"),
+        "date_range": meta.get("date_range"),
+        "stores": len(meta.get("stores") or []),
+        "products": len(meta.get("products") or []),
+        "inputs": [
+            {"upload_id": i.get("upload_id"), "sha256": i.get("sha256")}
+            for i in meta.get("inputs") or []
+        ],
+    }
+
+
+@router.get("/models")
+def list_models(registry: RegistryDep) -> dict[str, Any]:
+    """Model versions, newest first, with their metrics; the active one is marked."""
+    versions = registry.versions()
+    active = next((v.version for v in versions if v.active), None)
+    return {"active": active, "models": [_model(v) for v in reversed(versions)]}
+
+
+@router.post("/models/{version}/activate")
+def activate_model(
+    version: str, registry: RegistryDep, body: ActivateRequest | None = None
+) -> dict[str, Any]:
+    """Make a version the active model (also a rollback); 404 for an unknown version."""
+    reason = (body or ActivateRequest()).reason[:500]
+    return _model(registry.activate(version, reason=reason, actor="job-server api"))

@@ -1,0 +1,286 @@
+"""receive_upload on a real FileStore: header probe, limits, deadlines, disconnects, preview."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from starlette.requests import ClientDisconnect
+
+from salesflow.errors import (
+    BodyTimeoutError,
+    HeaderError,
+    InputError,
+    StorageFullError,
+    TooLargeError,
+    UnsupportedMediaError,
+)
+from salesflow.schema import HEADER_PROBE_BYTES
+from salesflow.services.upload.streaming import (
+    Received,
+    UploadSlots,
+    receive_upload,
+    sanitise_filename,
+)
+from salesflow.storage import FileStore, ObjectWriter
+
+KEY = "uploads/0123456789abcdef0123456789abcdef.csv"
+HEADER = b"product_id,product_name,product_price,store_id,store_name,quantity,date\n"
+ROW = b"1,Widget,2.50,7,Main St,3,2024-01-01\n"
+BOUNDARY = "test-boundary-7f3a"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def multipart(
+    content: bytes, *, filename: str = "sales.csv", field: str = "file", close: bool = True
+) -> bytes:
+    """A multipart/form-data body with a small text field before the file part."""
+    body = (
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="note"\r\n\r\n'
+        "hello\r\n"
+        f"--{BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode() + content
+    return body + (f"\r\n--{BOUNDARY}--\r\n".encode() if close else b"")
+
+
+def two_file_parts(content: bytes) -> bytes:
+    part = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+        ).encode()
+        + content
+        + b"\r\n"
+    )
+    return part + part + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def files_under(root: Path) -> list[str]:
+    """Every file on disk under root (temp files included)."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def receive(
+    store: FileStore,
+    stream: AsyncIterator[bytes],
+    *,
+    max_bytes: int = 10 * 1024 * 1024,
+    idle_timeout_s: float = 5.0,
+    content_type: str = CONTENT_TYPE,
+    content_length: int | None = None,
+) -> Received:
+    async def main() -> Received:
+        return await receive_upload(
+            stream,
+            content_type=content_type,
+            content_length=content_length,
+            store=store,
+            key=KEY,
+            max_bytes=max_bytes,
+            idle_timeout_s=idle_timeout_s,
+        )
+
+    return anyio.run(main)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "objects")
+
+
+def test_streams_file_part_with_hash_and_preview(store: FileStore) -> None:
+    content = HEADER + ROW * 50_000  # ~1.9 MiB: crosses the 1 MiB write batch
+    result = receive(store, chunks(multipart(content), size=4096))
+
+    assert result.info.size == len(content)
+    assert result.info.sha256 == hashlib.sha256(content).hexdigest()
+    assert (store.root / KEY).read_bytes() == content
+    assert result.filename == "sales.csv"
+    assert result.preview == {
+        "delimiter": ",",
+        "columns": list(HEADER.decode().strip().split(",")),
+        "extra_columns": [],
+        "lines": 50_001,
+        "has_bom": False,
+    }
+
+
+def test_header_split_over_one_byte_chunks(store: FileStore) -> None:
+    content = HEADER + ROW
+    result = receive(store, chunks(multipart(content), size=1))
+    assert (store.root / KEY).read_bytes() == content
+    assert result.preview["lines"] == 2
+
+
+def test_preview_of_bom_semicolons_extras_and_no_final_newline(store: FileStore) -> None:
+    header = HEADER.decode().strip().replace(",", ";") + ";region\r\n"
+    content = b"\xef\xbb\xbf" + header.encode() + b"1;a;2;3;s;4;2024-01-01;north"
+    result = receive(store, chunks(multipart(content)))
+    assert result.preview["delimiter"] == ";"
+    assert result.preview["extra_columns"] == ["region"]
+    assert result.preview["has_bom"] is True
+    assert result.preview["lines"] == 2  # the last line has no newline but still counts
+
+
+def test_header_only_without_newline_is_stored(store: FileStore) -> None:
+    content = HEADER.rstrip(b"\n")
+    result = receive(store, chunks(multipart(content)))
+    assert result.info.size == len(content)
+    assert result.preview["lines"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        (
+            b"\x1f\x8b\x08\x00" + b"\x00\n" * 100,
+            UnsupportedMediaError,
+            "compressed files are not accepted",
+        ),
+        (b"PK\x03\x04" + b"x" * 100, UnsupportedMediaError, "zip detected"),
+        (b"product_id\x00,x\n", UnsupportedMediaError, "NUL byte"),
+        (b"product_id,date\n" + ROW * 10, HeaderError, "missing column(s): product_name"),
+        (b"", HeaderError, "the file is empty"),
+        (b"a" * (HEADER_PROBE_BYTES + 10), HeaderError, "no end of header line"),
+    ],
+)
+def test_bad_files_are_refused_before_anything_is_written(
+    store: FileStore, content: bytes, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        receive(store, chunks(multipart(content)))
+    assert message in str(caught.value)
+    assert files_under(store.root) == []
+
+
+@pytest.mark.parametrize("size_of_file", [5_000, 3 * 1024 * 1024])
+def test_size_limit_while_streaming(store: FileStore, size_of_file: int) -> None:
+    """Small and larger-than-one-batch files: the writer is aborted either way, no temp file left."""
+    content = HEADER + ROW * (size_of_file // len(ROW))
+    limit = len(content) - 100
+    with pytest.raises(TooLargeError, match=f"limit of {limit} bytes"):
+        receive(store, chunks(multipart(content)), max_bytes=limit)
+    assert files_under(store.root) == []
+
+
+def test_declared_content_length_over_limit_is_refused_unread(store: FileStore) -> None:
+    async def never() -> AsyncIterator[bytes]:
+        raise AssertionError("the body must not be read")
+        yield b""  # pragma: no cover
+
+    with pytest.raises(TooLargeError):
+        receive(store, never(), max_bytes=1000, content_length=5 * 1024 * 1024)
+
+
+def test_idle_client_times_out_and_nothing_is_stored(store: FileStore) -> None:
+    body = multipart(HEADER + ROW * 40_000)
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield body[: 1024 * 1024 + 5000]  # past one write batch: the writer exists
+        await anyio.sleep(30)
+        yield body  # pragma: no cover
+
+    with pytest.raises(BodyTimeoutError, match=r"no data received for 0\.2 s"):
+        receive(store, stalls(), idle_timeout_s=0.2)
+    assert files_under(store.root) == []
+
+
+def test_client_disconnect_aborts(store: FileStore) -> None:
+    body = multipart(HEADER + ROW * 60_000)
+
+    async def hangs_up() -> AsyncIterator[bytes]:
+        async for chunk in chunks(body[: 2 * 1024 * 1024]):
+            yield chunk
+        raise ClientDisconnect()
+
+    with pytest.raises(ClientDisconnect):
+        receive(store, hangs_up())
+    assert files_under(store.root) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (multipart(HEADER + ROW, close=False), "ended inside the file part"),
+        (
+            multipart(HEADER + ROW, close=False) + f"\r\n--{BOUNDARY}\r\n".encode(),
+            "ended before its closing boundary",
+        ),
+        (multipart(HEADER + ROW, field="other"), "no complete 'file' file part"),
+        (two_file_parts(HEADER + ROW), "more than one 'file' part"),
+        (b"--" + BOUNDARY.encode() + b"\r\nno-colon-header\r\n\r\n", "malformed multipart body"),
+    ],
+)
+def test_incomplete_or_malformed_bodies(store: FileStore, body: bytes, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        receive(store, chunks(body))
+    assert files_under(store.root) == []
+
+
+def test_not_multipart_is_415(store: FileStore) -> None:
+    with pytest.raises(UnsupportedMediaError, match="expected a multipart/form-data body"):
+        receive(store, chunks(HEADER + ROW), content_type="text/csv")
+
+
+class FullDiskStore(FileStore):
+    """A FileStore whose writes fail with ENOSPC after the first batch (a real full disk needs root)."""
+
+    def writer(self, key: str) -> ObjectWriter:
+        writer = super().writer(key)
+        inner: Any = writer._file  # type: ignore[attr-defined]
+
+        class Full:
+            def write(self, data: bytes) -> int:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+        writer._file = Full()  # type: ignore[attr-defined]
+        return writer
+
+
+def test_full_disk_aborts(tmp_path: Path) -> None:
+    store = FullDiskStore(tmp_path / "objects")
+    with pytest.raises(StorageFullError):
+        receive(store, chunks(multipart(HEADER + ROW * 40_000)))
+    assert files_under(store.root) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("../../x.csv", "x.csv"),
+        ("C:\\Users\\me\\sales.csv", "sales.csv"),
+        ("bad\x00name\x1b[31m.csv", "badname[31m.csv"),
+        ("..", ""),
+        ("é" * 300 + ".csv", "é" * 255),
+    ],
+)
+def test_sanitise_filename(raw: str, clean: str) -> None:
+    assert sanitise_filename(raw) == clean
+
+
+def test_upload_slots_refuse_when_full() -> None:
+    slots = UploadSlots(2)
+    slots.acquire()
+    slots.acquire()
+    with pytest.raises(Exception, match="2 uploads are already in progress") as caught:
+        slots.acquire()
+    assert getattr(caught.value, "code", None) == "busy"
+    slots.release()
+    slots.acquire()  # a released slot is usable again
+    assert slots.in_use == 2
