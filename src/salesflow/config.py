@@ -83,7 +83,13 @@ class Settings(BaseSettings):
         "random_forest", description="MLlib regressor fitted on quantity."
     )
     num_trees: int = Field(20, ge=1, description="Trees in the random forest (or GBT iterations).")
-    max_depth: int = Field(5, ge=1, le=30, description="Maximum tree depth.")
+    max_depth: int = Field(
+        8,
+        ge=1,
+        le=30,
+        description="Maximum tree depth. 8 beats the seasonal-naive baseline on generated data; "
+        "5 does not (measured on six seeds).",
+    )
     max_bins: int = Field(
         32, ge=2, description="Tree bins; raised automatically to the number of stores/products."
     )
@@ -121,7 +127,7 @@ class Settings(BaseSettings):
     )
     kafka_delivery_timeout_ms: int = Field(
         10000,
-        ge=1000,
+        ge=2000,
         description="Producer delivery timeout (librdkafka's default is 300 s); the outbox retries.",
     )
     kafka_config: dict[str, str] = Field(
@@ -172,6 +178,20 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="An upload whose client sends no bytes for this long is cancelled (408).",
+    )
+    preview_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="The upload preview parses rows (rejects, dates, duplicates) in this many "
+        "bytes of a file; beyond them it only counts lines and says `complete: false`. Python "
+        "parses ~50 MB/s while storage streams ~10x faster, so parsing a whole large file would "
+        "slow its upload down.",
+    )
+    max_field_bytes: int = Field(
+        4096,
+        ge=1,
+        description="Longest accepted CSV field, in bytes; a longer one refuses the upload (400 "
+        "field_too_long). It also bounds the memory a runaway quoted field can take.",
     )
     upload_max_concurrent: int = Field(
         16, ge=1, description="Uploads streamed at once; more are refused with 503 busy."

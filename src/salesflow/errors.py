@@ -3,6 +3,10 @@
 SalesflowError
 ├── InputError (also ValueError)        the user's input is wrong; the message says how to fix it
 │   ├── HeaderError                     missing columns, empty file, unreadable header
+│   ├── NoRowsError                     a header but no data rows
+│   ├── NotUtf8Error                    bytes that are not UTF-8 (the offset and line are named)
+│   ├── UnterminatedQuoteError          a quote that is never closed before the end of the file
+│   ├── FieldTooLongError               a field (or an unsplittable line) over the size limit
 │   ├── TooManyRejectsError             rejected share of rows above the configured limit
 │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
 │   ├── InvalidKeyError                 an object key outside the upload prefix
@@ -27,6 +31,7 @@ __all__ = [
     "BodyTimeoutError",
     "BusyError",
     "ConfigurationError",
+    "FieldTooLongError",
     "HeaderError",
     "InputError",
     "IntegrityError",
@@ -34,7 +39,9 @@ __all__ = [
     "InvalidKeyError",
     "ModelError",
     "ModelNotFoundError",
+    "NoRowsError",
     "NotFoundError",
+    "NotUtf8Error",
     "ObjectNotFoundError",
     "SalesflowError",
     "StorageError",
@@ -43,6 +50,7 @@ __all__ = [
     "TooManyRejectsError",
     "UnavailableError",
     "UnsupportedMediaError",
+    "UnterminatedQuoteError",
 ]
 
 
@@ -58,6 +66,22 @@ class InputError(SalesflowError, ValueError):
 
 class HeaderError(InputError):
     code = "bad_header"
+
+
+class NoRowsError(InputError):
+    code = "no_rows"
+
+
+class NotUtf8Error(InputError):
+    code = "not_utf8"
+
+
+class UnterminatedQuoteError(InputError):
+    code = "unterminated_quote"
+
+
+class FieldTooLongError(InputError):
+    code = "field_too_long"
 
 
 class TooManyRejectsError(InputError):

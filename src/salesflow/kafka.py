@@ -250,7 +250,9 @@ class EventPublisher:
             self._producer = Producer(config)
         return self._producer
 
-    def publish(self, topic: str, key: str, value: bytes, *, timeout: float | None = None) -> None:
+    def publish(
+        self, topic: str, key: str | None, value: bytes, *, timeout: float | None = None
+    ) -> None:
         """Send one event and wait for its delivery report; raise UnavailableError otherwise.
 
         Creates the topic first if it is missing (ConfigurationError if it cannot be made as
@@ -268,7 +270,10 @@ class EventPublisher:
             reports: list[KafkaError | None] = []
             try:
                 producer.produce(
-                    topic, value=value, key=key.encode(), on_delivery=lambda e, _: reports.append(e)
+                    topic,
+                    value=value,
+                    key=None if key is None else key.encode(),
+                    on_delivery=lambda e, _: reports.append(e),
                 )
             except BufferError:
                 problem: str | None = "the producer queue is full"

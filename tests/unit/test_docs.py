@@ -17,7 +17,7 @@ def test_readme_settings_table_matches_settings() -> None:
     text = README.read_text()
     block = re.search(r"<!-- settings:start -->\n(.*?)\n<!-- settings:end -->", text, re.S)
     assert block is not None, "README lost its settings markers"
-    assert block.group(1) == settings_table(), "run: salesflow config --markdown, paste into README"
+    assert block.group(1) == settings_table(), "run `make docs` to refresh the README"
 
 
 def test_readme_cli_commands_exist() -> None:

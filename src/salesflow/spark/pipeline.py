@@ -4,6 +4,7 @@ its evaluation on held-out recent months against a seasonal-naive baseline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.ml import Pipeline
@@ -15,13 +16,44 @@ from pyspark.sql import functions as F
 from salesflow.config import Settings
 from salesflow.spark.transforms import seasonal_naive, with_period_index
 
-__all__ = ["FEATURES", "build_pipeline", "evaluate", "pipeline_parameters"]
+__all__ = ["FEATURES", "HistoryShape", "build_pipeline", "evaluate", "pipeline_parameters"]
 
 #: Model inputs, in the order VectorAssembler packs them.
 FEATURES: tuple[str, ...] = ("month", "year", "store", "product")
 #: Categories a StringIndexer with handleInvalid="keep" emits beyond the labels (the unknown one),
 #: plus one spare so maxBins is never exactly at the edge.
 _EXTRA_BINS = 2
+#: Features tried at each split. With only four features, the random forest's default ("onethird"
+#: = 2 of 4) leaves most splits unable to see the store x product x month structure: on generated
+#: data its holdout WAPE was 0.39-0.59 against 0.15-0.23 with all features.
+_FEATURE_SUBSET = "all"
+
+
+@dataclass(frozen=True)
+class HistoryShape:
+    """Size and time span of a monthly history (one aggregation pass, reused by every step)."""
+
+    rows: int
+    stores: int
+    products: int
+    first_index: int | None  # months since year 0 (transforms.with_period_index)
+    last_index: int | None
+
+    @classmethod
+    def of(cls, history: DataFrame) -> HistoryShape:
+        row = (
+            history.transform(with_period_index)
+            .agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.count_distinct("store_id").alias("stores"),
+                F.count_distinct("product_id").alias("products"),
+                F.min("period_index").alias("first"),
+                F.max("period_index").alias("last"),
+            )
+            .first()
+        )
+        assert row is not None
+        return cls(int(row["rows"]), int(row["stores"]), int(row["products"]), row[3], row[4])
 
 
 def pipeline_parameters(settings: Settings, n_stores: int, n_products: int) -> dict[str, Any]:
@@ -31,6 +63,7 @@ def pipeline_parameters(settings: Settings, n_stores: int, n_products: int) -> d
         "numTrees": settings.num_trees,
         "maxDepth": settings.max_depth,
         "maxBins": max(settings.max_bins, n_stores + _EXTRA_BINS, n_products + _EXTRA_BINS),
+        "featureSubsetStrategy": _FEATURE_SUBSET,
         "seed": settings.seed,
         "granularity": settings.granularity,
         "features": list(FEATURES),
@@ -53,6 +86,7 @@ def build_pipeline(settings: Settings, n_stores: int, n_products: int) -> Pipeli
         "predictionCol": "prediction",
         "maxDepth": params["maxDepth"],
         "maxBins": params["maxBins"],
+        "featureSubsetStrategy": params["featureSubsetStrategy"],
         "seed": params["seed"],
     }
     regressor: RandomForestRegressor | GBTRegressor
@@ -80,9 +114,7 @@ def _scores(row: Any, prefix: str, n: int) -> dict[str, float | None]:
     }
 
 
-def evaluate(
-    history: DataFrame, settings: Settings, n_stores: int, n_products: int
-) -> dict[str, Any]:
+def evaluate(history: DataFrame, settings: Settings, shape: HistoryShape) -> dict[str, Any]:
     """Fit on all but the last `holdout_months` months; score model and baseline on the same rows.
 
     The baseline is the seasonal naive forecast (same store, product and month one year earlier),
@@ -91,8 +123,6 @@ def evaluate(
     there is nothing to compare on and every score is None.
     """
     months = settings.holdout_months
-    indexed = history.transform(with_period_index)
-    last = indexed.agg(F.max("period_index")).first()
     empty = {"rmse": None, "mae": None, "wape": None}
     result: dict[str, Any] = {
         "model": dict(empty),
@@ -101,24 +131,28 @@ def evaluate(
         "holdout_rows": 0,
         "holdout_rows_total": 0,
     }
-    if last is None or last[0] is None:
+    if shape.first_index is None or shape.last_index is None:
         return result
-    cutoff = int(last[0]) - months
+    cutoff = shape.last_index - months
+    if shape.first_index > cutoff:  # everything is in the holdout: nothing to fit on
+        return result
+    indexed = history.transform(with_period_index)
     fit_part = indexed.filter(F.col("period_index") <= cutoff)
-    if fit_part.isEmpty():
-        return result
-    model = build_pipeline(settings, n_stores, n_products).fit(fit_part)
+    model = build_pipeline(settings, shape.stores, shape.products).fit(fit_part)
     held_out = indexed.transform(seasonal_naive).filter(F.col("period_index") > cutoff)
     predicted = F.greatest(F.col("prediction"), F.lit(0.0))  # as predict.py clips
     compared = F.col("baseline").isNotNull()
-    scored = model.transform(held_out)
-    sums = scored.agg(
-        F.count(F.lit(1)).alias("total"),
-        F.count(F.when(compared, 1)).alias("n"),
-        *_error_sums("model", F.when(compared, predicted)),
-        *_error_sums("baseline", F.col("baseline")),
-        F.sum(F.when(compared, F.abs(F.col("quantity")))).alias("actual_abs"),
-    ).first()
+    sums = (
+        model.transform(held_out)
+        .agg(
+            F.count(F.lit(1)).alias("total"),
+            F.count(F.when(compared, 1)).alias("n"),
+            *_error_sums("model", F.when(compared, predicted)),
+            *_error_sums("baseline", F.col("baseline")),
+            F.sum(F.when(compared, F.abs(F.col("quantity")))).alias("actual_abs"),
+        )
+        .first()
+    )
     assert sums is not None
     result["holdout_rows_total"] = int(sums["total"])
     result["holdout_rows"] = n = int(sums["n"])

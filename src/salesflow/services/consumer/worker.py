@@ -308,7 +308,7 @@ class _Loop:
         try:
             self.publisher.publish(
                 self.settings.kafka_dlq_topic,
-                outcome.upload_id or "",
+                outcome.upload_id,
                 record,
                 timeout=KAFKA_TIMEOUT_S,
             )
