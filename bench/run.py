@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -93,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Spark's driver (and any child JVM) resolves and binds to loopback only.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Only errors from libraries and services in-process: the tables are the output.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     results_dir = args.results or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
     work = Path(tempfile.mkdtemp(prefix="salesflow-bench-"))
     ctx = Context(smoke=args.smoke, results_dir=results_dir, work=work, cache_dir=args.cache)

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.spark",
     "tests.fixtures.s3",
     "tests.fixtures.kafka",
+    "tests.fixtures.spark_cluster",
 ]
 
 

@@ -190,6 +190,7 @@ class Settings(BaseSettings):
     max_field_bytes: int = Field(
         4096,
         ge=1,
+        le=100_000,  # below Python's csv field cap (131072 characters)
         description="Longest accepted CSV field, in bytes; a longer one refuses the upload (400 "
         "field_too_long). It also bounds the memory a runaway quoted field can take.",
     )

@@ -86,7 +86,8 @@ def run_demo(
         first = date(DEMO_END.year + (DEMO_END.month // 12), DEMO_END.month % 12 + 1, 1)
         request = forecast_request(catalog, first, 12, work / "forecast-request.csv")
         console.print(f"forecasting {first:%Y-%m} + 11 months for every store and product")
-        answer = JobServerClient(settings).predict_csv(request, accept_json=True)
+        with JobServerClient(settings) as jobs:
+            answer = jobs.predict_csv(request, accept_json=True)
         if stack.failed() is not None:
             console.print(f"[yellow]warning[/]: {stack.failed()} exited during the demo")
     return list(answer["rows"]), record

@@ -25,15 +25,17 @@ def upload_with_progress(
     """POST the file to the upload service with a byte progress bar; the service's record."""
     from salesflow.services.upload.client import UploadClient
 
-    client = UploadClient(settings)
-    with Progress(
-        "[bold]uploading",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with (
+        UploadClient(settings) as client,
+        Progress(
+            "[bold]uploading",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
         task = progress.add_task("upload", total=path.stat().st_size)
         record = client.upload(
             path, force=force, progress=lambda sent: progress.update(task, completed=sent)
@@ -49,10 +51,9 @@ def follow_upload(
     """Poll the upload until it reaches a terminal status, showing each change."""
     from salesflow.services.upload.client import UploadClient
 
-    client = UploadClient(settings)
     deadline = time.monotonic() + timeout
     last = ""
-    with console.status("waiting for the upload consumer") as status:
+    with UploadClient(settings) as client, console.status("waiting for the consumer") as status:
         while True:
             record = client.get(upload_id)
             if record["status"] != last:

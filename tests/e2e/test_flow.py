@@ -27,13 +27,13 @@ TRAIN_TIMEOUT_S = 240.0
 def wait_terminal(
     system: System, upload_id: str, timeout: float = TRAIN_TIMEOUT_S
 ) -> dict[str, Any]:
-    client = UploadClient(system.settings)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = client.get(upload_id)
-        if record["status"] in ("trained", "failed", "rejected"):
-            return record
-        time.sleep(0.5)
+    with UploadClient(system.settings) as client:
+        while time.monotonic() < deadline:
+            record = client.get(upload_id)
+            if record["status"] in ("trained", "failed", "rejected"):
+                return record
+            time.sleep(0.5)
     raise AssertionError(f"upload {upload_id} not terminal after {timeout} s: {record}")
 
 
@@ -63,12 +63,14 @@ def read_topic(system: System, topic: str, key: str, timeout: float = 30.0) -> d
 
 
 def jobs_of(system: System, upload_id: str) -> list[dict[str, Any]]:
-    return JobServerClient(system.settings).jobs(upload_id=upload_id)
+    with JobServerClient(system.settings) as client:
+        return client.jobs(upload_id=upload_id)
 
 
 def test_upload_trains_and_predicts(system: System) -> None:
     path = system.sales_file(20_000, seed=0)
-    record = UploadClient(system.settings).upload(path)
+    with UploadClient(system.settings) as client:
+        record = client.upload(path)
     upload_id = record["upload_id"]
     assert record["status"] == "stored"
     assert record["url"] == f"s3://{system.bucket}/store/{upload_key(upload_id)}"
@@ -91,12 +93,15 @@ def test_upload_trains_and_predicts(system: System) -> None:
     final = wait_terminal(system, upload_id)
     assert final["status"] == "trained", final
     version = final["model_version"]
-    models = JobServerClient(system.settings).models()
-    assert any(m["version"] == version and m["active"] for m in models)
+    with JobServerClient(system.settings) as jobs:
+        models = jobs.models()
+        assert models["active"] == version
+        assert any(m["version"] == version for m in models["models"])
 
     catalog = load_catalog(None)
     request = forecast_request(catalog, _first_month_after(2022, 3), 12, system.files / "req.csv")
-    answer = JobServerClient(system.settings).predict_csv(request, accept_json=True)
+    with JobServerClient(system.settings) as jobs:
+        answer = jobs.predict_csv(request, accept_json=True)
     rows = answer["rows"]
     asked = {(s.id, p.id) for s in catalog.stores for p in catalog.products}
     got = {(r["store_id"], r["product_id"], r["period"]) for r in rows}
@@ -111,7 +116,8 @@ def test_tampered_object_is_dead_lettered(system: System) -> None:
         "upload consumer"
     ).stop()  # hold the hand-off so the object can be changed before verification
     try:
-        record = UploadClient(system.settings).upload(system.sales_file(2_000, seed=7))
+        with UploadClient(system.settings) as client:
+            record = client.upload(system.sales_file(2_000, seed=7))
         key = f"store/{upload_key(record['upload_id'])}"
         body = system.s3().get_object(Bucket=system.bucket, Key=key)["Body"].read()
         system.s3().put_object(Bucket=system.bucket, Key=key, Body=body.replace(b",", b";", 1))
@@ -128,9 +134,9 @@ def test_tampered_object_is_dead_lettered(system: System) -> None:
 
 def test_same_file_twice_trains_once(system: System) -> None:
     path = system.sales_file(3_000, seed=11)
-    client = UploadClient(system.settings)
-    first = client.upload(path)
-    second = client.upload(path)
+    with UploadClient(system.settings) as client:
+        first = client.upload(path)
+        second = client.upload(path)
     assert second["duplicate"] is True
     assert second["upload_id"] == first["upload_id"]
     final = wait_terminal(system, first["upload_id"])
@@ -142,7 +148,8 @@ def test_upload_while_broker_down_trains_when_it_returns(system: System) -> None
     system.stack.child("broker").stop()
     try:
         started = time.monotonic()
-        record = UploadClient(system.settings).upload(system.sales_file(3_000, seed=23))
+        with UploadClient(system.settings) as client:
+            record = client.upload(system.sales_file(3_000, seed=23))
         assert time.monotonic() - started < 5.0
         assert record["status"] == "stored"
     finally:

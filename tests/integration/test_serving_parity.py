@@ -141,7 +141,6 @@ def models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dic
     # Store first and two day features: the assembler's order, not a fixed one, must be followed.
     day_inputs = ["store", "day_of_week", "day_of_month", "month", "year", "product"]
     saved["daily_gbt"] = _fit_and_save(_daily(spark), day_inputs, "gbt", root / "daily_gbt")
-    saved["daily_rf"] = _fit_and_save(_daily(spark), day_inputs, "random_forest", root / "daily_rf")
     return saved
 
 
@@ -153,7 +152,6 @@ def models(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dic
         ("gbt", MONTH_COLUMNS),
         ("decision_tree", MONTH_COLUMNS),
         ("daily_gbt", DAY_COLUMNS),
-        ("daily_rf", DAY_COLUMNS),
     ],
 )
 def test_predictions_equal_spark_transform(
@@ -199,8 +197,8 @@ def test_gbt_needs_the_blas_summation_order(spark: SparkSession, models: dict[st
 
 @pytest.mark.slow
 def test_labels_features_and_input_errors(models: dict[str, Path]) -> None:
-    forecaster = Forecaster.load(models["daily_rf"])
-    assert forecaster.kind == "random_forest"
+    forecaster = Forecaster.load(models["daily_gbt"])
+    assert forecaster.kind == "gbt"
     assert forecaster.num_trees == 20
     assert forecaster.feature_columns == (
         "store_id",

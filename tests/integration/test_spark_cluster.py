@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +20,21 @@ import pytest
 
 from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
-from tests.fixtures.spark_cluster import SparkCluster, spark_standalone
-
-# The fixture is imported until tests/conftest.py lists tests.fixtures.spark_cluster as a plugin.
-__all__ = ["spark_standalone"]
+from tests.fixtures.spark_cluster import SparkCluster
 
 pytestmark = pytest.mark.slow
 
 TRAIN_ROWS = 5_000
 PREDICT_ROWS = 600
-#: Measured 85 s (local[2]) and 170 s (cluster) with the 2-core machine at load ~14; 8 min per
+#: Measured 85-132 s (local[2]) and 135-170 s (cluster) on the 2-core machine at load 8-18; 8 min per
 #: job leaves room for a busier machine and still fails long before the test's own timeout.
 JOB_TIMEOUT_S = 480
 #: Relative tolerance on the metrics. Both runs have 2 cores in total (local[2]; two 1-core
 #: workers), so the CSV is split into the same partitions and MLlib's per-partition bootstrap seeds
 #: (seed + partition index) draw the same samples: the forests are identical and the measured
 #: metrics equal to the last digit. The tolerance only absorbs a different floating-point summation
-#: order. With a different total core count the splits, and so the bootstrap samples, change and
-#: metrics move by several percent: compare such runs with a statistical test, not this one.
+#: order. With a different total core count the splits, and so the bootstrap samples, change and the
+#: metrics can move well beyond this: compare such runs with a statistical test, not this one.
 METRIC_REL_TOL = 1e-6
 
 
@@ -94,7 +92,7 @@ def _forecast_request(source: Path, target: Path) -> set[tuple[str, str, int, in
 
 @pytest.mark.timeout(3 * JOB_TIMEOUT_S + 120)  # three jobs and the cluster's start, at most
 def test_training_on_a_standalone_cluster_matches_local(
-    spark_standalone: SparkCluster, tmp_path: Path, record_property: pytest.RecordProperty
+    spark_standalone: SparkCluster, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     sales = tmp_path / "sales.csv"
     generate_sales(sales, rows=TRAIN_ROWS, seed=7)

@@ -67,7 +67,7 @@ def test_each_service_environment_is_valid_settings(
     env = _environment(_compose()["services"][name])
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.host == "0.0.0.0"
     assert settings.kafka_embedded is False
     assert settings.kafka_bootstrap_servers == "kafka:9092"

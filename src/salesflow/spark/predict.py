@@ -283,7 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model version (default: the active one)")
     parser.add_argument("-o", "--output", default=None, help="write the predictions to this CSV")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     registry = ModelRegistry(settings.warehouse_path / "models")
     try:
@@ -306,4 +305,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())

@@ -30,7 +30,7 @@ from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, 
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError, InputError, SalesflowError, TooManyRejectsError
 from salesflow.registry import ModelRegistry
-from salesflow.spark.pipeline import build_pipeline, evaluate, pipeline_parameters
+from salesflow.spark.pipeline import HistoryShape, build_pipeline, evaluate, pipeline_parameters
 from salesflow.spark.predict import model_labels, write_csv
 from salesflow.spark.read import file_sha256, open_sales, read_sales
 from salesflow.spark.transforms import (
@@ -246,22 +246,16 @@ def train(
             if new_rows is not None:
                 stats["appended"] = _append_curated(root, new_rows, stats)
         history = _history(spark, root)
-        shape = history.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.count_distinct("store_id").alias("stores"),
-            F.count_distinct("product_id").alias("products"),
-        ).first()
-        assert shape is not None
-        if shape["rows"] == 0:
+        shape = HistoryShape.of(history)
+        if shape.rows == 0:
             raise InputError("no accepted rows to train on")
 
-    n_stores, n_products = int(shape["stores"]), int(shape["products"])
     with _timed(timings, "evaluate"):
         say(f"evaluating on the last {settings.holdout_months} months")
-        metrics = evaluate(history, settings, n_stores, n_products)
+        metrics = evaluate(history, settings, shape)
     with _timed(timings, "fit"):
         say("fitting the final model on all data")
-        model = build_pipeline(settings, n_stores, n_products).fit(history)
+        model = build_pipeline(settings, shape.stores, shape.products).fit(history)
     with _timed(timings, "save"):
         say("saving the model")
         manifests = _manifests(root)
@@ -282,9 +276,9 @@ def train(
             "rows_read": sum(s["rows_read"] for s in input_stats),
             "rows_rejected": sum(s["rows_rejected"] for s in input_stats),
             "rejects_by_reason": by_reason,
-            "rows_aggregated": int(shape["rows"]),
+            "rows_aggregated": shape.rows,
             "date_range": date_range,
-            "parameters": pipeline_parameters(settings, n_stores, n_products),
+            "parameters": pipeline_parameters(settings, shape.stores, shape.products),
             "metrics": metrics,
             "spark_version": spark.version,
             "training_sources": sorted(m["sha256"] for m in manifests),
@@ -304,7 +298,7 @@ def train(
         rows_rejected=metadata["rows_rejected"],
         rejects_by_reason=by_reason,
         rejects_url=next((s["rejects_url"] for s in input_stats if s.get("rejects_url")), None),
-        rows_aggregated=int(shape["rows"]),
+        rows_aggregated=shape.rows,
         date_range=date_range,
         inputs=input_stats,
         duration_s=round(time.perf_counter() - started, 3),
@@ -324,7 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("urls", nargs="+", help="sales CSVs: paths, file:// or s3:// URLs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     try:
         result = train(
@@ -341,4 +334,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())

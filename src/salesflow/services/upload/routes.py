@@ -43,6 +43,23 @@ CHECK_TIMEOUT_S = 5.0
 #: Status of a request whose client went away mid-body (nginx's convention; never delivered).
 CLIENT_CLOSED = 499
 
+#: The body POST /uploads reads as a stream, declared for the OpenAPI schema (FastAPI cannot see
+#: a body the route reads itself): one multipart `file` part.
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
 ReportedStatus = Literal["queued", "training", "trained", "failed", "rejected"]
 UploadStatus = Literal["stored", "queued", "training", "trained", "failed", "rejected"]
 
@@ -58,7 +75,7 @@ class StatusReport(BaseModel):
     metrics: dict[str, Any] | None = None
 
 
-@uploads.post("", status_code=202)
+@uploads.post("", status_code=202, openapi_extra=UPLOAD_BODY)
 async def create_upload(
     request: Request,
     settings: SettingsDep,

@@ -2,15 +2,17 @@
 
 The body is parsed chunk by chunk with python-multipart's streaming parser (FastAPI's UploadFile
 would spool the whole file to disk first). Only the first bytes of the file part are buffered, until
-the header line is complete; they are checked BEFORE anything is written. The rest goes to the object
-writer in batches on a worker thread, so memory stays flat and the event loop never blocks. Any
-failure (bad header, size limit, idle client, disconnect, full disk) aborts the writer: nothing is
-stored. `store_upload` is the whole use case: receive, then record the upload and its outbox event.
+the header line is complete; they are checked BEFORE anything is written. The rest goes, in batches
+on a worker thread, both to the object writer and to the preview's `Inspector`, so memory stays flat
+and the event loop never blocks. Any failure (bad header, size limit, non-UTF-8 bytes, a quote never
+closed, idle client, disconnect, full disk) aborts the writer: nothing is stored. `store_upload` is
+the whole use case: receive, then record the upload, its preview and its outbox event.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -30,6 +32,7 @@ from salesflow.errors import (
     TooLargeError,
     UnsupportedMediaError,
 )
+from salesflow.preview import Inspector
 from salesflow.schema import HEADER_PROBE_BYTES, HeaderInfo, check_header, upload_key
 from salesflow.services.upload.db import UploadDB, utc_now
 from salesflow.services.upload.outbox import event_of
@@ -46,8 +49,14 @@ WRITE_BATCH = 1024 * 1024
 FRAMING_ALLOWANCE = 1024 * 1024
 #: Longest stored filename, in characters (common filesystem limit).
 MAX_FILENAME_CHARS = 255
+#: Longest header line of a multipart part. python-multipart's default (~4 kB) refuses a long
+#: filename that we would rather accept and truncate; 64 KiB still bounds what a part header holds.
+MAX_PART_HEADER_BYTES = 64 * 1024
 FILE_FIELD = "file"
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip"}
+#: Control bytes no CSV text holds (tab, LF, FF and CR allowed): their presence means binary.
+_BINARY = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f]")
+_DEFAULTS = Settings.model_fields
 
 
 @dataclass
@@ -97,22 +106,21 @@ def boundary_of(content_type: str | None) -> bytes:
 
 @dataclass
 class _Sink:
-    """The file part's bytes: the header probe, the preview counters and the pending batch."""
+    """The file part's bytes: the header probe, the pending batch, and the preview's inspector."""
 
     max_bytes: int
+    preview_max_bytes: int
+    max_field_bytes: int
     probe: bytearray = field(default_factory=bytearray)
     header: HeaderInfo | None = None
+    inspector: Inspector | None = None
     batch: bytearray = field(default_factory=bytearray)
     size: int = 0
-    newlines: int = 0
-    last_byte: bytes = b""
 
     def add(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
             raise TooLargeError(f"the file is larger than the limit of {self.max_bytes} bytes")
-        self.newlines += data.count(b"\n")
-        self.last_byte = data[-1:]
         if self.header is None:
             self.probe += data
             if b"\n" in self.probe or len(self.probe) >= HEADER_PROBE_BYTES:
@@ -128,11 +136,16 @@ class _Sink:
                 raise UnsupportedMediaError(
                     f"compressed files are not accepted ({kind} detected); upload the CSV itself"
                 )
-        if b"\x00" in head:
+        if (binary := _BINARY.search(head)) is not None:
+            byte = binary.group()[0]
+            name = "NUL" if byte == 0 else f"control 0x{byte:02x}"
             raise UnsupportedMediaError(
-                "the file looks binary (NUL byte near its start), not a CSV text file"
+                f"the file looks binary ({name} byte near its start), not a CSV text file"
             )
         self.header = check_header(head[:HEADER_PROBE_BYTES])
+        self.inspector = Inspector(
+            self.header, self.preview_max_bytes, max_field_bytes=self.max_field_bytes
+        )
         self.batch += self.probe
         self.probe = bytearray()
 
@@ -142,17 +155,6 @@ class _Sink:
         data = bytes(self.batch)
         self.batch.clear()
         return data
-
-    def preview(self) -> dict[str, Any]:
-        assert self.header is not None
-        lines = self.newlines + (1 if self.last_byte not in (b"", b"\n") else 0)
-        return {
-            "delimiter": self.header.delimiter,
-            "columns": list(self.header.columns),
-            "extra_columns": list(self.header.extra_columns),
-            "lines": lines,
-            "has_bom": self.header.has_bom,
-        }
 
 
 class _Form:
@@ -175,7 +177,7 @@ class _Form:
             "on_part_end": self._on_part_end,
             "on_end": self._on_end,
         }
-        self.parser = MultipartParser(boundary, callbacks)
+        self.parser = MultipartParser(boundary, callbacks, max_header_size=MAX_PART_HEADER_BYTES)
 
     def feed(self, chunk: bytes) -> None:
         """Parse a chunk of the body; the file part's bytes go to the sink (which checks them)."""
@@ -264,28 +266,31 @@ async def receive_upload(
     key: str,
     max_bytes: int,
     idle_timeout_s: float,
+    preview_max_bytes: int = _DEFAULTS["preview_max_bytes"].default,
+    max_field_bytes: int = _DEFAULTS["max_field_bytes"].default,
 ) -> Received:
     """Stream the body's `file` part into `store` under `key`; commit only a complete, valid file.
 
-    Raises UnsupportedMediaError, HeaderError, TooLargeError, BodyTimeoutError, InputError,
+    Raises UnsupportedMediaError, HeaderError, TooLargeError, BodyTimeoutError, InputError (the
+    preview's NotUtf8Error, UnterminatedQuoteError, FieldTooLongError, NoRowsError among them),
     StorageError (or the ClientDisconnect of the stream); the writer is aborted on every failure.
     """
     boundary = boundary_of(content_type)
     body_limit = max_bytes + FRAMING_ALLOWANCE
     if content_length is not None and content_length > body_limit:
         raise TooLargeError(f"the upload is larger than the limit of {max_bytes} bytes")
-    sink = _Sink(max_bytes)
+    sink = _Sink(max_bytes, preview_max_bytes, max_field_bytes)
     form = _Form(boundary, sink)
     writer: ObjectWriter | None = None
     body_bytes = 0
 
     async def flush(minimum: int = WRITE_BATCH) -> None:
         nonlocal writer
-        if sink.header is None or (data := sink.take_batch(minimum=minimum)) is None:
+        if sink.inspector is None or (data := sink.take_batch(minimum=minimum)) is None:
             return
         if writer is None:
             writer = await anyio.to_thread.run_sync(store.writer, key)
-        await anyio.to_thread.run_sync(writer.write, data)
+        await anyio.to_thread.run_sync(_inspect_and_write, sink.inspector, writer, data)
 
     try:
         async with aclosing(_chunks_with_deadline(stream, idle_timeout_s)) as body:
@@ -297,15 +302,21 @@ async def receive_upload(
                 await flush()
         form.check_complete()
         await flush(minimum=1)
-        if writer is None:  # a file of one short line, without a newline
-            writer = await anyio.to_thread.run_sync(store.writer, key)
+        assert sink.inspector is not None and writer is not None  # the part had a valid header
+        preview = await anyio.to_thread.run_sync(sink.inspector.finish)  # may refuse the file
         info = await anyio.to_thread.run_sync(writer.commit)
     except BaseException:
         if writer is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_abort_quietly, writer)
         raise
-    return Received(info=info, filename=form.filename, preview=sink.preview())
+    return Received(info=info, filename=form.filename, preview=preview.to_dict())
+
+
+def _inspect_and_write(inspector: Inspector, writer: ObjectWriter, data: bytes) -> None:
+    """One batch on the worker thread: inspect it first (a fatal problem skips the write)."""
+    inspector.feed(data)
+    writer.write(data)
 
 
 def _abort_quietly(writer: ObjectWriter) -> None:
@@ -341,6 +352,8 @@ async def store_upload(
         key=key,
         max_bytes=settings.max_upload_bytes,
         idle_timeout_s=settings.upload_idle_timeout_s,
+        preview_max_bytes=settings.preview_max_bytes,
+        max_field_bytes=settings.max_field_bytes,
     )
     record = {
         "upload_id": upload_id,

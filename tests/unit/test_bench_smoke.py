@@ -1,0 +1,108 @@
+"""The benchmark harness: its statistics, reports, summary, process sampling, and that the
+competing engines in bench_aggregate compute exactly what salesflow's Spark path computes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from bench import run as bench_run
+from bench.bench_aggregate import ENGINES
+from bench.common import Context, Report, machine_info, percentiles, run_process
+from pyspark.sql import SparkSession
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    samples = [float(i) for i in range(1, 101)]  # 1..100
+    assert percentiles(samples) == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+    assert percentiles([3.0]) == {"p50": 3.0, "p95": 3.0, "p99": 3.0}
+    assert percentiles([]) == {}
+
+
+def test_targets_compare_in_the_right_direction() -> None:
+    report = Report("x", "X", "smoke")
+    assert report.target("ratio", 12.0, 10.0, "x").met is True
+    assert report.target("ratio", 9.0, 10.0, "x").met is False
+    assert report.target("seconds", 4.0, 5.0, "s", higher=False).met is True
+    assert report.target("seconds", 6.0, 5.0, "s", higher=False).met is False
+    assert report.target("missing", None, 5.0).met is None
+
+
+def test_report_json_carries_machine_info_and_feeds_the_summary(tmp_path: Path) -> None:
+    report = Report("training", "Training", "smoke")
+    report.add(variant="warm", wall_s=1.5)
+    target = report.target("warm 20k", 1.5, 5.0, "s", higher=False)
+    report.headline("warm training, 20k rows", "1.50 s", target)
+    report.skip("cold", "salesflow.spark.train not importable")
+    path = report.write(tmp_path, machine_info())
+
+    data = json.loads(path.read_text())
+    assert path.name == "training.json"
+    for key in ("cores", "ram_mb", "python", "spark", "timestamp", "load_average"):
+        assert key in data["machine"], key
+    assert data["mode"] == "smoke"
+    assert data["targets"][0]["met"] is True
+    assert data["rows"] == [{"variant": "warm", "wall_s": 1.5}]
+
+    summary = bench_run.summary_markdown(tmp_path)
+    assert "| training (smoke, " in summary
+    assert "| warm training, 20k rows | 1.50 s | <= 5 s | met |" in summary
+    assert "skipped: salesflow.spark.train not importable" in summary
+
+
+def test_summary_without_results_says_how_to_get_them(tmp_path: Path) -> None:
+    assert "make bench" in bench_run.summary_markdown(tmp_path)
+
+
+def test_smoke_leaves_out_full_only_benchmarks_unless_asked() -> None:
+    smoke = bench_run.selected(bench_run.parse_args(["--smoke"]))
+    assert "growth" not in smoke and "training" in smoke
+    assert bench_run.selected(bench_run.parse_args(["--only", "growth"])) == ["growth"]
+    assert "growth" in bench_run.selected(bench_run.parse_args([]))
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--only", "nonsense"])
+
+
+def test_run_process_times_and_samples_peak_memory(tmp_path: Path) -> None:
+    # The child holds ~80 MB for half a second: the sampler (every 0.1 s) must see it.
+    code = "import time; b = bytearray(80 * 1024 * 1024); time.sleep(0.5); print('{\"ok\": 1}')"
+    done = run_process([sys.executable, "-c", code], log=tmp_path / "err.log").check()
+    assert done.last_json() == {"ok": 1}
+    assert done.peak_mb >= 80
+    assert done.seconds >= 0.5
+    failed = run_process([sys.executable, "-c", "raise SystemExit(3)"], log=tmp_path / "e2.log")
+    with pytest.raises(RuntimeError, match="exited 3"):
+        failed.check()
+
+
+#: Every reject reason once, plus accepted rows in both date formats, padded and decimal values.
+MESSY_CSV = """product_id,product_name,product_price,store_id,store_name,quantity,date
+p1,P,1,s1,S,4,2020-01-05
+p1,P,1,s1,S, 2.5 ,2020-01-20 10:30:00
+p2,P,1,s1,S,1e3,2020-02-01
+p2,P,1,s2,S,7,2021-02-11
+p1,P,1,,S,3,2020-01-05
+,P,1,s1,S,3,2020-01-05
+p1,P,1,s1,S,3,2020-13-45
+p1,P,1,s1,S,3,yesterday
+p1,P,1,s1,S,,2020-01-05
+p1,P,1,s1,S,abc,2020-01-05
+p1,P,1,s1,S,NaN,2020-01-05
+p1,P,1,s1,S,inf,2020-01-05
+p1,P,1,s1,S,-3,2020-01-05
+"""
+
+
+@pytest.mark.slow
+def test_duckdb_and_polars_compute_what_salesflow_computes(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = tmp_path / "messy.csv"
+    path.write_text(MESSY_CSV)
+    ctx = Context(smoke=True, results_dir=tmp_path / "r", work=tmp_path / "w", cache_dir=tmp_path)
+    answers = {label: factory(ctx)(path) for label, (_module, factory) in ENGINES.items()}
+    # 13 rows; 9 rejected; groups (s1,p1,2020-01), (s1,p2,2020-02), (s2,p2,2021-02); 4+2.5+1000+7.
+    expected = (13, 3, 1013.5, 9)
+    assert answers == dict.fromkeys(ENGINES, expected)
