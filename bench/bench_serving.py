@@ -1,134 +1,368 @@
-"""Forecast latency: Spark `transform` on a warm session against the in-process Forecaster.
+"""Forecast latency and batch throughput: new JVM per request vs warm Spark vs in-process Forecaster.
 
-Fits salesflow's own pipeline on a seeded synthetic monthly history, saves it, then times one row,
-1000 rows and a large batch both ways and checks the answers are identical.
-
-    .venv/bin/python bench/bench_serving.py --regressor gbt --stores 30 --products 100
+(a) `python -m salesflow.spark.predict` per request (what the original project did per call);
+(b) `predict_frame` + `collect()` of one row on the warm SparkSession;
+(c) `salesflow.serving.Forecaster`, the saved forest walked with numpy in this process;
+plus 1,000-row batch scoring for (b) and (c), the model hot-reload time, and the job server over
+HTTP on loopback (uvicorn in a thread, sharing this process's warm session). The same model and the
+same requests are used throughout; (b) and (c) are checked to give the same numbers.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import tempfile
+import csv
+import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from pyspark.ml import PipelineModel
 
-from salesflow.config import Settings
-from salesflow.serving import Forecaster
-from salesflow.spark.pipeline import build_pipeline
-from salesflow.spark.session import get_spark, stop_spark
+from bench.common import (
+    Context,
+    Report,
+    free_port,
+    median,
+    missing_module,
+    percentiles,
+    python_argv,
+    run_process,
+    timed,
+)
 
-COLUMNS = ["store_id", "product_id", "month", "year"]
+NAME = "serving"
+TITLE = "Serving: one forecast and 1,000-row batches, new JVM vs warm Spark vs in-process"
 
-
-def _history(rng: np.random.Generator, stores: int, products: int, years: int) -> list[tuple]:
-    """Monthly quantities with a store level, a product level, a yearly season and noise."""
-    store_level = rng.uniform(5, 50, stores)
-    product_level = rng.uniform(0.5, 3, products)
-    rows = []
-    for s in range(stores):
-        for p in range(products):
-            for y in range(2020, 2020 + years):
-                for m in range(1, 13):
-                    season = 1 + 0.3 * np.sin(2 * np.pi * (m - 1) / 12)
-                    quantity = store_level[s] * product_level[p] * season + rng.normal(0, 2)
-                    rows.append((f"s{s}", f"p{p}", m, y, float(quantity)))
-    return rows
-
-
-def _requests(rng: np.random.Generator, n: int, stores: int, products: int) -> dict[str, Any]:
-    """Random rows, ~5% of them with a store or product the model never saw."""
-    return {
-        "store_id": [f"s{i}" for i in rng.integers(0, int(stores * 1.05) + 1, n)],
-        "product_id": [f"p{i}" for i in rng.integers(0, int(products * 1.05) + 1, n)],
-        "month": rng.integers(1, 13, n).tolist(),
-        "year": rng.integers(2020, 2026, n).tolist(),
-    }
+#: Single-request samples per variant and mode (a new JVM costs ~20 s a request, so few of those).
+SAMPLES = {
+    "smoke": {"jvm": 1, "spark": 20, "forecaster": 500, "http": 20},
+    "full": {"jvm": 3, "spark": 100, "forecaster": 5000, "http": 200},
+}
+#: Repetitions of the 1,000-row batch and of the model reload.
+BATCH_REPS = {"smoke": 3, "full": 10}
+RELOAD_REPS = {"smoke": 3, "full": 10}
+BATCH_ROWS = 1_000
+#: Forecast months asked for: the year after the generated history ends (2022-03).
+FIRST_YEAR, FIRST_MONTH = 2022, 4
 
 
-def _times(fn: Callable[[], object], repeat: int) -> list[float]:
+def requests_for(stores: list[str], products: list[str], n: int) -> list[tuple[str, str, int, int]]:
+    """`n` seeded (store, product, year, month) requests over the next 12 months."""
+    rng = np.random.default_rng(7)
     out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
+    for _ in range(n):
+        ahead = int(rng.integers(12))
+        year, month = divmod(FIRST_MONTH - 1 + ahead, 12)
+        out.append(
+            (
+                stores[int(rng.integers(len(stores)))],
+                products[int(rng.integers(len(products)))],
+                FIRST_YEAR + year,
+                month + 1,
+            )
+        )
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--regressor", choices=["random_forest", "gbt"], default="random_forest")
-    parser.add_argument("--stores", type=int, default=30)
-    parser.add_argument("--products", type=int, default=100)
-    parser.add_argument("--years", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=200_000, help="rows in the throughput test")
-    args = parser.parse_args()
+def columns_of(requests: list[tuple[str, str, int, int]]) -> dict[str, list[Any]]:
+    return {
+        "store_id": [r[0] for r in requests],
+        "product_id": [r[1] for r in requests],
+        "year": [r[2] for r in requests],
+        "month": [r[3] for r in requests],
+    }
 
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        settings = Settings(  # type: ignore[call-arg]
-            data_dir=Path(tmp) / "data",
-            spark_master="local[2]",
-            regressor=args.regressor,
-            _env_file=None,
+
+def latency_row(report: Report, variant: str, samples: list[float], **extra: Any) -> dict[str, Any]:
+    pct = percentiles(samples)
+    return report.add(
+        variant=variant,
+        samples=len(samples),
+        p50_ms=pct["p50"] * 1000,
+        p95_ms=pct["p95"] * 1000,
+        p99_ms=pct["p99"] * 1000,
+        **extra,
+    )
+
+
+def new_jvm(
+    ctx: Context, report: Report, settings: Any, request: tuple[str, str, int, int]
+) -> float:
+    """(a) `python -m salesflow.spark.predict ONE_ROW.csv` per request."""
+    folder = ctx.work / "serving-jvm"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "one-row.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["product_id", "product_name", "product_price", "store_id", "store_name", "date"]
         )
-        spark = get_spark(settings)
-        rng = np.random.default_rng(settings.seed)
-        train = spark.createDataFrame(
-            _history(rng, args.stores, args.products, args.years), [*COLUMNS, "quantity"]
+        writer.writerow(
+            [request[1], "p", 1, request[0], "s", f"{request[2]:04d}-{request[3]:02d}-01"]
         )
-        start = time.perf_counter()
-        pipeline = build_pipeline(settings, args.stores, args.products).fit(train)
-        fit_s = time.perf_counter() - start
-        path = Path(tmp) / "model"
-        pipeline.write().overwrite().save(str(path))
+    samples = []
+    for i in range(SAMPLES[ctx.mode]["jvm"]):
+        run = run_process(
+            python_argv("-m", "salesflow.spark.predict", str(path)),
+            env=ctx.child_env(settings),
+            cwd=folder,
+            log=folder / f"stderr-{i}.log",
+        ).check()
+        samples.append(run.seconds)
+    latency_row(report, "(a) new JVM per request", samples)
+    return median(samples)
 
-        start = time.perf_counter()
-        forecaster = Forecaster.load(path)
-        load_ms = (time.perf_counter() - start) * 1e3
-        model = PipelineModel.load(str(path))
-        schema = "store_id string, product_id string, month int, year int"
 
-        def spark_predict(cols: dict[str, Any]) -> np.ndarray:
-            frame = spark.createDataFrame(
-                list(zip(*(cols[c] for c in COLUMNS), strict=True)), schema
+def warm_spark(
+    ctx: Context, report: Report, version: Any, requests: list[tuple[str, str, int, int]]
+) -> tuple[float, np.ndarray]:
+    """(b) one-row and 1,000-row `predict_frame(...).collect()` on the warm session."""
+    from salesflow.spark.predict import predict_frame
+
+    spark = ctx.spark()
+    schema = "store_id string, product_id string, year int, month int"
+
+    def score(rows: list[tuple[str, str, int, int]]) -> list[float]:
+        frame = predict_frame(version, spark.createDataFrame(rows, schema))
+        return [r["predicted_quantity"] for r in frame.select("predicted_quantity").collect()]
+
+    score(requests[:1])  # loads the model into predict's cache, compiles the plan
+    samples = []
+    for request in requests[: SAMPLES[ctx.mode]["spark"]]:
+        with timed() as t:
+            score([request])
+        samples.append(t[0])
+    batch = requests[:BATCH_ROWS]
+    batch_times, predictions = [], []
+    for _ in range(BATCH_REPS[ctx.mode]):
+        with timed() as t:
+            predictions = score(batch)
+        batch_times.append(t[0])
+    rows_per_s = BATCH_ROWS / median(batch_times)
+    latency_row(report, "(b) warm SparkSession transform", samples, batch_rows_per_s=rows_per_s)
+    return median(samples), np.asarray(predictions)
+
+
+def forecaster(
+    ctx: Context, report: Report, version: Any, requests: list[tuple[str, str, int, int]]
+) -> tuple[float, np.ndarray, Any]:
+    """(c) the in-process Forecaster: single rows, 1,000-row batches, reload time."""
+    from salesflow.serving import Forecaster
+
+    model = Forecaster.load(version.pipeline_path)
+    singles = [columns_of([r]) for r in requests[: SAMPLES[ctx.mode]["forecaster"]]]
+    model.predict(singles[0])
+    samples = []
+    for columns in singles:
+        start = time.perf_counter()
+        model.predict(columns)
+        samples.append(time.perf_counter() - start)
+    batch = columns_of(requests[:BATCH_ROWS])
+    batch_times = []
+    for _ in range(BATCH_REPS[ctx.mode]):
+        with timed() as t:
+            out = model.predict(batch)
+        batch_times.append(t[0])
+    reloads = []
+    for _ in range(RELOAD_REPS[ctx.mode]):
+        with timed() as t:
+            Forecaster.load(version.pipeline_path)
+        reloads.append(t[0])
+    latency_row(
+        report,
+        "(c) Forecaster in-process (numpy)",
+        samples,
+        batch_rows_per_s=BATCH_ROWS / median(batch_times),
+        reload_ms=median(reloads) * 1000,
+    )
+    return median(samples), np.maximum(out, 0.0), model  # predict_frame clips at 0 too
+
+
+def spark_reload(ctx: Context, report: Report, version: Any) -> float:
+    """PipelineModel.load of the same folder on the warm session (what a Spark server reloads)."""
+    from pyspark.ml import PipelineModel
+
+    ctx.spark()
+    times = []
+    for _ in range(max(1, RELOAD_REPS[ctx.mode] // 3)):
+        with timed() as t:
+            PipelineModel.load(str(version.pipeline_path))
+        times.append(t[0])
+    return median(times)
+
+
+@contextmanager
+def job_server(settings: Any) -> Iterator[str]:
+    """The job server app under uvicorn in a thread on a free loopback port; yields its URL.
+
+    Its engine shares this process's session and does not stop it when the server stops.
+    """
+    import uvicorn
+
+    from salesflow.registry import ModelRegistry
+    from salesflow.services.jobs.app import create_app
+
+    engine = None
+    try:
+        from salesflow.services.jobs.runner import Engine, spark_engine
+
+        real = spark_engine(settings, ModelRegistry(settings.warehouse_path / "models"))
+        engine = Engine(spark=real.spark, stop=lambda: None, train=real.train, predict=real.predict)
+    except (ImportError, TypeError, AttributeError):
+        engine = None  # the default engine then stops our session at shutdown; ctx restarts it
+    app = create_app(settings, engine=engine) if engine is not None else create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.jobs_port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="bench-job-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120  # the readiness probe waits for the warm session
+        import httpx
+
+        url = f"http://127.0.0.1:{settings.jobs_port}"
+        while time.monotonic() < deadline:
+            try:
+                if server.started and httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("job server not ready within 120 s")
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def over_http(
+    ctx: Context, report: Report, settings: Any, requests: list[tuple[str, str, int, int]]
+) -> None:
+    """GET /forecast when the job server has it; POST /predict with a one-row CSV otherwise too."""
+    import httpx
+    from fastapi.routing import APIRoute
+
+    from salesflow.auth import auth_headers
+    from salesflow.services.jobs.app import create_app
+
+    # Same data folder (the model registry), a free port; URLs derived again from the new port.
+    http_settings = type(settings)(
+        data_dir=settings.data_dir, jobs_port=free_port(), _env_file=None
+    )
+    probe = create_app(http_settings)
+    forecast_routes = [
+        r
+        for r in probe.routes
+        if isinstance(r, APIRoute) and "forecast" in r.path and "GET" in (r.methods or ())
+    ]
+    n = SAMPLES[ctx.mode]["http"]
+    with (
+        job_server(http_settings) as url,
+        httpx.Client(base_url=url, headers=auth_headers(http_settings)) as client,
+    ):
+        if forecast_routes:
+            path = forecast_routes[0].path
+            samples = []
+            for store, product, year, month in requests[:n]:
+                params = {
+                    "store_id": store,
+                    "product_id": product,
+                    "period": f"{year:04d}-{month:02d}",
+                }
+                with timed() as t:
+                    response = client.get(path, params=params)
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"GET {path} answered {response.status_code}: {response.text[:200]}"
+                    )
+                samples.append(t[0])
+            latency_row(report, f"(d) job server GET {path} over HTTP", samples)
+        else:
+            report.skip(
+                "(d) job server GET /forecast over HTTP",
+                "the job server has no GET /forecast route",
             )
-            return np.array([r.prediction for r in model.transform(frame).collect()])
-
-        one = _requests(rng, 1, args.stores, args.products)
-        thousand = _requests(rng, 1000, args.stores, args.products)
-        batch = _requests(rng, args.batch, args.stores, args.products)
-        same = np.array_equal(forecaster.predict(thousand), spark_predict(thousand))
-
-        spark_predict(one)  # warm up the JVM's code paths
-        spark_one = statistics.median(_times(lambda: spark_predict(one), 20)) * 1e3
-        one_us = [t * 1e6 for t in _times(lambda: forecaster.predict(one), 5000)]
-        thousand_ms = statistics.median(_times(lambda: forecaster.predict(thousand), 200)) * 1e3
-        batch_s = min(_times(lambda: forecaster.predict(batch), 3))
-        stop_spark()
-
-    print(
-        f"model: {args.regressor}, {forecaster.num_trees} trees, {args.stores} stores x "
-        f"{args.products} products x {args.years} years; fit {fit_s:.1f} s, "
-        f"Forecaster.load {load_ms:.0f} ms"
-    )
-    print(f"identical to Spark on 1000 rows:  {same}")
-    print(f"Spark transform, 1 row (warm):    {spark_one:8.1f} ms")
-    print(
-        f"Forecaster, 1 row:                {statistics.median(one_us):8.1f} us median, "
-        f"{np.percentile(one_us, 99):.1f} us p99"
-    )
-    print(f"Forecaster, 1000 rows:            {thousand_ms:8.2f} ms")
-    print(
-        f"Forecaster, {args.batch} rows:        {batch_s:8.2f} s = "
-        f"{args.batch / batch_s:,.0f} rows/s"
-    )
+        folder = ctx.work / "serving-http"
+        folder.mkdir(parents=True, exist_ok=True)
+        one = folder / "one.csv"
+        store, product, year, month = requests[0]
+        one.write_text(
+            "product_id,product_name,product_price,store_id,store_name,date\n"
+            f"{product},p,1,{store},s,{year:04d}-{month:02d}-01\n"
+        )
+        samples = []
+        for _ in range(max(3, n // 4)):  # each is a Spark job: fewer samples
+            with timed() as t, one.open("rb") as handle:
+                response = client.post(
+                    "/predict",
+                    files={"file": ("one.csv", handle, "text/csv")},
+                    headers={"Accept": "application/json"},
+                    timeout=300,
+                )
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"POST /predict answered {response.status_code}: {response.text[:200]}"
+                )
+            samples.append(t[0])
+        latency_row(report, "(e) job server POST /predict, 1-row CSV, HTTP", samples)
 
 
-if __name__ == "__main__":
-    main()
+def run(ctx: Context) -> Report:
+    report = Report(NAME, TITLE, ctx.mode)
+    settings, version = ctx.trained_model()
+    report.notes.append(f"model {version.version}: trained on the default 20k-row file")
+    from salesflow.spark.predict import load_model, model_labels
+
+    stores, products = model_labels(load_model(version))
+    n = max(BATCH_ROWS, max(SAMPLES[ctx.mode].values()))
+    requests = requests_for(stores, products, n)
+
+    jvm_s = new_jvm(ctx, report, settings, requests[0])
+    spark_s, spark_batch = warm_spark(ctx, report, version, requests)
+    why = missing_module("salesflow.serving")
+    fc_s: float | None = None
+    if why:
+        report.skip("(c) Forecaster in-process", why)
+    else:
+        fc_s, fc_batch, _ = forecaster(ctx, report, version, requests)
+        diff = float(np.max(np.abs(fc_batch - spark_batch)))
+        report.notes.append(
+            f"Forecaster vs Spark on {BATCH_ROWS:,} rows: max |difference| = {diff:.3g}"
+        )
+        report.ratios["warm Spark / Forecaster (p50)"] = round(spark_s / fc_s, 1)
+        report.ratios["new JVM / Forecaster (p50)"] = round(jvm_s / fc_s, 1)
+    report.ratios["new JVM / warm Spark (p50)"] = round(jvm_s / spark_s, 1)
+    spark_reload_s = spark_reload(ctx, report, version)
+    report.notes.append(f"PipelineModel.load on the warm session: {spark_reload_s * 1000:.0f} ms")
+
+    why = missing_module("salesflow.services.jobs.app", "uvicorn")
+    if why:
+        report.skip("(d)/(e) job server over HTTP", why)
+    else:
+        over_http(ctx, report, settings, requests)
+
+    rows = {r["variant"][:3]: r for r in report.rows}
+    report.headline("one forecast, new JVM per request (p50)", f"{jvm_s:.1f} s")
+    report.headline("one forecast, warm Spark transform (p50)", f"{spark_s * 1000:.0f} ms")
+    if fc_s is not None:
+        report.headline(
+            "one forecast, in-process Forecaster (p50 / p99)",
+            f"{fc_s * 1e6:.0f} us / {rows['(c)']['p99_ms'] * 1000:.0f} us",
+        )
+        report.headline(
+            "1,000-row batch: Forecaster vs warm Spark",
+            f"{rows['(c)']['batch_rows_per_s']:,.0f} vs {rows['(b)']['batch_rows_per_s']:,.0f} rows/s",
+        )
+        report.headline(
+            "model hot reload: Forecaster.load vs PipelineModel.load",
+            f"{rows['(c)']['reload_ms']:.0f} ms vs {spark_reload_s * 1000:.0f} ms",
+        )
+    for key, label in (
+        ("(d)", "forecast over HTTP (p50)"),
+        ("(e)", "POST /predict 1 row over HTTP (p50)"),
+    ):
+        if key in rows:
+            report.headline(label, f"{rows[key]['p50_ms']:.1f} ms")
+    return report

@@ -114,18 +114,22 @@ def run(ctx: Context) -> Report:
     if spark_started_here and ctx.spark_start_s is not None:
         report.notes.append(f"warm session start-up (once per server): {ctx.spark_start_s:.1f} s")
     console.print("  warming up the in-process session with one training run")
-    salesflow_warm(ctx, ctx.sales_file(20_000), 20_000, -1)
+    ctx.trained_model()  # the warm-up run; its model is the one the serving benchmark uses
 
     for rows in SIZES[ctx.mode]:
         sales = ctx.sales_file(rows)
         reps = REPS[ctx.mode][rows]
-        variants = {
-            "seed-style (new JVM)": [seed_style(ctx, sales, rows, i) for i in range(reps)],
-            "salesflow cold (new JVM)": [salesflow_cold(ctx, sales, rows, i) for i in range(reps)],
-            "salesflow warm (in-process)": [
-                salesflow_warm(ctx, sales, rows, i) for i in range(WARM_REPS[ctx.mode][rows])
-            ],
+        plan = {
+            "seed-style (new JVM)": (seed_style, reps),
+            "salesflow cold (new JVM)": (salesflow_cold, reps),
+            "salesflow warm (in-process)": (salesflow_warm, WARM_REPS[ctx.mode][rows]),
         }
+        variants: dict[str, list[dict[str, Any]]] = {}
+        for name, (variant, count) in plan.items():
+            variants[name] = []
+            for i in range(count):
+                variants[name].append(variant(ctx, sales, rows, i))
+                console.print(f"  {name}, {rows:,} rows: {variants[name][-1]['wall_s']:.1f} s")
         medians = {name: _median_row(name, rows, runs) for name, runs in variants.items()}
         for row in medians.values():
             report.add(**row)

@@ -134,10 +134,13 @@ def _indexers(meta: Mapping[str, Any], folder: Path) -> list[_Indexer]:
 
 @dataclass
 class _Tree:
-    """One tree as flat arrays indexed by Spark's node id (root 0); leaves have children -1."""
+    """One tree as arrays indexed by Spark's node id (root 0); a leaf's children are -1.
+
+    `categories` holds each split's leftCategoriesOrThreshold: the threshold of a numeric split
+    (numCategories -1), else the categories that go left.
+    """
 
     feature: Int
-    threshold: Float
     left: Int
     right: Int
     value: Float
@@ -177,20 +180,9 @@ def _trees(table: pa.Table, stage: str) -> list[_Tree]:
         order = rows[np.argsort(ids[rows])]
         if not np.array_equal(ids[order], np.arange(order.size)):
             raise ModelError(f"{stage}: tree {tree_id} node ids are not 0..{order.size - 1}")
-        cats = [lists[i] for i in order]
-        cols = {k: v[order] for k, v in columns.items()}
-        thresholds = np.array([c[0] if len(c) == 1 else np.nan for c in cats], dtype=np.float64)
-        trees.append(
-            _Tree(
-                cols["feature"].astype(np.intp),
-                thresholds,
-                cols["left"].astype(np.intp),
-                cols["right"].astype(np.intp),
-                cols["value"].astype(np.float64),
-                cols["num_categories"].astype(np.intp),
-                cats,
-            )
-        )
+        cols = {k: v[order].astype(np.intp) for k, v in columns.items() if k != "value"}
+        value = columns["value"][order].astype(np.float64)
+        trees.append(_Tree(**cols, value=value, categories=[lists[i] for i in order]))
     return trees
 
 
@@ -461,6 +453,8 @@ class Forecaster:
             if weights.size != len(trees):
                 raise ModelError(f"{reg_dir}: {len(trees)} trees but {weights.size} tree weights")
         lanes = dot_lanes if dot_lanes is not None else jvm_double_lanes()
+        if lanes < 1:
+            raise ValueError(f"dot_lanes must be >= 1, got {lanes}")
         forest = _Forest(trees, weights, len(inputs), categorical, str(reg_dir))
         keep_nan = _param(assembler, "handleInvalid") == "keep"
         return cls(indexers, inputs, forest, kind, weights, lanes, keep_nan=keep_nan)

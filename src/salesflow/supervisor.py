@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -125,9 +125,10 @@ class Stack:
         ]
         return children
 
-    def env(self) -> dict[str, str]:
+    def env(self, **overrides: Any) -> dict[str, str]:
         """The children's environment: ours plus every setting, so they see the same values."""
-        return {**os.environ, **self.settings.to_env()}
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        return {**os.environ, **settings.to_env()}
 
     def start(self, on_ready: Callable[[Child], None] | None = None) -> None:
         """Start every child in order, each ready before the next starts."""
@@ -137,8 +138,8 @@ class Stack:
             if on_ready is not None:
                 on_ready(child)
 
-    def _launch(self, child: Child) -> None:
-        child.start(self.env())
+    def _launch(self, child: Child, **overrides: Any) -> None:
+        child.start(self.env(**overrides))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not child.ready():
             if not child.alive():
@@ -156,11 +157,11 @@ class Stack:
         """A started child by name ("broker", "job server", "upload service", "upload consumer")."""
         return next(c for c in self.children if c.name == name)
 
-    def restart(self, name: str) -> Child:
-        """Stop (if running) and start one child again, waiting until it is ready."""
+    def restart(self, name: str, **overrides: Any) -> Child:
+        """Stop (if running) and start one child again, with setting overrides (fault tests)."""
         child = self.child(name)
         child.stop()
-        self._launch(child)
+        self._launch(child, **overrides)
         return child
 
     def failed(self) -> Child | None:

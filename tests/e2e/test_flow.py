@@ -10,31 +10,15 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
-from salesflow.services.jobs.client import JobServerClient
-from salesflow.services.upload.client import UploadClient
 
 from salesflow.demo import forecast_request
 from salesflow.generate import load_catalog
 from salesflow.schema import upload_key
-from tests.e2e.conftest import System
+from salesflow.services.jobs.client import JobServerClient
+from salesflow.services.upload.client import UploadClient
+from tests.fixtures.system import System, check_invariants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-#: Upper bound for one upload to be trained (warm 20k-row training takes ~5-10 s on 2 cores).
-TRAIN_TIMEOUT_S = 240.0
-
-
-def wait_terminal(
-    system: System, upload_id: str, timeout: float = TRAIN_TIMEOUT_S
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with UploadClient(system.settings) as client:
-        while time.monotonic() < deadline:
-            record = client.get(upload_id)
-            if record["status"] in ("trained", "failed", "rejected"):
-                return record
-            time.sleep(0.5)
-    raise AssertionError(f"upload {upload_id} not terminal after {timeout} s: {record}")
 
 
 def read_topic(system: System, topic: str, key: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -62,11 +46,6 @@ def read_topic(system: System, topic: str, key: str, timeout: float = 30.0) -> d
         consumer.close()
 
 
-def jobs_of(system: System, upload_id: str) -> list[dict[str, Any]]:
-    with JobServerClient(system.settings) as client:
-        return client.jobs(upload_id=upload_id)
-
-
 def test_upload_trains_and_predicts(system: System) -> None:
     path = system.sales_file(20_000, seed=0)
     with UploadClient(system.settings) as client:
@@ -90,7 +69,7 @@ def test_upload_trains_and_predicts(system: System) -> None:
     assert event["sha256"] == record["sha256"]
     assert event["filename"] == path.name
 
-    final = wait_terminal(system, upload_id)
+    final = system.wait_terminal(upload_id)
     assert final["status"] == "trained", final
     version = final["model_version"]
     with JobServerClient(system.settings) as jobs:
@@ -123,13 +102,13 @@ def test_tampered_object_is_dead_lettered(system: System) -> None:
         system.s3().put_object(Bucket=system.bucket, Key=key, Body=body.replace(b",", b";", 1))
     finally:
         system.stack.restart("upload consumer")
-    final = wait_terminal(system, record["upload_id"], timeout=60)
+    final = system.wait_terminal(record["upload_id"], timeout=60)
     assert final["status"] == "rejected"
     assert final["error_code"] in ("checksum_mismatch", "size_mismatch")
     letter = read_topic(system, system.settings.kafka_dlq_topic, record["upload_id"])
     assert letter["reason"] == final["error_code"]
     assert json.loads(letter["event"])["upload_id"] == record["upload_id"]
-    assert jobs_of(system, record["upload_id"]) == []
+    assert system.jobs(record["upload_id"]) == []
 
 
 def test_same_file_twice_trains_once(system: System) -> None:
@@ -139,9 +118,9 @@ def test_same_file_twice_trains_once(system: System) -> None:
         second = client.upload(path)
     assert second["duplicate"] is True
     assert second["upload_id"] == first["upload_id"]
-    final = wait_terminal(system, first["upload_id"])
+    final = system.wait_terminal(first["upload_id"])
     assert final["status"] == "trained"
-    assert len(jobs_of(system, first["upload_id"])) == 1
+    assert len(system.jobs(first["upload_id"])) == 1
 
 
 def test_upload_while_broker_down_trains_when_it_returns(system: System) -> None:
@@ -154,10 +133,15 @@ def test_upload_while_broker_down_trains_when_it_returns(system: System) -> None
         assert record["status"] == "stored"
     finally:
         system.stack.restart("broker")
-    final = wait_terminal(system, record["upload_id"])
+    final = system.wait_terminal(record["upload_id"])
     assert final["status"] == "trained", final
-    assert len(jobs_of(system, record["upload_id"])) == 1
+    assert len(system.jobs(record["upload_id"])) == 1
 
 
 def _first_month_after(year: int, month: int) -> date:
     return date(year + month // 12, month % 12 + 1, 1)
+
+
+def test_invariants_hold_after_the_flow(system: System) -> None:
+    """Runs last in this module: every upload above ended once, nothing doubled, nothing partial."""
+    check_invariants(system, [u["upload_id"] for u in system.uploads()])
