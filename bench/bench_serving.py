@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -237,6 +237,42 @@ def job_server(settings: Any) -> Iterator[str]:
         thread.join(30)
 
 
+#: How a GET /forecast query parameter is filled from a (store, product, year, month) request.
+_QUERY_VALUES: dict[str, Callable[[tuple[str, str, int, int]], str]] = {
+    "store_id": lambda r: r[0],
+    "store": lambda r: r[0],
+    "product_id": lambda r: r[1],
+    "product": lambda r: r[1],
+    "period": lambda r: f"{r[2]:04d}-{r[3]:02d}",
+    "year": lambda r: str(r[2]),
+    "month": lambda r: str(r[3]),
+}
+
+
+def _forecast_over_http(
+    report: Report, client: Any, route: Any, requests: list[tuple[str, str, int, int]]
+) -> None:
+    """Time GET /forecast, filling the query parameters the route declares (skip if it cannot)."""
+    label = f"(d) job server GET {route.path} over HTTP"
+    params = route.dependant.query_params
+    required = [p for p in params if p.field_info.is_required()]
+    unknown = [p.alias for p in required if p.alias not in _QUERY_VALUES]
+    if unknown or "{" in route.path:
+        report.skip(label, f"cannot fill the route's parameters {unknown or route.path}")
+        return
+    fill = {p.alias: _QUERY_VALUES[p.alias] for p in params if p.alias in _QUERY_VALUES}
+    samples = []
+    for request in requests:
+        query = {name: value(request) for name, value in fill.items()}
+        with timed() as t:
+            response = client.get(route.path, params=query)
+        if response.status_code != 200:
+            report.skip(label, f"answered {response.status_code}: {response.text[:150]}")
+            return
+        samples.append(t[0])
+    latency_row(report, label, samples)
+
+
 def over_http(
     ctx: Context, report: Report, settings: Any, requests: list[tuple[str, str, int, int]]
 ) -> None:
@@ -263,22 +299,7 @@ def over_http(
         httpx.Client(base_url=url, headers=auth_headers(http_settings)) as client,
     ):
         if forecast_routes:
-            path = forecast_routes[0].path
-            samples = []
-            for store, product, year, month in requests[:n]:
-                params = {
-                    "store_id": store,
-                    "product_id": product,
-                    "period": f"{year:04d}-{month:02d}",
-                }
-                with timed() as t:
-                    response = client.get(path, params=params)
-                if response.status_code != 200:
-                    raise RuntimeError(
-                        f"GET {path} answered {response.status_code}: {response.text[:200]}"
-                    )
-                samples.append(t[0])
-            latency_row(report, f"(d) job server GET {path} over HTTP", samples)
+            _forecast_over_http(report, client, forecast_routes[0], requests[:n])
         else:
             report.skip(
                 "(d) job server GET /forecast over HTTP",

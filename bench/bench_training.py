@@ -23,8 +23,9 @@ SIZES = {"smoke": (20_000,), "full": (20_000, 2_000_000, 10_000_000)}
 #: Measured repetitions per size (after one warm-up for the warm variant); medians are reported.
 REPS = {"smoke": {20_000: 1}, "full": {20_000: 3, 2_000_000: 1, 10_000_000: 1}}
 WARM_REPS = {"smoke": {20_000: 2}, "full": {20_000: 5, 2_000_000: 2, 10_000_000: 1}}
-#: Stages of both jobs, in order; "session_start" is JVM + SparkSession start-up.
-STAGES = ("session_start", "read_clean_aggregate", "evaluate", "fit", "save")
+#: Stages of the jobs, in order. "startup" is the wall time outside the job's own stages: the
+#: interpreter, imports, JVM and SparkSession start (and the JVM's stop); 0 for the warm variant.
+STAGES = ("startup", "read_clean_aggregate", "evaluate", "fit", "save")
 #: Goals from the project's issue, for the 20k-row file.
 TARGET_WARM_RATIO, TARGET_COLD_RATIO, TARGET_WARM_S = 10.0, 2.5, 5.0
 
@@ -40,12 +41,9 @@ def seed_style(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]
         log=folder / "stderr.log",
     ).check()
     out = run.last_json()
-    return {
-        "wall_s": run.seconds,
-        "peak_mb": run.peak_mb,
-        **out["timings"],
-        "agg": out["rows_aggregated"],
-    }
+    timings = {k: v for k, v in out["timings"].items() if k != "session_start"}
+    timings["startup"] = run.seconds - sum(timings.values())
+    return {"wall_s": run.seconds, "peak_mb": run.peak_mb, **timings, "agg": out["rows_aggregated"]}
 
 
 def salesflow_cold(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
@@ -60,8 +58,7 @@ def salesflow_cold(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, 
     ).check()
     result = run.last_json()
     timings = dict(result.get("timings", {}))
-    # Everything before train() started: interpreter, imports, JVM and SparkSession start-up.
-    timings["session_start"] = run.seconds - float(result["duration_s"])
+    timings["startup"] = run.seconds - float(result["duration_s"])
     return {
         "wall_s": run.seconds,
         "peak_mb": run.peak_mb,
@@ -85,7 +82,7 @@ def salesflow_warm(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, 
     return {
         "wall_s": result.duration_s,
         **result.timings,
-        "session_start": 0.0,
+        "startup": 0.0,
         "agg": result.rows_aggregated,
     }
 

@@ -69,14 +69,17 @@ def summary_markdown(results_dir: Path) -> str:
         f"Measured on {machine.get('cores')} cores ({machine.get('cpu')}), "
         f"{(machine.get('ram_mb') or 0) / 1024:.0f} GB RAM, Python {machine.get('python')}, "
         f"Spark {machine.get('spark')}; `make bench` ({found[-1]['mode']} mode). "
-        "Ratios compare runs taken side by side in one process run.",
+        "Ratios compare variants run side by side in one run; `load` is the 1-minute load "
+        "average when the benchmark finished (above the core count, absolute times are "
+        "pessimistic).",
         "",
         "| benchmark | measurement | result | target | |",
         "|---|---|---|---|---|",
     ]
     for result in found:
         stamp = result["machine"].get("timestamp", "")[:10]
-        label = f"{result['benchmark']} ({result['mode']}, {stamp})"
+        load = (result["machine"].get("load_average") or [None])[0]
+        label = f"{result['benchmark']} ({result['mode']}, {stamp}, load {load})"
         for line in result.get("summary", []):
             lines.append(
                 f"| {label} | {line['measurement']} | {line['result']} | {line['target']} "

@@ -168,7 +168,10 @@ class Settings(BaseSettings):
     )
     http_timeout_s: float = Field(10.0, gt=0, description="Timeout of calls between services.")
     crash_point: str | None = Field(
-        None, description="test builds only: exit the process at this named step"
+        None,
+        description="Fault tests only: fail on purpose at this named step. consumer.after_verify "
+        "and consumer.after_train exit the consumer; jobs.after_accept freezes the job server "
+        "(SIGSTOP) after it created a job; train.before_publish fails a Spark task in training.",
     )
     outbox_interval_s: float = Field(1.0, gt=0, description="How often the outbox relay runs.")
     reconcile_after_s: float = Field(

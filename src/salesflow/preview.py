@@ -300,7 +300,9 @@ class Inspector:
         if real == 0:
             return 0
         quarter = self.max_field_bytes // 4  # a character is at most 4 UTF-8 bytes
-        plain = '"' not in block and block.count("\r") == block.count("\r\n")  # no bare CR
+        plain = '"' not in block and (
+            "\r" not in block or block.count("\r") == block.count("\r\n")  # no bare CR
+        )
         if plain and longest <= quarter and block.count(delimiter) == (width - 1) * real:
             # No quotes: split the whole block at once. With a delimiter after every newline each
             # line-final field ends in "\n"; if every width-th field does, every line has `width`.
@@ -449,8 +451,11 @@ class Inspector:
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
         bad: dict[str, str] = {}
+        joined = "".join(values)
+        if joined.isdigit() and joined.isascii() and "" not in values:  # plain whole numbers only
+            return bad
         for value in values:
-            if value.isdigit() and value.isascii():  # the common case: a plain whole number
+            if value.isdigit() and value.isascii():
                 continue
             problem = cache.get(value)
             if problem is None:

@@ -3,10 +3,14 @@ memory bounds, and the odd corners of CSV (bare CRs, giant lines, truncated UTF-
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from salesflow import preview as preview_module
-from salesflow.errors import FieldTooLongError, NotUtf8Error, UnterminatedQuoteError
+from salesflow.errors import FieldTooLongError, InputError, NotUtf8Error, UnterminatedQuoteError
 from salesflow.preview import Inspector, Preview, date_of, quantity_problem
 from salesflow.schema import check_header
 from tests.bad_input.helpers import HEADER, row
@@ -162,3 +166,32 @@ def test_date_of(text: str, expected: str) -> None:
 )
 def test_quantity_problem(text: str, expected: str) -> None:
     assert quantity_problem(text) == expected
+
+
+#: Characters that make CSV hard: quotes, delimiters, line ends, digits, dates, multi-byte text.
+_AWKWARD = st.sampled_from([",", '"', "\n", "\r", "\r\n", ";", "\t", " ", "-", "1", "7", "x", "é"])
+_DATES = st.sampled_from(["2024-01-05", "2024-13-01", "2024-01-05 10:00:00", ""])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    pieces=st.lists(st.one_of(_AWKWARD, _DATES, st.binary(max_size=3)), max_size=200),
+    step=st.integers(1, 64),
+)
+def test_any_input_gives_a_preview_or_an_input_error(pieces: list[Any], step: int) -> None:
+    """Whatever follows the header: a Preview or an InputError (never another exception), and
+    the same outcome however the bytes are chunked."""
+    content = HEADER + b"".join(p if isinstance(p, bytes) else p.encode() for p in pieces)
+
+    def outcome(chunk: int | None) -> Any:
+        try:
+            return inspect(content, step=chunk)
+        except InputError as exc:
+            return (type(exc), str(exc))
+
+    assert outcome(step) == outcome(None)
+
+
+def test_an_empty_quantity_among_whole_numbers_is_missing() -> None:
+    preview = inspect(HEADER + row("1", quantity="3") + row("2", quantity="") + row("3"))
+    assert preview.first_rejected_lines == {"missing_quantity": [3]}

@@ -114,7 +114,7 @@ def test_the_harness_reports_a_server_error() -> None:
     failures, statuses = server_errors(schemathesis.openapi.from_asgi("/openapi.json", app), {})
     assert len(failures) == 1 and failures[0].startswith("GET /items/{item_id} (positive)")
     assert "Server error" in failures[0]
-    assert statuses[200] > 0
+    assert statuses[422] > 0  # the invalid requests ran, and were answered properly
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
@@ -54,8 +55,8 @@ class Trained:
     source: Path
 
 
-def _settings(data_dir: Path, **overrides: object) -> Settings:
-    return Settings(data_dir=data_dir, _env_file=None, **overrides)  # type: ignore[call-arg]
+def _settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, _env_file=None, **overrides)
 
 
 def _partitions(settings: Settings) -> list[str]:

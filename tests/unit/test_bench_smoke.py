@@ -106,3 +106,32 @@ def test_duckdb_and_polars_compute_what_salesflow_computes(
     # 13 rows; 9 rejected; groups (s1,p1,2020-01), (s1,p2,2020-02), (s2,p2,2021-02); 4+2.5+1000+7.
     expected = (13, 3, 1013.5, 9)
     assert answers == dict.fromkeys(ENGINES, expected)
+
+
+def test_forecast_over_http_fills_the_declared_query_parameters() -> None:
+    from bench.bench_serving import _forecast_over_http
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+    from fastapi.testclient import TestClient
+
+    seen: list[tuple[str, str, str]] = []
+    app = FastAPI()
+
+    @app.get("/forecast")
+    def forecast(store_id: str, product_id: str, period: str) -> dict[str, float]:
+        seen.append((store_id, product_id, period))
+        return {"predicted_quantity": 1.0}
+
+    @app.get("/forecast2")
+    def forecast2(store_id: str, horizon_weeks: int) -> dict[str, float]:
+        return {"predicted_quantity": 1.0}
+
+    routes = {r.path: r for r in app.routes if isinstance(r, APIRoute)}
+    report = Report("serving", "Serving", "smoke")
+    with TestClient(app) as client:
+        _forecast_over_http(report, client, routes["/forecast"], [("s1", "p1", 2022, 4)] * 3)
+        _forecast_over_http(report, client, routes["/forecast2"], [("s1", "p1", 2022, 4)])
+    assert seen == [("s1", "p1", "2022-04")] * 3
+    assert report.rows[0]["samples"] == 3
+    assert report.skipped[0]["row"] == "(d) job server GET /forecast2 over HTTP"
+    assert "horizon_weeks" in report.skipped[0]["why"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from pyspark.ml.feature import StringIndexer, VectorAssembler
 from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
 from pyspark.sql import DataFrame, SparkSession
 
@@ -35,7 +37,7 @@ def _read(spark: SparkSession, settings: Settings, path: Path, **kw: bool) -> Da
         return read_sales(spark, sales.spark_path, sales.header).localCheckpoint()
 
 
-def _text_frame(spark: SparkSession, rows: list[list[str | None]]) -> DataFrame:
+def _text_frame(spark: SparkSession, rows: Sequence[Sequence[str | None]]) -> DataFrame:
     schema = ", ".join(f"{c} string" for c in REQUIRED_COLUMNS)
     return spark.createDataFrame(rows, schema)
 
@@ -127,7 +129,7 @@ def test_missing_file_and_unknown_scheme_fail_clearly(settings: Settings, tmp_pa
 
 
 def test_validate_names_every_reject_reason_and_types_good_rows(spark: SparkSession) -> None:
-    rows: list[list[str | None]] = [
+    rows: list[Sequence[str | None]] = [
         sale("3", store_id=" s1 "),  # blanks around ids are trimmed
         sale("4", store_id=""),
         sale("4", product_id="   "),
@@ -313,6 +315,8 @@ def test_pipeline_stages_and_bins_cover_big_catalogues(
     gbt = settings.model_copy(update={"regressor": "gbt", "num_trees": 7, "max_depth": 4})
     stages = build_pipeline(gbt, n_stores=40, n_products=500).getStages()
     stores, products, assembler, regressor = stages
+    assert isinstance(stores, StringIndexer) and isinstance(products, StringIndexer)
+    assert isinstance(assembler, VectorAssembler)
     assert (stores.getInputCol(), stores.getOutputCol(), stores.getHandleInvalid()) == (
         "store_id",
         "store",

@@ -34,11 +34,16 @@ _CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class SalesSource:
-    """A sales file ready for Spark: the path Spark reads and what its header check found."""
+    """A sales file ready for Spark: the path Spark reads and what its header check found.
+
+    `local_path` is the file on this machine (the file itself or a staged copy); None when Spark
+    reads the object straight from s3a://.
+    """
 
     url: str
     spark_path: str
     header: HeaderInfo
+    local_path: Path | None
 
 
 def spark_columns(header: HeaderInfo) -> list[str]:
@@ -95,7 +100,7 @@ def open_sales(
     if scheme in ("", "file"):
         path = local_path_of(url).resolve()
         header = check_header(_local_head(path), require_quantity=require_quantity)
-        yield SalesSource(url, str(path), header)
+        yield SalesSource(url, str(path), header, path)
         return
     if scheme != "s3":
         raise InputError(f"unsupported sales file URL {url!r}: use file:///path, a path, or s3://")
@@ -105,15 +110,15 @@ def open_sales(
         store.read_head(key, HEADER_PROBE_BYTES), require_quantity=require_quantity
     )
     if settings.spark_s3a:
-        yield SalesSource(url, "s3a://" + url[len("s3://") :], header)
+        yield SalesSource(url, "s3a://" + url[len("s3://") :], header, None)
         return
     log.info("staging %s to a local file (spark_s3a is off)", url)
     with store.local_path(key) as staged:
-        yield SalesSource(url, str(staged), header)
+        yield SalesSource(url, str(staged), header, staged)
 
 
 def file_sha256(url: str, settings: Settings) -> str:
-    """The sha256 of a sales file's bytes (local files are hashed here, s3 by the store)."""
+    """The sha256 of a file's bytes: a local path or file:// URL is hashed here, s3 by the store."""
     if urlparse(url).scheme == "s3":
         base, key = _split_s3(url)
         digest = open_store(base, settings).checksum(key).sha256

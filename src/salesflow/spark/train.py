@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
@@ -32,7 +33,7 @@ from salesflow.errors import ConfigurationError, InputError, SalesflowError, Too
 from salesflow.registry import ModelRegistry
 from salesflow.spark.pipeline import HistoryShape, build_pipeline, evaluate, pipeline_parameters
 from salesflow.spark.predict import model_labels, write_csv
-from salesflow.spark.read import file_sha256, open_sales, read_sales
+from salesflow.spark.read import SalesSource, file_sha256, open_sales, read_sales
 from salesflow.spark.transforms import (
     KEYS,
     aggregate_monthly,
@@ -120,46 +121,43 @@ def _check_rejects(stats: dict[str, Any], limit: float) -> None:
 
 
 def _summarise(
-    spark: SparkSession, settings: Settings, item: TrainInput, sha256: str
+    spark: SparkSession, settings: Settings, sales: SalesSource, item: TrainInput, sha256: str
 ) -> tuple[DataFrame, dict[str, Any]]:
     """One pass over the file: accepted monthly rows (checkpointed) and the reject accounting."""
-    with open_sales(item.url, settings) as sales:
-        raw = read_sales(spark, sales.spark_path, sales.header)
-        # Small (one row per store/product/month, one per reason) and used several times below;
-        # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan.
-        summary = (
-            raw.transform(validate)
-            .transform(clean)
-            .transform(aggregate_with_rejects)
-            .localCheckpoint()
+    raw = read_sales(spark, sales.spark_path, sales.header)
+    # Small (one row per store/product/month, one per reason) and used several times below;
+    # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan. It is eager, so the
+    # rows no longer depend on a staged copy of the file once the caller's block ends.
+    summary = (
+        raw.transform(validate).transform(clean).transform(aggregate_with_rejects).localCheckpoint()
+    )
+    counts = (
+        summary.groupBy("reject_reason")
+        .agg(
+            F.sum("rows").alias("rows"),
+            F.min("first_date").alias("first"),
+            F.max("last_date").alias("last"),
+            F.count(F.lit(1)).alias("groups"),
         )
-        counts = (
-            summary.groupBy("reject_reason")
-            .agg(
-                F.sum("rows").alias("rows"),
-                F.min("first_date").alias("first"),
-                F.max("last_date").alias("last"),
-                F.count(F.lit(1)).alias("groups"),
-            )
-            .collect()
-        )
-        by_reason = {r["reject_reason"]: int(r["rows"]) for r in counts if r["reject_reason"]}
-        accepted = next((r for r in counts if r["reject_reason"] is None), None)
-        stats: dict[str, Any] = {
-            "url": item.url,
-            "sha256": sha256,
-            "upload_id": item.upload_id,
-            "rows_read": sum(int(r["rows"]) for r in counts),
-            "rows_rejected": sum(by_reason.values()),
-            "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "rejects_url": None,
-            "rows_aggregated": int(accepted["groups"]) if accepted else 0,
-            "first_date": accepted["first"].isoformat() if accepted else None,
-            "last_date": accepted["last"].isoformat() if accepted else None,
-        }
-        if by_reason:  # the second, filtered pass, only when something was rejected
-            target = settings.warehouse_path / "rejects" / sha256 / "rejects.csv"
-            stats["rejects_url"] = write_csv(raw.transform(rejected_rows), target).as_uri()
+        .collect()
+    )
+    by_reason = {r["reject_reason"]: int(r["rows"]) for r in counts if r["reject_reason"]}
+    accepted = next((r for r in counts if r["reject_reason"] is None), None)
+    stats: dict[str, Any] = {
+        "url": item.url,
+        "sha256": sha256,
+        "upload_id": item.upload_id,
+        "rows_read": sum(int(r["rows"]) for r in counts),
+        "rows_rejected": sum(by_reason.values()),
+        "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "rejects_url": None,
+        "rows_aggregated": int(accepted["groups"]) if accepted else 0,
+        "first_date": accepted["first"].isoformat() if accepted else None,
+        "last_date": accepted["last"].isoformat() if accepted else None,
+    }
+    if by_reason:  # the second, filtered pass, only when something was rejected
+        target = settings.warehouse_path / "rejects" / sha256 / "rejects.csv"
+        stats["rejects_url"] = write_csv(raw.transform(rejected_rows), target).as_uri()
     monthly = summary.filter(F.col("reject_reason").isNull()).select(*KEYS, "quantity")
     return monthly, stats
 
@@ -201,6 +199,56 @@ def _history(spark: SparkSession, root: Path) -> DataFrame:
     return curated.transform(aggregate_monthly).localCheckpoint()
 
 
+def _metadata(
+    spark: SparkSession,
+    settings: Settings,
+    model: PipelineModel,
+    shape: HistoryShape,
+    metrics: dict[str, Any],
+    input_stats: list[dict[str, Any]],
+    root: Path,
+) -> dict[str, Any]:
+    """What a model version records: its inputs, the data it saw, parameters, metrics, labels."""
+    manifests = _manifests(root)  # every source in the history the model was fitted on
+    firsts = [m["first_date"] for m in manifests if m.get("first_date")]
+    lasts = [m["last_date"] for m in manifests if m.get("last_date")]
+    by_reason: dict[str, int] = {}
+    for stats in input_stats:
+        for reason, count in stats["rejects_by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    stores, products = model_labels(model)
+    return {
+        "inputs": [
+            {k: s.get(k) for k in ("url", "sha256", "upload_id", "appended")} for s in input_stats
+        ],
+        "rows_read": sum(s["rows_read"] for s in input_stats),
+        "rows_rejected": sum(s["rows_rejected"] for s in input_stats),
+        "rejects_by_reason": by_reason,
+        "rows_aggregated": shape.rows,
+        "date_range": {"first": min(firsts), "last": max(lasts)} if firsts and lasts else None,
+        "parameters": pipeline_parameters(settings, shape.stores, shape.products),
+        "metrics": metrics,
+        "spark_version": spark.version,
+        "training_sources": sorted(m["sha256"] for m in manifests),
+        "stores": stores,
+        "products": products,
+    }
+
+
+def _failure_point(spark: SparkSession, settings: Settings, step: str) -> None:
+    """Fail a Spark task at `step` if settings.crash_point names it (fault tests only).
+
+    A task that fails on an executor, not a Python raise: the job server meets the same kind of
+    error (a Spark job aborted by a failed task) that a crashing executor gives it.
+    """
+    if settings.crash_point != step:
+        return
+    log.warning("crash point %s reached: failing a Spark task", step)
+    # `id >= 0` keeps the optimiser from folding raise_error into a driver-side constant.
+    failing = F.when(F.col("id") >= 0, F.raise_error(F.lit(f"simulated executor failure ({step})")))
+    spark.range(1).select(failing.alias("never")).collect()
+
+
 def train(
     spark: SparkSession,
     settings: Settings,
@@ -225,20 +273,29 @@ def train(
 
     with _timed(timings, "read_clean_aggregate"):
         pending: list[tuple[DataFrame | None, dict[str, Any]]] = []
-        seen: set[str] = set()
+
+        def skip(item: TrainInput, sha256: str) -> bool:
+            """True (and noted) when this file is already curated or already in this run."""
+            if any(stats["sha256"] == sha256 for _, stats in pending):
+                return True
+            if sha256 not in known:
+                return False
+            say(f"{item.url.rsplit('/', 1)[-1]} is already in the curated history")
+            log.info("%s (sha256 %s) is already in the curated history", item.url, sha256)
+            pending.append((None, {**known[sha256], "url": item.url, "appended": False}))
+            return True
+
         for item in inputs:
-            name = item.url.rsplit("/", 1)[-1]
-            sha256 = item.sha256 or file_sha256(item.url, settings)
-            if sha256 in seen:
-                continue
-            seen.add(sha256)
-            if sha256 in known:
-                say(f"{name} is already in the curated history")
-                log.info("%s (sha256 %s) is already in the curated history", item.url, sha256)
-                pending.append((None, {**known[sha256], "url": item.url, "appended": False}))
-                continue
-            say(f"reading, validating and aggregating {name}")
-            monthly, stats = _summarise(spark, settings, item, sha256)
+            if item.sha256 and skip(item, item.sha256):
+                continue  # known without touching the file
+            with open_sales(item.url, settings) as sales:  # the header check comes first
+                sha256 = item.sha256 or file_sha256(
+                    str(sales.local_path) if sales.local_path else item.url, settings
+                )
+                if item.sha256 is None and skip(item, sha256):
+                    continue
+                say(f"reading, validating and aggregating {item.url.rsplit('/', 1)[-1]}")
+                monthly, stats = _summarise(spark, settings, sales, item, sha256)
             _check_rejects(stats, settings.max_reject_fraction)
             pending.append((monthly, stats))
         say("adding to the curated history")
@@ -258,35 +315,11 @@ def train(
         model = build_pipeline(settings, shape.stores, shape.products).fit(history)
     with _timed(timings, "save"):
         say("saving the model")
-        manifests = _manifests(root)
-        firsts = [m["first_date"] for m in manifests if m.get("first_date")]
-        lasts = [m["last_date"] for m in manifests if m.get("last_date")]
-        date_range = {"first": min(firsts), "last": max(lasts)} if firsts and lasts else None
         input_stats = [stats for _, stats in pending]
-        stores, products = model_labels(model)
-        by_reason: dict[str, int] = {}
-        for stats in input_stats:
-            for reason, count in stats["rejects_by_reason"].items():
-                by_reason[reason] = by_reason.get(reason, 0) + count
-        metadata = {
-            "inputs": [
-                {k: s.get(k) for k in ("url", "sha256", "upload_id", "appended")}
-                for s in input_stats
-            ],
-            "rows_read": sum(s["rows_read"] for s in input_stats),
-            "rows_rejected": sum(s["rows_rejected"] for s in input_stats),
-            "rejects_by_reason": by_reason,
-            "rows_aggregated": shape.rows,
-            "date_range": date_range,
-            "parameters": pipeline_parameters(settings, shape.stores, shape.products),
-            "metrics": metrics,
-            "spark_version": spark.version,
-            "training_sources": sorted(m["sha256"] for m in manifests),
-            "stores": stores,
-            "products": products,
-        }
+        metadata = _metadata(spark, settings, model, shape, metrics, input_stats, root)
         with registry.staging() as staged:
             model.write().save(str(staged / "pipeline"))
+            _failure_point(spark, settings, "train.before_publish")
             reason = "trained on " + ", ".join(s["url"] for s in input_stats)
             published = registry.publish(
                 staged, metadata, activate=activate, reason=reason, actor=actor
@@ -296,10 +329,10 @@ def train(
         metrics=metrics,
         rows_read=metadata["rows_read"],
         rows_rejected=metadata["rows_rejected"],
-        rejects_by_reason=by_reason,
+        rejects_by_reason=metadata["rejects_by_reason"],
         rejects_url=next((s["rejects_url"] for s in input_stats if s.get("rejects_url")), None),
         rows_aggregated=shape.rows,
-        date_range=date_range,
+        date_range=metadata["date_range"],
         inputs=input_stats,
         duration_s=round(time.perf_counter() - started, 3),
         timings=timings,

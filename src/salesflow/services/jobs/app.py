@@ -25,6 +25,7 @@ from salesflow.services.http import ReadinessCheck, install_error_handlers, prot
 from salesflow.services.http import health_router as make_health_router
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState, SparkWarmup
+from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
 from salesflow.services.jobs.runner import Engine, JobRunner, spark_engine
 from salesflow.storage import store_for
@@ -171,8 +172,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = JobDB(settings.data_dir / "jobs.db")
-        for job in db.recover():
+        interrupted = db.recover()
+        for job in interrupted:
             log.warning("job %s was left running: now %s", job.job_id, job.status)
+        if interrupted:
+            sweep_leftovers(settings)  # their half-written models, partitions and files
         registry = ModelRegistry(settings.warehouse_path / "models")
         spark = engine or spark_engine(settings, registry)
         reporter = StatusReporter(report or upload_reporter(settings))

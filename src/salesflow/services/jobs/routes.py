@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import secrets
+import signal
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -13,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
+from salesflow.config import Settings
 from salesflow.errors import BusyError, InputError, InvalidKeyError, NotFoundError, TooLargeError
 from salesflow.registry import ModelVersion, normalise_version
 from salesflow.schema import HEADER_PROBE_BYTES, check_header, upload_key
@@ -22,12 +26,15 @@ from salesflow.services.jobs.deps import (
     RegistryDep,
     RunnerDep,
     ServerState,
+    SettingsDep,
     StateDep,
     StoreDep,
 )
 from salesflow.services.jobs.runner import PredictOutcome
 
 __all__ = ["router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -53,8 +60,21 @@ class ActivateRequest(BaseModel):
 # --- training jobs ---------------------------------------------------------------------------
 
 
+def pause_point(settings: Settings, step: str) -> None:
+    """Freeze this whole process (SIGSTOP) at `step` if settings.crash_point names it.
+
+    Fault tests only: the test sees the process stopped and resumes it with SIGCONT, so a client
+    call that the server has already acted on times out at the client.
+    """
+    if settings.crash_point == step:
+        log.warning("pause point %s reached: stopping until SIGCONT", step)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 @router.post("/train", status_code=202)
-def post_train(body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep) -> dict[str, Any]:
+def post_train(
+    body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Queue training on an upload; the same upload id always answers with the same job."""
     url = store.url_for(upload_key(body.upload_id))
     if body.url is not None and body.url != url:
@@ -67,6 +87,7 @@ def post_train(body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep
     job, created = db.create_train(body.upload_id, url, body.sha256)
     if created:
         runner.kick()
+        pause_point(settings, "jobs.after_accept")
     return {**job.to_dict(), "created": created}
 
 

@@ -163,20 +163,23 @@ def _line(level: str, message: str) -> str:
     return f"{stamp} {level.lower()} {message}"[:LOG_LINE_CHARS]
 
 
+#: The JSON-able parts of a TrainResult kept in the job row.
+_RESULT_FIELDS = (
+    "metrics",
+    "rows_read",
+    "rows_rejected",
+    "rejects_by_reason",
+    "rejects_url",
+    "rows_aggregated",
+    "date_range",
+    "timings",
+    "duration_s",
+)
+
+
 def _train_result(result: Any) -> dict[str, Any]:
     """The JSON-able parts of a TrainResult kept in the job row."""
-    names = (
-        "metrics",
-        "rows_read",
-        "rows_rejected",
-        "rejects_by_reason",
-        "rejects_url",
-        "rows_aggregated",
-        "date_range",
-        "timings",
-        "duration_s",
-    )
-    return {name: getattr(result, name, None) for name in names}
+    return {name: getattr(result, name, None) for name in _RESULT_FIELDS}
 
 
 class JobRunner:
@@ -289,6 +292,10 @@ class JobRunner:
                 log.warning("could not save the progress of job %s", job.job_id, exc_info=True)
 
         if job.kind == "train":
+            adopted = self._published_by_earlier_attempt(job)
+            if adopted is not None:
+                progress(f"model {adopted[0]} was published by an interrupted attempt")
+                return adopted
             inputs = [TrainInput(url=job.input_url, sha256=job.sha256, upload_id=job.upload_id)]
             result = self.train_fn(
                 self.spark_fn(), self.settings, inputs, registry=self.registry, progress=progress
@@ -308,6 +315,21 @@ class JobRunner:
             "unknown_stores": outcome.unknown_stores,
             "unknown_products": outcome.unknown_products,
         }
+
+    def _published_by_earlier_attempt(self, job: Job) -> tuple[str, dict[str, Any]] | None:
+        """The version an interrupted attempt of this train job published, if it got that far.
+
+        A job server killed between publishing a model and recording the job would otherwise
+        train the upload again on restart and publish a second version for it.
+        """
+        if job.attempts < 2 or job.upload_id is None:
+            return None
+        for version in reversed(self.registry.versions()):
+            meta = version.metadata
+            if any(i.get("upload_id") == job.upload_id for i in meta.get("inputs") or []):
+                log.warning("model %s was published by an interrupted attempt", version.version)
+                return version.version, {name: meta.get(name) for name in _RESULT_FIELDS}
+        return None
 
     def _failed(self, job: Job, exc: Exception, lines: deque[str]) -> Job:
         if self._stopping.is_set() and not isinstance(exc, SalesflowError):

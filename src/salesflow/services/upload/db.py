@@ -289,16 +289,21 @@ class UploadDB:
 
     def stale_uploads(self, older_than_s: float, limit: int = 100) -> list[dict[str, Any]]:
         """Non-terminal uploads untouched (and not reconciled) for `older_than_s`, with no event
-        still waiting in the outbox: those whose hand-off may have been lost."""
+        still waiting in the outbox and none published in that time: those whose hand-off may
+        have been lost.
+
+        The clock also starts at the last publish: an event that waited out a long broker outage
+        in the outbox gets `older_than_s` to be consumed, not a duplicate on the next pass.
+        """
         cutoff = _iso(datetime.now(UTC) - timedelta(seconds=older_than_s))
         rows = self._query(
             f"SELECT {_COLUMNS} FROM uploads u "
             "WHERE status IN ('stored', 'queued', 'training') "
             "AND MAX(updated_at, COALESCE(reconciled_at, '')) < ? "
-            "AND NOT EXISTS (SELECT 1 FROM outbox o "
-            "                WHERE o.upload_id = u.upload_id AND o.published_at IS NULL) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.upload_id = u.upload_id "
+            "                AND (o.published_at IS NULL OR o.published_at >= ?)) "
             "ORDER BY updated_at LIMIT ?",
-            (cutoff, limit),
+            (cutoff, cutoff, limit),
         )
         return [_record(row) for row in rows]
 
