@@ -1,0 +1,228 @@
+"""Upload-side faults over the whole running system: duplicates, poison events, a burst of uploads.
+
+One system for the module, on a file:// store with cheap models. The burst test runs last: it leaves
+the consumer stopped and its uploads unconsumed on purpose (see its docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from salesflow import kafka
+from salesflow.errors import BusyError, NotFoundError
+from salesflow.registry import ModelRegistry
+from salesflow.schema import new_upload_id
+from salesflow.services.upload.client import UploadClient
+from salesflow.services.upload.outbox import event_of
+from tests.faults.conftest import (
+    CHEAP,
+    Record,
+    outbox_rows,
+    produce_all,
+    producer,
+    read_topic,
+    wait_until,
+)
+from tests.fixtures.system import System, check_invariants, running_system
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+#: Rows per trained file: cheap to train, big enough for a model.
+ROWS = 1_500
+#: Uploads sent at once in the burst (the issue's number) and the rows of each (small, distinct).
+BURST = 100
+BURST_ROWS = 40
+#: The consumer must drain a handful of events well within this.
+DRAIN_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The whole system on a file:// store with cheap models."""
+    with running_system(tmp_path_factory.mktemp("upload-faults"), **CHEAP) as running:
+        yield running
+
+
+def _upload_events(system: System, upload_id: str, expect: int = 1) -> list[Record]:
+    topic = system.settings.kafka_uploads_topic
+    return [r for r in read_topic(system.settings, topic, expect=expect) if r.key == upload_id.encode()]
+
+
+def _drained(system: System) -> None:
+    """Wait until the consumer group has committed every event on the uploads topic."""
+    wait_until(
+        lambda: kafka.consumer_lag(system.settings, timeout=2.0) == 0,
+        timeout=DRAIN_TIMEOUT_S,
+        what="the consumer handled every event",
+    )
+
+
+def _versions_of(system: System, upload_id: str) -> list[str]:
+    versions = ModelRegistry(system.settings.warehouse_path / "models").versions()
+    return [
+        v.version
+        for v in versions
+        if v.metadata.get("inputs", [{}])[-1].get("upload_id") == upload_id
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_same_file_and_same_event_twice_train_once(system: System) -> None:
+    """Case 11: one file uploaded twice at once, and its event delivered three times (a copy sent
+    by an independent producer before training and another after) -> one upload, one job, one
+    model."""
+    path = system.sales_file(ROWS, seed=1101)
+    barrier = threading.Barrier(2)
+
+    def upload() -> dict[str, Any]:
+        barrier.wait()
+        return system.upload(path)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = (f.result() for f in [pool.submit(upload), pool.submit(upload)])
+    assert sorted([first["duplicate"], second["duplicate"]]) == [False, True], (first, second)
+    assert first["upload_id"] == second["upload_id"]
+    original = first if not first["duplicate"] else second
+    upload_id = original["upload_id"]
+    [event] = _upload_events(system, upload_id)
+    assert event.value == event_of(original)
+
+    copies = producer(system.settings)
+    produce_all(copies, system.settings.kafka_uploads_topic, [(upload_id, event.value)])
+    final = system.wait_terminal(upload_id)
+    assert final["status"] == "trained", final
+    produce_all(copies, system.settings.kafka_uploads_topic, [(upload_id, event.value)])
+    _drained(system)
+
+    assert len(_upload_events(system, upload_id, expect=3)) == 3  # all three were on the topic
+    again = system.upload(path)
+    assert again["duplicate"] is True and again["upload_id"] == upload_id
+    assert len(outbox_rows(system, upload_id)) == 1, "a duplicate upload queued another event"
+    [job] = system.jobs(upload_id)
+    assert job["status"] == "succeeded"
+    assert _versions_of(system, upload_id) == [final["model_version"]]
+    with UploadClient(system.settings) as client:
+        settled = client.get(upload_id)  # the late copies changed nothing
+    assert (settled["status"], settled["model_version"]) == ("trained", final["model_version"])
+    check_invariants(system, [upload_id])
+
+
+@pytest.mark.timeout(300)
+def test_poison_events_are_dead_lettered_and_the_next_upload_trains(system: System) -> None:
+    """Case 12: events that are not JSON, lack fields, point outside the upload prefix or name an
+    upload that is not ours -> each dead-lettered with its reason; the consumer keeps going (same
+    process) and the next valid upload trains."""
+    settings = system.settings
+    consumer = system.stack.child("upload consumer").process
+    assert consumer is not None
+    template = event_of(
+        {
+            "upload_id": "0" * 32,
+            "url": "",
+            "size": 10,
+            "sha256": "0" * 64,
+            "filename": "x.csv",
+            "created_at": "2024-01-01T00:00:00.000Z",
+        }
+    )
+    ours = settings.storage_url.rstrip("/") + "/uploads/{}.csv"
+
+    def event(upload_id: str, url: str) -> bytes:
+        data = json.loads(template)
+        return json.dumps({**data, "upload_id": upload_id, "url": url}).encode()
+
+    strangers = [new_upload_id() for _ in range(4)]
+    poison: list[tuple[str | None, bytes, str]] = [
+        (None, b"\x00not json at all", "malformed_event"),
+        (strangers[0], json.dumps({"schema_version": 1, "upload_id": strangers[0]}).encode(),
+         "malformed_event"),  # fmt: skip
+        (strangers[1], event(strangers[1], "file:///etc/passwd"), "invalid_key"),
+        (strangers[2], event(strangers[2], ours.format("../" + strangers[2])), "invalid_key"),
+        (None, event("../../etc/passwd", ours.format("../../etc/passwd")), "malformed_event"),
+        (strangers[3], event(strangers[3], ours.format(strangers[3])), "object_missing"),
+    ]
+    produce_all(producer(settings), settings.kafka_uploads_topic, [(k, v) for k, v, _ in poison])
+    record = system.upload(system.sales_file(ROWS, seed=1201))
+    final = system.wait_terminal(record["upload_id"])
+    assert final["status"] == "trained", final
+
+    letters = read_topic(settings, settings.kafka_dlq_topic, expect=len(poison))
+    by_event = {json.loads(r.value or b"")["event"]: json.loads(r.value or b"") for r in letters}
+    for key, value, reason in poison:
+        letter = by_event[value.decode("utf-8", errors="replace")]
+        assert letter["reason"] == reason, letter
+        assert letter["detail"], letter
+        assert letter["upload_id"] == key, letter  # a well-formed id is named, else none
+    assert len(letters) == len(poison), "a dead letter was published twice"
+    assert consumer.poll() is None and system.stack.child("upload consumer").process is consumer
+    with UploadClient(settings) as client:
+        for stranger in strangers:
+            with pytest.raises(NotFoundError):
+                client.get(stranger)  # nothing was created for an upload that is not ours
+    assert all(system.jobs(s) == [] for s in strangers)
+    check_invariants(system, [record["upload_id"]])
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_of_concurrent_uploads(system: System, tmp_path: Path) -> None:
+    """Case 15: 100 uploads at once (distinct small files) -> each 202 or 503 busy, never 500; one
+    event per accepted upload; every stored object is exactly its own file.
+
+    Terminal states are not the point here, and training 100 models would take many minutes: the
+    consumer is stopped first, so the events stay on the topic and the uploads stay `stored`. The
+    check is therefore reduced: no 500, no duplicate upload or event, no object without its
+    upload, no partial object. Runs last in the module; the consumer stays stopped.
+    """
+    settings = system.settings
+    system.stack.child("upload consumer").stop()
+    before = {u["upload_id"] for u in system.uploads()}
+    files = [system.sales_file(BURST_ROWS, seed=15_000 + n) for n in range(BURST)]
+    sent = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in files}
+    assert len(sent) == BURST, "the burst files are not distinct"
+    barrier = threading.Barrier(BURST)
+
+    def upload(path: Path) -> dict[str, Any] | str:
+        with UploadClient(settings) as client:
+            barrier.wait()
+            try:
+                return client.upload(path)
+            except BusyError:
+                return "busy"
+
+    with ThreadPoolExecutor(BURST) as pool:
+        outcomes = list(pool.map(upload, files))  # any other error (a 500 among them) raises
+    accepted = [o for o in outcomes if isinstance(o, dict)]
+    busy = outcomes.count("busy")
+    print(f"burst of {BURST}: {len(accepted)} accepted, {busy} busy (503)")
+    assert len(accepted) + busy == BURST
+    assert len(accepted) >= settings.upload_max_concurrent, "fewer accepted than upload slots"
+    assert all(o["duplicate"] is False and o["status"] == "stored" for o in accepted)
+    ids = {o["upload_id"] for o in accepted}
+    assert len(ids) == len(accepted)
+
+    # One event per accepted upload, and none for anything else.
+    events = [
+        r
+        for r in read_topic(settings, settings.kafka_uploads_topic, expect=len(ids))
+        if (r.key or b"").decode() not in before
+    ]
+    assert Counter((r.key or b"").decode() for r in events) == dict.fromkeys(ids, 1)
+    # Each object is exactly the file its upload says, and no other object or temp file exists.
+    objects = Path(settings.storage_url.removeprefix("file://"))
+    for o in accepted:
+        body = (objects / "uploads" / f"{o['upload_id']}.csv").read_bytes()
+        assert hashlib.sha256(body).hexdigest() == o["sha256"]
+        assert sent[o["sha256"]].name == o["filename"]
+    stored = {p.stem for p in (objects / "uploads").iterdir()}
+    assert stored == before | ids, "an object without its upload, or a partial object"
+    assert {u["upload_id"] for u in system.uploads()} == before | ids
+    assert not [p for p in objects.rglob("*") if ".tmp" in p.name]
