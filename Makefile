@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke clean check-java install
+.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke clean check-java install browser-deps
 
 help:
 	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
@@ -19,6 +19,12 @@ check-java:
 	@command -v java >/dev/null 2>&1 || { \
 	  echo "salesflow needs Java 17 or newer for Spark, and 'java' is not on PATH."; \
 	  echo "Install it with:  apt-get install openjdk-17-jre-headless"; exit 1; }
+
+# The dashboard's browser test drives Debian's chromium (Playwright's own browser download is not used).
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium for the dashboard's browser test"; \
+	  apt-get update && apt-get install -y chromium; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +40,7 @@ demo: check-java $(STAMP)
 up: check-java $(STAMP)
 	$(VENV)/bin/salesflow up
 
-test: check-java $(STAMP)
+test: check-java browser-deps $(STAMP)
 	$(PYTEST) tests
 
 test-fast: check-java $(STAMP)

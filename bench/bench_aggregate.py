@@ -200,6 +200,11 @@ def run(ctx: Context) -> Report:
     small = ctx.sales_file(20_000)
     size_mb = sales.stat().st_size / 1e6
     report.notes.append(f"input: {rows:,} rows, {size_mb:.1f} MB of CSV")
+    if ctx.smoke:
+        report.notes.append(
+            f"the {TARGET_MB_S:g} MB/s target is set for the full 10M-row file; at smoke size "
+            "Spark's fixed per-job cost dominates"
+        )
     jobs: dict[str, Callable[[Path], Answer]] = {}
     for label, (module, factory) in ENGINES.items():
         why = missing_module(module)
@@ -238,7 +243,7 @@ def run(ctx: Context) -> Report:
         target = report.target("salesflow warm aggregate", spark_rate, TARGET_MB_S, "MB/s")
         report.headline(
             f"read+clean+aggregate {rows:,} rows ({size_mb:.0f} MB), warm Spark",
-            f"{spark_rate:.0f} MB/s",
+            f"{spark_rate:.3g} MB/s",
             target,
         )
         for label, row in results.items():
@@ -248,7 +253,7 @@ def run(ctx: Context) -> Report:
             report.ratios[f"{label} / salesflow"] = round(ratio, 2)
             report.headline(
                 f"same aggregation in {label}",
-                f"{row['mb_per_s']:.0f} MB/s ({ratio:.1f}x Spark)",
+                f"{row['mb_per_s']:.3g} MB/s ({ratio:.1f}x Spark)",
             )
     if not all(r["same_answer"] for r in results.values()):
         report.notes.append("engines disagree on the answer: see rows/groups/rejected columns")

@@ -323,8 +323,8 @@ def _summarise(report: Report, peaks: dict[str, float]) -> None:
         if value is not None:
             report.ratios[name] = value
     for variant, rate in rates.items():
-        if variant.startswith(("upload service", "boto3", "shutil.copyfile (")):
-            report.headline(f"upload {variant}", f"{rate:,.0f} MB/s")
+        if variant.startswith(("upload service", "boto3", "store writer", "shutil.copyfile (")):
+            report.headline(variant, f"{rate:,.0f} MB/s")
     if peaks:
         worst = max(peaks.values())
         target = report.target("upload service peak RSS", worst, TARGET_RSS_MB, "MB", higher=False)

@@ -174,6 +174,80 @@ def predict(
         _print_forecast(records, f"predictions of model {result.version}")
 
 
+# --- forecast / retrain (through the job server) ----------------------------------------------
+
+
+@app.command()
+def forecast(
+    store: Annotated[str, typer.Option("--store", help="Store id.")],
+    product: Annotated[str, typer.Option("--product", help="Product id.")],
+    month: Annotated[str | None, typer.Option("--month", help="Month, YYYY-MM.")] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", help="A date, YYYY-MM-DD (forecasts its month).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model version (default: active).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
+) -> None:
+    """One forecast from the job server's warm model: quantity, interval, basis, model version."""
+    from salesflow.services.jobs.client import JobServerClient
+
+    if (month is None) == (day is None):
+        raise typer.BadParameter("give exactly one of --month YYYY-MM or --date YYYY-MM-DD")
+    with JobServerClient(settings()) as client:
+        answer = client.forecast(store, product, month=month, date=day, model=model)
+    if as_json:
+        _print_json(answer)
+        return
+    one = answer["answers"][0]
+    bounds = [
+        f"{float(level) * 100:g}%: {_fmt(lo, 1)} - {_fmt(hi, 1)}"
+        for level, (lo, hi) in one["intervals"].items()
+        if lo is not None and hi is not None
+    ]
+    lineage = answer.get("lineage") or {}
+    console.print(
+        f"store {one['store_id']}, product {one['product_id']}, {one['period']}: "
+        f"[bold]{one['predicted_quantity']:,.1f}[/]"
+        + (f"  ({', '.join(bounds)})" if bounds else "  (no interval)")
+    )
+    console.print(
+        f"basis {one['basis']}{' (clipped at 0)' if one['clipped'] else ''}; model "
+        f"{answer['model_version']} trained {lineage.get('trained_at') or '?'}"
+    )
+    for note in answer.get("notes") or []:
+        err.print(f"note: {note}")
+
+
+@app.command()
+def retrain(
+    upload_id: Annotated[str, typer.Argument(help="The upload to train on again.")],
+    wait: Annotated[bool, typer.Option(help="Wait for the new job to finish.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+) -> None:
+    """Replay a past upload: a new training job on its stored file, without uploading again."""
+    from salesflow.services.jobs.client import JobServerClient
+
+    with JobServerClient(settings()) as client:
+        job = client.retrain(upload_id)
+        if wait:
+            with err.status(f"training job {job['job_id']}"):
+                job = client.wait(job["job_id"])
+    if as_json:
+        _print_json(job)
+        return
+    console.print(f"job {job['job_id']} ({job.get('job_key')}): [bold]{job['status']}[/]")
+    if job.get("model_version"):
+        console.print(f"model {job['model_version']}")
+    if job.get("metrics"):
+        _print_metrics(job["metrics"])
+    if job.get("error"):
+        console.print(f"[red]{job.get('error_code')}[/]: {job['error']}")
+    if job["status"] == "failed":
+        raise typer.Exit(1)
+
+
 @models_app.callback()
 def models(
     ctx: typer.Context,
@@ -243,6 +317,14 @@ def serve_jobs() -> None:
     serve(settings())
 
 
+@serve_app.command("dashboard")
+def serve_dashboard() -> None:
+    """The dashboard (HTTP): open the login link `salesflow up` prints."""
+    from salesflow.services.dashboard.app import serve
+
+    serve(settings())
+
+
 @serve_app.command("consumer")
 def serve_consumer() -> None:
     """The upload consumer (Kafka consumer group)."""
@@ -253,7 +335,8 @@ def serve_consumer() -> None:
 
 @app.command()
 def up() -> None:
-    """Start the whole system (broker, job server, upload service, consumer) until Ctrl-C."""
+    """Start everything (broker, job server, upload service, dashboard, consumer) until Ctrl-C."""
+    from salesflow.services.dashboard.app import login_url
     from salesflow.supervisor import running_stack
 
     cfg = settings()
@@ -263,6 +346,8 @@ def up() -> None:
         console.print(
             f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
         )
+        # The link carries the token: it goes to this terminal only, never to a log file.
+        console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
         console.print("Press Ctrl-C to stop.")
         try:
             while not stop.wait(1.0):

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface every service binds to.")
     upload_port: int = Field(8001, ge=1, le=65535, description="Upload service port.")
     jobs_port: int = Field(8002, ge=1, le=65535, description="Job server port.")
+    dashboard_port: int = Field(
+        8003, ge=1, le=65535, description="Dashboard port (open the link `salesflow up` prints)."
+    )
     upload_service_url: str = Field(
         "", description="Where clients find the upload service; empty means http://host:upload_port."
     )

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import codecs
 import csv
-import re
 from dataclasses import asdict, dataclass, field
-from datetime import date
 from operator import itemgetter
 from typing import Any
 
+from salesflow.csv_rules import BLANKS, date_of, open_quote_line, quantity_problem
 from salesflow.errors import (
     FieldTooLongError,
     NoRowsError,
@@ -26,14 +25,7 @@ from salesflow.errors import (
 )
 from salesflow.schema import HeaderInfo
 
-__all__ = [
-    "DELIMITER_NAMES",
-    "PREVIEW_REASONS",
-    "Inspector",
-    "Preview",
-    "date_of",
-    "quantity_problem",
-]
+__all__ = ["DELIMITER_NAMES", "PREVIEW_REASONS", "Inspector", "Preview"]
 
 #: The Spark job's reject reasons (salesflow.spark.transforms.REJECT_REASONS, in its order; not
 #: imported to keep Spark out of the upload service) and the preview's own `wrong_field_count`.
@@ -55,48 +47,8 @@ DUPLICATE_HASH_LIMIT = 500_000
 DISTINCT_LIMIT = 100_000
 #: Distinct date / quantity texts whose verdict is remembered (files repeat few values).
 _CACHE_LIMIT = 10_000
-#: What Spark's `_text` trims from a field before judging it (a stray CR included).
-_BLANKS = " \t\r\n"
 #: A quoted field costs 3 characters more than its text (two quotes and a delimiter).
 _FIELD_OVERHEAD = 3
-
-_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?: ([0-9]{2}):([0-9]{2}):([0-9]{2}))?")
-# What java.lang.Double.parseDouble (Spark's string -> double cast) reads: decimal or hex floats,
-# with an optional f/d suffix. Infinity and NaN parse too, but the Spark job rejects them.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?")
-_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+[fFdD]?")
-
-
-def date_of(text: str) -> str:
-    """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (the Spark job's formats) as an ISO day; "" if neither."""
-    match = _DATE.fullmatch(text.strip(_BLANKS))
-    if match is None:
-        return ""
-    year, month, day, hour, minute, second = match.groups()
-    try:
-        # Spark's calendar has a year 0 (a leap year, like 2000); Python's starts at 1.
-        date(int(year) or 2000, int(month), int(day))
-    except ValueError:
-        return ""
-    if hour is not None and (int(hour) > 23 or int(minute) > 59 or int(second) > 59):
-        return ""
-    return f"{year}-{month}-{day}"
-
-
-def quantity_problem(text: str) -> str:
-    """The reject reason of a quantity text as the Spark job decides it; "" when it is usable."""
-    value_text = text.strip(_BLANKS)
-    if not value_text:
-        return "missing_quantity"
-    if _DECIMAL.fullmatch(value_text):
-        value = float(value_text.rstrip("fFdD"))
-    elif _HEX.fullmatch(value_text):
-        value = float.fromhex(value_text.rstrip("fFdD"))
-    else:
-        return "bad_quantity"
-    if value != value or value in (float("inf"), float("-inf")):  # overflow, e.g. 1e999
-        return "bad_quantity"
-    return "negative_quantity" if value < 0 else ""
 
 
 @dataclass
@@ -179,10 +131,13 @@ class Inspector:
         if not chunk:
             return
         held = self._decoder.getstate()[0]
-        try:
-            text = self._decoder.decode(chunk)
-        except UnicodeDecodeError as exc:
-            raise self._not_utf8(held + chunk, exc.start, self._size - len(held)) from None
+        if not self._parsing and not held and chunk.isascii():
+            text = ""  # only counting, and ASCII is valid UTF-8: no need to decode
+        else:
+            try:
+                text = self._decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise self._not_utf8(held + chunk, exc.start, self._size - len(held)) from None
         self._size += len(chunk)
         self._newlines += chunk.count(b"\n")
         self._last_byte = chunk[-1:]
@@ -271,7 +226,7 @@ class Inspector:
         first_unparsed = self._pending_line + done
         self._pending_line = first_unparsed
         if final and unfinished:
-            line = _open_quote_line(unfinished, first_unparsed, self.header.delimiter)
+            line = open_quote_line(unfinished, first_unparsed, self.header.delimiter)
             raise UnterminatedQuoteError(f"quote opened on line {line} is never closed")
         if len(self._pending) > self._max_record:
             raise self._too_long(self._pending.split("\n"), self._pending_line)
@@ -282,7 +237,7 @@ class Inspector:
     def _too_long(self, lines: list[str], first_line: int) -> FieldTooLongError:
         """The error for text that outgrew any valid record: an endless quoted field or a giant
         line (`lines` start at `first_line`)."""
-        opened = _open_quote_line(lines, first_line, self.header.delimiter, strict=True)
+        opened = open_quote_line(lines, first_line, self.header.delimiter, strict=True)
         if opened:
             return FieldTooLongError(
                 f"line {opened}: a quoted field runs past the limit of {self.max_field_bytes} "
@@ -412,7 +367,7 @@ class Inspector:
         """Record distinct non-blank ids; the blank ones, each mapped to its reject reason."""
         values.discard(None)
         reason = "missing_store_id" if name == "stores" else "missing_product_id"
-        cleaned = {value.strip(_BLANKS) for value in values}
+        cleaned = {value.strip(BLANKS) for value in values}
         if len(seen) < DISTINCT_LIMIT:
             seen.update(cleaned)
             seen.discard("")
@@ -420,7 +375,7 @@ class Inspector:
             self._bounded.append(name)
         if "" not in cleaned:
             return {}
-        return {value: reason for value in values if not value.strip(_BLANKS)}
+        return {value: reason for value in values if not value.strip(BLANKS)}
 
     def _dates_of(self, values: set[Any]) -> dict[str, str]:
         """Widen the date range by the valid distinct dates; the invalid ones -> "bad_date"."""
@@ -491,32 +446,3 @@ class Inspector:
         self._duplicates += len(complete) - blanks - (len(hashes) - before)
         if len(complete) < done:
             self._bounded.append("duplicate_rows")
-
-
-def _open_quote_line(
-    lines: list[str], first_line: int, delimiter: str, strict: bool = False
-) -> int:
-    """The line on which the quoted field still open after `lines` began (csv's own rules).
-
-    With `strict`, 0 when no quote is open at the end; otherwise the last quote's line then.
-    """
-    start_field, in_field, in_quotes, quote_in_quotes = range(4)
-    state, opened = start_field, 0
-    for number, line in enumerate(lines, start=first_line):
-        for char in line:
-            if state == in_quotes:
-                if char == '"':
-                    state = quote_in_quotes
-            elif state == quote_in_quotes:
-                state = in_quotes if char == '"' else start_field if char == delimiter else in_field
-            elif char == delimiter:
-                state = start_field
-            elif state == start_field and char == '"':
-                state, opened = in_quotes, number
-            else:
-                state = in_field
-        if state != in_quotes:
-            state = start_field
-    if state == in_quotes:
-        return opened
-    return 0 if strict else (opened or first_line)

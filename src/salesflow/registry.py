@@ -7,13 +7,16 @@
     <root>/.staging/<random>/      a version being built; renamed to vNNNN when complete
 
 Publishing is a rename of a complete staged folder onto a version name: rename refuses a non-empty
-target, so two processes racing for the same number both succeed, with different numbers. Plain
-Python only (no Spark), so listing versions is instant.
+target, so two processes racing for the same number both succeed, with different numbers. A
+publisher that compared itself with the active version passes `expected_active`: if the pointer
+moved meanwhile, the new version stays a candidate (salesflow.spark.promotion is the gate that
+decides). Plain Python only (no Spark), so listing versions is instant.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import json
@@ -30,7 +33,7 @@ from typing import Any
 
 from salesflow.errors import ModelError, ModelNotFoundError
 
-__all__ = ["ModelRegistry", "ModelVersion", "normalise_version"]
+__all__ = ["ANY_ACTIVE", "ModelRegistry", "ModelVersion", "normalise_version"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,14 @@ _MAX_ATTEMPTS = 1000
 _METADATA = "metadata.json"
 _ACTIVE = "ACTIVE"
 _LOG = "activations.jsonl"
+
+
+class _Unchecked(enum.Enum):
+    ANY = "any"
+
+
+#: `publish(expected_active=ANY_ACTIVE)`: activate whatever the active version is now.
+ANY_ACTIVE = _Unchecked.ANY
 
 
 def normalise_version(version: str | int) -> str:
@@ -92,12 +103,46 @@ class ModelRegistry:
             shutil.rmtree(folder, ignore_errors=True)
 
     def publish(
-        self, staged: Path, metadata: dict[str, Any], *, activate: bool, reason: str, actor: str
+        self,
+        staged: Path,
+        metadata: dict[str, Any],
+        *,
+        activate: bool,
+        reason: str,
+        actor: str,
+        expected_active: str | _Unchecked | None = ANY_ACTIVE,
     ) -> ModelVersion:
-        """Make a staged folder the next version (never overwriting one); optionally activate it."""
+        """Make a staged folder the next version (never overwriting one); optionally activate it.
+
+        With `expected_active` (a version name, or None for "no active version"), activation only
+        happens if the pointer still names it; otherwise the version is published as a candidate
+        and its metadata says why (`activation_refused`, and `promotion` when there is one).
+        """
         staged = Path(staged)
         if not staged.is_dir():
             raise ModelError(f"nothing staged at {staged}")
+        with self._locked() if activate else contextlib.nullcontext():
+            current = self._active_name()
+            if activate and expected_active is not ANY_ACTIVE and current != expected_active:
+                refused = (
+                    f"not activated: the active version changed from {expected_active or 'none'} "
+                    f"to {current or 'none'} while this one was trained and compared"
+                )
+                log.warning("%s", refused)
+                metadata = {**metadata, "activation_refused": refused}
+                if isinstance(metadata.get("promotion"), dict):
+                    metadata["promotion"] = {
+                        **metadata["promotion"],
+                        "promoted": False,
+                        "reason": refused,
+                    }
+                activate = False
+            version = self._rename_into_place(staged, metadata, activate)
+            if activate:
+                self._point_at(version, reason=reason, actor=actor)
+        return self.get(version)
+
+    def _rename_into_place(self, staged: Path, metadata: dict[str, Any], activate: bool) -> str:
         for _ in range(_MAX_ATTEMPTS):
             version = self._next_version()
             meta = {
@@ -117,9 +162,7 @@ class ModelRegistry:
                     continue  # another publisher took this number: try the next one
                 raise
             log.info("published model %s", version)
-            if activate:
-                self.activate(version, reason=reason, actor=actor)
-            return self.get(version)
+            return version
         raise ModelError(f"could not allocate a version after {_MAX_ATTEMPTS} attempts")
 
     def _numbers(self) -> list[int]:
@@ -212,18 +255,22 @@ class ModelRegistry:
         name = normalise_version(version)
         with self._locked():
             self._load(name, None)  # raises ModelNotFoundError for a missing version
-            previous = self._active_name()
-            tmp = self.root / f".{_ACTIVE}.{secrets.token_hex(4)}.tmp"
-            tmp.write_text(name + "\n", encoding="utf-8")
-            os.replace(tmp, self.root / _ACTIVE)
-            entry = {
-                "at": _now(),
-                "version": name,
-                "previous": previous,
-                "reason": reason,
-                "actor": actor,
-            }
-            with (self.root / _LOG).open("a", encoding="utf-8") as log_file:
-                log_file.write(json.dumps(entry, sort_keys=True) + "\n")
-        log.info("activated model %s (previous %s): %s", name, previous, reason)
+            self._point_at(name, reason=reason, actor=actor)
         return self.get(name)
+
+    def _point_at(self, name: str, *, reason: str, actor: str) -> None:
+        """Replace the pointer and append to the log; the caller holds the lock."""
+        previous = self._active_name()
+        tmp = self.root / f".{_ACTIVE}.{secrets.token_hex(4)}.tmp"
+        tmp.write_text(name + "\n", encoding="utf-8")
+        os.replace(tmp, self.root / _ACTIVE)
+        entry = {
+            "at": _now(),
+            "version": name,
+            "previous": previous,
+            "reason": reason,
+            "actor": actor,
+        }
+        with (self.root / _LOG).open("a", encoding="utf-8") as log_file:
+            log_file.write(json.dumps(entry, sort_keys=True) + "\n")
+        log.info("activated model %s (previous %s): %s", name, previous, reason)

@@ -1,7 +1,7 @@
 """`salesflow up`: the whole system on one machine, each service its own child process.
 
-Starts the local broker (unless an external Kafka is configured), the job server, the upload service and
-the upload consumer; waits until each is ready; stops them all, newest first, on exit.
+Starts the local broker (unless an external Kafka is configured), the job server, the upload service, the
+dashboard and the upload consumer; waits until each is ready; stops them all, newest first, on exit.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class Stack:
                 )
             )
         jobs, upload = self.settings.job_server_url, self.settings.upload_service_url
+        dashboard = f"http://{self.settings.host}:{self.settings.dashboard_port}"
         children += [
             Child(
                 "job server", _cli("serve", "jobs"), logs / "jobs.log", _http_ready(jobs), url=jobs
@@ -118,6 +119,13 @@ class Stack:
                 logs / "upload.log",
                 _http_ready(upload),
                 url=upload,
+            ),
+            Child(
+                "dashboard",
+                _cli("serve", "dashboard"),
+                logs / "dashboard.log",
+                _http_ready(dashboard),
+                url=dashboard,
             ),
             Child(
                 "upload consumer", _cli("serve", "consumer"), logs / "consumer.log", lambda: True
@@ -154,7 +162,8 @@ class Stack:
             time.sleep(0.2)
 
     def child(self, name: str) -> Child:
-        """A started child by name ("broker", "job server", "upload service", "upload consumer")."""
+        """A started child by name ("broker", "job server", "upload service", "dashboard",
+        "upload consumer")."""
         return next(c for c in self.children if c.name == name)
 
     def restart(self, name: str, **overrides: Any) -> Child:

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from salesflow import preview as preview_module
+from salesflow.csv_rules import date_of, quantity_problem
 from salesflow.errors import FieldTooLongError, InputError, NotUtf8Error, UnterminatedQuoteError
-from salesflow.preview import Inspector, Preview, date_of, quantity_problem
+from salesflow.preview import Inspector, Preview
 from salesflow.schema import check_header
 from tests.bad_input.helpers import HEADER, row
 

@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -86,6 +86,7 @@ def server_errors(schema: Any, headers: dict[str, str]) -> tuple[list[str], Coun
                 max_examples=EXAMPLES,
                 deadline=None,
                 database=None,  # nothing written to .hypothesis/
+                phases=[Phase.explicit, Phase.generate],  # no shrinking: it only costs time here
                 suppress_health_check=list(HealthCheck),
             )
             @given(case=operation.as_strategy(generation_mode=mode))

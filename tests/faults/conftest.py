@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from salesflow.config import Settings
 from salesflow.services.upload.app import DB_FILE
@@ -139,6 +139,21 @@ def read_topic(
     finally:
         consumer.close()
     return records
+
+
+def topic_end(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's high watermark: the offset the next record will get."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "fault-watermarks"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
 
 
 def producer(settings: Settings, **config: Any) -> Producer:

@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 #: Re-publish uploads still not consumed after this long. Case 2 waits for it once; a resumed broker
 #: (case 3) hands its backlog to the consumer, which reports `queued`, well within it.
-RECONCILE_AFTER_S = 12.0
+RECONCILE_AFTER_S = 8.0
 #: Rows per uploaded file: cheap to train, big enough for a model (see tests/faults/conftest.py).
 ROWS = 1_500
 #: How long the broker stays frozen in case 3 (the issue's number).

@@ -1,7 +1,7 @@
-"""Faults around the upload consumer: crashes mid-event, a dead job server, tampered objects, a rebalance.
+"""Consumer faults: crashes mid-event, job server down, tampered objects, a rebalance.
 
-One system for the module (its tests leave the stack whole again), with 3 partitions so that a second
-consumer can take some of them. Each test ends with `check_invariants` over its own uploads.
+One system for the module (its tests leave the stack whole again), with 3 partitions so that a
+second consumer can take some of them. Each test ends with `check_invariants` over its uploads.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check` until it returns something truthy; AssertionError naming `what` after `timeout`."""
+def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` until it returns something truthy (AssertionError naming `what` if never)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -139,9 +139,10 @@ def test_killed_after_train_before_commit_is_redelivered_to_the_same_job(system:
 
     system.stack.restart("upload consumer")
     assert system.wait_terminal(upload_id)["status"] == "trained"
-    wait_until(lambda: lag(system) == 0, 60, "the redelivered event is committed")
-    # Handled twice (before and after the crash), both times answered with the one job.
-    assert queued_job_ids(consumer_log(system), upload_id) == [accepted[0]["job_id"]] * 2
+    eventually(lambda: lag(system) == 0, 60, "the redelivered event is committed")
+    # Handled again after the crash (redelivered), and answered with the same job each time.
+    handled = queued_job_ids(consumer_log(system), upload_id)
+    assert len(handled) >= 2 and set(handled) == {accepted[0]["job_id"]}, handled
     assert [j["job_id"] for j in system.jobs(upload_id)] == [accepted[0]["job_id"]]
     check_invariants(system, [upload_id])
 
@@ -156,10 +157,10 @@ def test_killed_after_verify_before_the_call_trains_once(system: System) -> None
 
     system.stack.restart("upload consumer")
     assert system.wait_terminal(upload_id)["status"] == "trained"
-    wait_until(lambda: lag(system) == 0, 60, "the redelivered event is committed")
+    eventually(lambda: lag(system) == 0, 60, "the redelivered event is committed")
     jobs = system.jobs(upload_id)
     assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
-    assert queued_job_ids(consumer_log(system), upload_id) == [jobs[0]["job_id"]]
+    assert set(queued_job_ids(consumer_log(system), upload_id)) == {jobs[0]["job_id"]}
     check_invariants(system, [upload_id])
 
 
@@ -179,6 +180,11 @@ def retry_delays(path: Path, upload_id: str) -> list[float]:
     return delays
 
 
+def runs(values: list[float], size: int) -> list[list[float]]:
+    """Every run of `size` consecutive values."""
+    return [values[i : i + size] for i in range(len(values) - size + 1)]
+
+
 def test_job_server_down_backs_off_without_commit_then_gives_up(system: System) -> None:
     """Case 6: while the job server is down nothing is committed; after the give-up it is a
     dead letter (`job_server_unavailable`); when the job server returns, the held event trains."""
@@ -196,20 +202,20 @@ def test_job_server_down_backs_off_without_commit_then_gives_up(system: System) 
 
         system.stack.restart("upload consumer")  # the default give-up (15 min)
         held = system.upload(system.sales_file(ROWS, seed=602))["upload_id"]
-        delays = wait_until(
-            lambda: (d := retry_delays(consumer_log(system), held)) and len(d) >= 4 and d,
-            60,
-            "four back-offs while the job server is down",
-        )
-        # Capped exponential back-off: 0.5, 1, 2, 2 (consumer_backoff_max_s is 2 in the harness).
+        # Capped exponential back-off: 0.5, 1, 2, 2 s (consumer_backoff_max_s is 2 in the harness).
         cap = system.settings.consumer_backoff_max_s
-        assert delays[:4] == [0.5, 1.0, min(2.0, cap), min(4.0, cap)], delays
+        expected = [0.5, 1.0, min(2.0, cap), min(4.0, cap)]
+        eventually(
+            lambda: expected in runs(retry_delays(consumer_log(system), held), len(expected)),
+            60,
+            f"back-offs of {expected} s while the job server is down",
+        )
         assert lag(system) == 1  # held, not committed
         assert status_of(system, held) == "stored"  # not queued: the job server never answered
     finally:
         system.stack.restart("job server")
     assert system.wait_terminal(held)["status"] == "trained"
-    wait_until(lambda: lag(system) == 0, 60, "the held event is committed")
+    eventually(lambda: lag(system) == 0, 60, "the held event is committed")
     assert len(system.jobs(held)) == 1
     assert system.jobs(given_up) == []  # a dead letter never reaches the job server
     check_invariants(system, [given_up, held])
@@ -237,15 +243,15 @@ def test_object_deleted_or_changed_before_verification_is_dead_lettered(system: 
         assert (final["status"], final["error_code"]) == ("rejected", reason), final
         assert read_letter(system, upload_id)["reason"] == reason
         assert system.jobs(upload_id) == []
-    wait_until(lambda: lag(system) == 0, 30, "both dead-lettered events are committed")
+    eventually(lambda: lag(system) == 0, 30, "both dead-lettered events are committed")
     check_invariants(system, [deleted, changed])
 
 
 # --- 13: a second consumer joins, the first is killed ------------------------------------------
 
 #: Uploads in the rebalance test, and after which of them the first consumer is killed.
-STREAM = 5
-KILL_AFTER = 2
+STREAM = 4
+KILL_AFTER = 1
 
 
 def assigned(path: Path) -> list[str]:
@@ -272,7 +278,7 @@ def test_second_consumer_joins_and_first_is_killed_mid_stream(system: System) ->
         )
     try:
         # The group has split: the newcomer holds some partitions, not all three.
-        wait_until(
+        eventually(
             lambda: any(a != "nothing" and a.count("[") < 3 for a in assigned(log_path)),
             60,
             "the second consumer gets a share of the partitions",
@@ -285,7 +291,7 @@ def test_second_consumer_joins_and_first_is_killed_mid_stream(system: System) ->
                 first.process.send_signal(signal.SIGKILL)
         for upload_id in ids:
             assert system.wait_terminal(upload_id)["status"] == "trained"
-        wait_until(lambda: lag(system) == 0, 60, "every event is committed")
+        eventually(lambda: lag(system) == 0, 60, "every event is committed")
         # The survivor ended up with all three partitions.
         assert assigned(log_path)[-1].count("[") == 3, assigned(log_path)
         for upload_id in ids:

@@ -57,7 +57,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def eventually(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy; AssertionError naming `what` after `timeout`."""
+    """Poll `check` until it returns something truthy (AssertionError naming `what` if never)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -240,7 +240,7 @@ def test_client_timeout_after_accept_retries_to_the_same_job(system: System) -> 
             for e in log_lines(consumer_log, upload_id)
             if (m := re.fullmatch(r"upload queued as job ([0-9a-f]+)", e["msg"]))
         ]
-        assert queued == [accepted["job_id"]]
+        assert queued and set(queued) == {accepted["job_id"]}, queued
     finally:
         system.stack.restart("upload consumer")
     check_invariants(system, [upload_id])

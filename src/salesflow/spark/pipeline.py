@@ -1,13 +1,15 @@
-"""The MLlib pipeline (index stores and products, assemble month/year/store/product, regress) and
-its evaluation on held-out recent months against a seasonal-naive baseline.
+"""The MLlib pipeline (index stores and products, assemble month/year/store/product, regress), its
+evaluation on held-out recent months against a seasonal-naive baseline, and the statistics a
+fitted model records: feature importances and the fallback means used for unknown ids.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.ml import Pipeline
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import StringIndexer, VectorAssembler
 from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
 from pyspark.sql import Column, DataFrame
@@ -16,7 +18,17 @@ from pyspark.sql import functions as F
 from salesflow.config import Settings
 from salesflow.spark.transforms import seasonal_naive, with_period_index
 
-__all__ = ["FEATURES", "HistoryShape", "build_pipeline", "evaluate", "pipeline_parameters"]
+__all__ = [
+    "FEATURES",
+    "HistoryShape",
+    "build_pipeline",
+    "evaluate",
+    "fallback_statistics",
+    "feature_importances",
+    "pipeline_from_parameters",
+    "pipeline_parameters",
+    "refit_parameters",
+]
 
 #: Model inputs, in the order VectorAssembler packs them.
 FEATURES: tuple[str, ...] = ("month", "year", "store", "product")
@@ -71,12 +83,22 @@ def pipeline_parameters(settings: Settings, n_stores: int, n_products: int) -> d
 
 
 def build_pipeline(settings: Settings, n_stores: int, n_products: int) -> Pipeline:
-    """A fresh, unfitted pipeline sized for a catalogue of `n_stores` stores and `n_products`.
+    """A fresh, unfitted pipeline sized for a catalogue of `n_stores` stores and `n_products`."""
+    return pipeline_from_parameters(pipeline_parameters(settings, n_stores, n_products))
+
+
+def refit_parameters(recorded: dict[str, Any], n_stores: int, n_products: int) -> dict[str, Any]:
+    """A version's recorded parameters, with maxBins raised to fit a catalogue of this size."""
+    needed = max(n_stores + _EXTRA_BINS, n_products + _EXTRA_BINS)
+    return {**recorded, "maxBins": max(int(recorded.get("maxBins", 0)), needed)}
+
+
+def pipeline_from_parameters(params: dict[str, Any]) -> Pipeline:
+    """A fresh, unfitted pipeline from recorded parameters (`pipeline_parameters`' form).
 
     StringIndexer metadata marks store and product as categorical, so the tree learners need
     maxBins >= categories (labels plus the "unknown" one that handleInvalid="keep" adds).
     """
-    params = pipeline_parameters(settings, n_stores, n_products)
     stores = StringIndexer(inputCol="store_id", outputCol="store", handleInvalid="keep")
     products = StringIndexer(inputCol="product_id", outputCol="product", handleInvalid="keep")
     assembler = VectorAssembler(inputCols=list(FEATURES), outputCol="features")
@@ -84,17 +106,50 @@ def build_pipeline(settings: Settings, n_stores: int, n_products: int) -> Pipeli
         "featuresCol": "features",
         "labelCol": "quantity",
         "predictionCol": "prediction",
-        "maxDepth": params["maxDepth"],
-        "maxBins": params["maxBins"],
-        "featureSubsetStrategy": params["featureSubsetStrategy"],
-        "seed": params["seed"],
+        "maxDepth": int(params["maxDepth"]),
+        "maxBins": int(params["maxBins"]),
+        "featureSubsetStrategy": str(params["featureSubsetStrategy"]),
+        "seed": int(params["seed"]),
     }
     regressor: RandomForestRegressor | GBTRegressor
-    if settings.regressor == "gbt":
-        regressor = GBTRegressor(maxIter=params["numTrees"], **common)
+    if params["regressor"] == "gbt":
+        regressor = GBTRegressor(maxIter=int(params["numTrees"]), **common)
     else:
-        regressor = RandomForestRegressor(numTrees=params["numTrees"], **common)
+        regressor = RandomForestRegressor(numTrees=int(params["numTrees"]), **common)
     return Pipeline(stages=[stores, products, assembler, regressor])
+
+
+def feature_importances(model: PipelineModel) -> dict[str, float]:
+    """The fitted regressor's feature importances (they sum to 1), by assembler input name."""
+    assembler, regressor = model.stages[-2], model.stages[-1]
+    names = assembler.getInputCols()  # type: ignore[attr-defined]
+    weights = regressor.featureImportances.toArray()  # type: ignore[attr-defined]
+    return {name: round(float(w), 4) for name, w in zip(names, weights, strict=True)}
+
+
+def fallback_statistics(history: DataFrame) -> dict[str, Any]:
+    """Means of the monthly quantity overall, per product and per store, in one aggregation.
+
+    They answer for ids a model has not seen (contract key "fallback"); `store_level` is a
+    store's mean relative to the overall mean.
+    """
+    rows = (
+        history.groupingSets([["store_id"], ["product_id"], []], "store_id", "product_id")
+        .agg(F.avg("quantity").alias("mean"), F.grouping_id().alias("set"))
+        .collect()
+    )
+    # grouping_id bits: 1 = product_id rolled up, 2 = store_id rolled up (3: neither key).
+    by_store = {r["store_id"]: float(r["mean"]) for r in rows if r["set"] == 1}
+    by_product = {r["product_id"]: float(r["mean"]) for r in rows if r["set"] == 2}
+    overall = next((float(r["mean"]) for r in rows if r["set"] == 3 and r["mean"] is not None), 0.0)
+    return {
+        "global_mean": round(overall, 4),
+        "product_mean": {p: round(m, 4) for p, m in sorted(by_product.items())},
+        "store_mean": {s: round(m, 4) for s, m in sorted(by_store.items())},
+        "store_level": {
+            s: (round(m / overall, 4) if overall else None) for s, m in sorted(by_store.items())
+        },
+    }
 
 
 def _error_sums(prefix: str, forecast: Column) -> list[Column]:
@@ -114,13 +169,19 @@ def _scores(row: Any, prefix: str, n: int) -> dict[str, float | None]:
     }
 
 
-def evaluate(history: DataFrame, settings: Settings, shape: HistoryShape) -> dict[str, Any]:
+def evaluate(
+    history: DataFrame,
+    settings: Settings,
+    shape: HistoryShape,
+    fit_transform: Callable[[DataFrame], DataFrame] | None = None,
+) -> dict[str, Any]:
     """Fit on all but the last `holdout_months` months; score model and baseline on the same rows.
 
     The baseline is the seasonal naive forecast (same store, product and month one year earlier),
     so the compared rows are the held-out rows that have such a value. Metrics are RMSE, MAE and
     WAPE (sum |error| / sum |actual|). Without a year of history before the held-out months
-    there is nothing to compare on and every score is None.
+    there is nothing to compare on and every score is None. `fit_transform` alters the frame the
+    model is fitted on (tests only).
     """
     months = settings.holdout_months
     empty = {"rmse": None, "mae": None, "wape": None}
@@ -138,6 +199,8 @@ def evaluate(history: DataFrame, settings: Settings, shape: HistoryShape) -> dic
         return result
     indexed = history.transform(with_period_index)
     fit_part = indexed.filter(F.col("period_index") <= cutoff)
+    if fit_transform is not None:
+        fit_part = fit_transform(fit_part)
     model = build_pipeline(settings, shape.stores, shape.products).fit(fit_part)
     held_out = indexed.transform(seasonal_naive).filter(F.col("period_index") > cutoff)
     predicted = F.greatest(F.col("prediction"), F.lit(0.0))  # as predict.py clips

@@ -2,7 +2,9 @@
 
 `predict` reads a CSV in the upload format (quantity optional), aggregates it like training does,
 and scores it with the active (or a named) model version. `predict_frame` is the warm-session entry
-point the job server uses; fitted models are cached per version folder (versions are immutable).
+point the job server uses for large files; fitted models are cached per version folder (versions
+are immutable). Answers follow `salesflow.served`'s rule (fallback means for unseen ids, intervals,
+lineage columns), so this path and the in-process one (`salesflow.forecast_csv`) agree.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ import argparse
 import csv
 import logging
 import os
-import re
 import secrets
 import shutil
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from pyspark.sql.types import StringType
 
 from salesflow.config import Settings
 from salesflow.errors import InputError, ModelError, SalesflowError
+from salesflow.forecast_csv import escape_formula_text
 from salesflow.registry import ModelRegistry, ModelVersion
+from salesflow.served import DEFAULT_LEVELS, ModelFacts, interval_columns, output_columns
 from salesflow.spark.read import open_sales, read_sales
 from salesflow.spark.transforms import (
     KEYS,
@@ -58,23 +61,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS: tuple[str, ...] = (
-    "store_id",
-    "product_id",
-    "year",
-    "month",
-    "period",
-    "predicted_quantity",
-    "actual_quantity",
-    "error",
-    "unknown_store",
-    "unknown_product",
-)
+#: The columns of a prediction for a model with the default interval levels (0.8 and 0.95).
+OUTPUT_COLUMNS: tuple[str, ...] = tuple(output_columns(DEFAULT_LEVELS))
 #: Fitted models kept in memory; loading one costs about a second, each holds a few MB of trees.
 _CACHE_SIZE = 4
 _cache: OrderedDict[str, PipelineModel] = OrderedDict()
 _cache_lock = threading.Lock()
-#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection");
+#: the Java regex twin of forecast_csv.escape_formula_text.
 _FORMULA_START = r"^[=+\-@\t\r]"
 #: ...unless it is a plain number, such as a negative quantity.
 _PLAIN_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"
@@ -82,13 +76,16 @@ _PLAIN_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"
 
 @dataclass(frozen=True)
 class PredictResult:
-    """A scored frame (OUTPUT_COLUMNS, sorted) with its row count and the ids the model never saw."""
+    """A scored frame (`output_columns`, sorted), its row count, the ids the model never saw,
+    and the model's lineage and notes (what its metadata lacked)."""
 
     version: str
     frame: DataFrame
     rows: int
     unknown_stores: list[str]
     unknown_products: list[str]
+    lineage: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def load_model(model_version: ModelVersion) -> PipelineModel:
@@ -115,11 +112,19 @@ def model_labels(model: PipelineModel) -> tuple[list[str], list[str]]:
     return list(stores.labelsArray[0]), list(products.labelsArray[0])
 
 
-def predict_frame(model_version: ModelVersion, df: DataFrame) -> DataFrame:
-    """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`)."""
+def predict_frame(
+    model_version: ModelVersion, df: DataFrame, facts: ModelFacts | None = None
+) -> DataFrame:
+    """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`).
+
+    The answer rule is `salesflow.served.ServedModel.score`'s: the model for known ids, else
+    the fallback means of `facts` (default: from the version's metadata alone), intervals for
+    model answers only, and the version and training time in every row.
+    """
     missing = [c for c in KEYS if c not in df.columns]
     if missing:
         raise InputError(f"cannot predict: column(s) {', '.join(missing)} missing from the frame")
+    facts = facts or ModelFacts.of(model_version)
     model = load_model(model_version)
     stores, products = model_labels(model)
     if "quantity" not in df.columns:
@@ -131,20 +136,70 @@ def predict_frame(model_version: ModelVersion, df: DataFrame) -> DataFrame:
         F.col("month").cast("int").alias("month"),
         F.col("quantity").cast("double").alias("quantity"),
     )
-    predicted = F.greatest(F.col("prediction"), F.lit(0.0))  # demand is never negative
-    return (
-        model.transform(typed)
-        .transform(with_period)
-        .select(
-            *KEYS,
-            "period",
-            predicted.alias("predicted_quantity"),
-            F.col("quantity").alias("actual_quantity"),
-            (predicted - F.col("quantity")).alias("error"),
-            # handleInvalid="keep" gives unseen ids the index just past the known labels.
-            (F.col("store") == float(len(stores))).alias("unknown_store"),
-            (F.col("product") == float(len(products))).alias("unknown_product"),
+    scored = model.transform(typed).transform(with_period)
+    raw = F.col("prediction")
+    # handleInvalid="keep" gives unseen ids the index just past the known labels.
+    unknown_store = F.col("store") == float(len(stores))
+    unknown_product = F.col("product") == float(len(products))
+    model_value = F.greatest(raw, F.lit(0.0))  # demand is never negative
+    by_model = ~unknown_store & ~unknown_product
+    basis: Column = F.when(by_model, F.lit("model"))
+    predicted: Column = F.when(by_model, model_value)
+    fallback = facts.fallback
+    if fallback is None:
+        basis, predicted = basis.otherwise(F.lit("model")), predicted.otherwise(model_value)
+    else:
+        spark = df.sparkSession
+        means = [
+            spark.createDataFrame(
+                list(fallback.product_mean.items()), "product_id string, pm double"
+            ),
+            spark.createDataFrame(list(fallback.store_mean.items()), "store_id string, sm double"),
+        ]
+        scored = scored.join(F.broadcast(means[0]), "product_id", "left").join(
+            F.broadcast(means[1]), "store_id", "left"
         )
+        use_product = ~unknown_product & F.col("pm").isNotNull()
+        use_store = ~unknown_store & F.col("sm").isNotNull()
+        basis = (
+            basis.when(use_product, F.lit("product_mean"))
+            .when(use_store, F.lit("store_mean"))
+            .otherwise(F.lit("global_mean"))
+        )
+        predicted = (
+            predicted.when(use_product, F.col("pm"))
+            .when(use_store, F.col("sm"))
+            .otherwise(F.lit(fallback.global_mean))
+        )
+    scored = scored.withColumns({"basis": basis, "predicted_quantity": predicted})
+    is_model = F.col("basis") == "model"
+    clipped = raw < 0
+    bounds: list[Column] = []
+    for level in facts.levels:
+        lo, hi = interval_columns([level])
+        width = facts.half_widths.get(level)
+        if width is None:
+            bounds += [F.lit(None).cast("double").alias(lo), F.lit(None).cast("double").alias(hi)]
+            continue
+        low = F.col("predicted_quantity") - F.lit(width)
+        clipped = clipped | (low < 0)
+        bounds += [
+            F.when(is_model, F.greatest(low, F.lit(0.0))).alias(lo),
+            F.when(is_model, F.col("predicted_quantity") + F.lit(width)).alias(hi),
+        ]
+    return scored.select(
+        *KEYS,
+        "period",
+        "predicted_quantity",
+        *bounds,
+        "basis",
+        (is_model & clipped).alias("clipped"),
+        F.col("quantity").alias("actual_quantity"),
+        (F.col("predicted_quantity") - F.col("quantity")).alias("error"),
+        unknown_store.alias("unknown_store"),
+        unknown_product.alias("unknown_product"),
+        F.lit(facts.version).alias("model_version"),
+        F.lit(facts.lineage.get("trained_at")).cast("string").alias("trained_at"),
     )
 
 
@@ -157,7 +212,10 @@ def predict(
     version: str | None = None,
 ) -> PredictResult:
     """Score a sales CSV (quantity optional) with the active model, or `version`."""
+    from salesflow.spark.train import curated_path  # train imports this module
+
     model_version = registry.get(version) if version else registry.require_active()
+    facts = ModelFacts.of(model_version, curated_path(settings))
     with open_sales(source, settings, require_quantity=False) as sales:
         raw = read_sales(spark, sales.spark_path, sales.header)
         if "quantity" not in raw.columns:
@@ -169,7 +227,7 @@ def predict(
             .transform(aggregate_monthly)
         )
         # Materialise while a staged copy of the source still exists; the result is small.
-        frame = predict_frame(model_version, monthly).orderBy(*KEYS).localCheckpoint()
+        frame = predict_frame(model_version, monthly, facts).orderBy(*KEYS).localCheckpoint()
     summary = frame.agg(
         F.count(F.lit(1)).alias("rows"),
         F.collect_set(F.when(F.col("unknown_store"), F.col("store_id"))).alias("stores"),
@@ -182,6 +240,8 @@ def predict(
         rows=int(summary["rows"]),
         unknown_stores=sorted(summary["stores"]),
         unknown_products=sorted(summary["products"]),
+        lineage=facts.lineage,
+        notes=list(facts.notes),
     )
     log.info(
         "predicted %d rows with %s (%d unknown stores, %d unknown products)",
@@ -201,13 +261,6 @@ def to_records(df: DataFrame) -> list[dict[str, Any]]:
 def _escape_formula(column: Column) -> Column:
     risky = column.rlike(_FORMULA_START) & ~column.rlike(_PLAIN_NUMBER)
     return F.when(risky, F.concat(F.lit("'"), column)).otherwise(column)
-
-
-def escape_formula_text(value: str) -> str:
-    """The Python twin of the CSV writer's escaping, for writers that do not go through Spark."""
-    if re.match(_FORMULA_START, value) and not re.match(_PLAIN_NUMBER, value):
-        return "'" + value
-    return value
 
 
 def write_csv(df: DataFrame, path: str | Path) -> Path:

@@ -1,8 +1,9 @@
 """The training job: sales files in, a new active model version out.
 
 header check -> read -> validate -> reject accounting -> clean -> aggregate -> append to the curated
-monthly history (once per file checksum) -> read the whole history -> evaluate on the most recent
-months against a seasonal-naive baseline -> refit on everything -> publish to the registry.
+monthly history (once per file checksum) -> read the whole history -> rolling-origin backtest
+(holdout metrics, intervals) -> score the active version on the same windows -> refit on
+everything -> publish; the promotion gate decides whether the new version becomes the active one.
 A failed run creates no version and leaves the active model alone.
 """
 
@@ -11,36 +12,41 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError, InputError, SalesflowError, TooManyRejectsError
 from salesflow.registry import ModelRegistry
-from salesflow.spark.pipeline import HistoryShape, build_pipeline, evaluate, pipeline_parameters
+from salesflow.spark import backtest
+from salesflow.spark.curated import append_curated, curated_path, manifests, read_history
+from salesflow.spark.pipeline import (
+    HistoryShape,
+    build_pipeline,
+    evaluate,
+    fallback_statistics,
+    feature_importances,
+    pipeline_parameters,
+)
 from salesflow.spark.predict import model_labels, write_csv
+from salesflow.spark.promotion import gate
 from salesflow.spark.read import SalesSource, file_sha256, open_sales, read_sales
 from salesflow.spark.transforms import (
     KEYS,
-    aggregate_monthly,
     aggregate_with_rejects,
     clean,
     rejected_rows,
     validate,
+    with_period_index,
 )
 
 __all__ = ["TrainInput", "TrainResult", "curated_path", "main", "train"]
@@ -48,17 +54,6 @@ __all__ = ["TrainInput", "TrainResult", "curated_path", "main", "train"]
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-_MANIFEST = "_source.json"  # Spark's Parquet reader skips names starting with "_"
-_CURATED_SCHEMA = StructType(
-    [
-        StructField("store_id", StringType()),
-        StructField("product_id", StringType()),
-        StructField("year", IntegerType()),
-        StructField("month", IntegerType()),
-        StructField("quantity", DoubleType()),
-        StructField("source_sha256", StringType()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -85,14 +80,11 @@ class TrainResult:
     inputs: list[dict[str, Any]]
     duration_s: float
     timings: dict[str, float] = field(default_factory=dict)
+    promoted: bool = True  # the new version is the active one
+    promotion: dict[str, Any] = field(default_factory=dict)  # the gate's record (metadata key)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def curated_path(settings: Settings) -> Path:
-    """The curated monthly history: Parquet partitioned by the source file's sha256."""
-    return settings.warehouse_path / "curated" / "monthly"
 
 
 @contextmanager
@@ -162,43 +154,6 @@ def _summarise(
     return monthly, stats
 
 
-def _append_curated(root: Path, monthly: DataFrame, stats: dict[str, Any]) -> bool:
-    """Add one source's monthly rows as partition source_sha256=<sha>; False if already there."""
-    partition = root / f"source_sha256={stats['sha256']}"
-    if partition.exists():
-        return False
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{secrets.token_hex(8)}"  # dot: invisible to Spark's partition discovery
-    try:
-        monthly.coalesce(1).write.parquet(str(tmp))
-        manifest = {**stats, "added_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        try:
-            os.rename(tmp, partition)
-        except OSError:
-            if partition.exists():  # another run added the same file meanwhile
-                return False
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return True
-
-
-def _manifests(root: Path) -> list[dict[str, Any]]:
-    if not root.is_dir():
-        return []
-    found = []
-    for manifest in sorted(root.glob(f"source_sha256=*/{_MANIFEST}")):
-        found.append(json.loads(manifest.read_text(encoding="utf-8")))
-    return found
-
-
-def _history(spark: SparkSession, root: Path) -> DataFrame:
-    """The whole curated history summed per store/product/month, checkpointed (it is small)."""
-    curated = spark.read.schema(_CURATED_SCHEMA).parquet(str(root))
-    return curated.transform(aggregate_monthly).localCheckpoint()
-
-
 def _metadata(
     spark: SparkSession,
     settings: Settings,
@@ -207,11 +162,12 @@ def _metadata(
     metrics: dict[str, Any],
     input_stats: list[dict[str, Any]],
     root: Path,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """What a model version records: its inputs, the data it saw, parameters, metrics, labels."""
-    manifests = _manifests(root)  # every source in the history the model was fitted on
-    firsts = [m["first_date"] for m in manifests if m.get("first_date")]
-    lasts = [m["last_date"] for m in manifests if m.get("last_date")]
+    """What a model version records: inputs, data seen, parameters, metrics, labels, `extra`."""
+    sources = manifests(root)  # every source in the history the model was fitted on
+    firsts = [m["first_date"] for m in sources if m.get("first_date")]
+    lasts = [m["last_date"] for m in sources if m.get("last_date")]
     by_reason: dict[str, int] = {}
     for stats in input_stats:
         for reason, count in stats["rejects_by_reason"].items():
@@ -229,9 +185,12 @@ def _metadata(
         "parameters": pipeline_parameters(settings, shape.stores, shape.products),
         "metrics": metrics,
         "spark_version": spark.version,
-        "training_sources": sorted(m["sha256"] for m in manifests),
+        "training_sources": sorted(m["sha256"] for m in sources),
         "stores": stores,
         "products": products,
+        "granularity": settings.granularity,
+        "feature_importances": feature_importances(model),
+        **extra,
     }
 
 
@@ -258,8 +217,15 @@ def train(
     progress: Progress | None = None,
     actor: str = "salesflow.train",
     activate: bool = True,
+    force: bool = False,
+    fit_transform: backtest.FitTransform | None = None,
 ) -> TrainResult:
-    """Learn from `inputs` plus the curated history; publish (and activate) a new model version."""
+    """Learn from `inputs` plus the curated history; publish a new version, active if it passes.
+
+    The promotion gate (salesflow.spark.promotion) activates the version when its backtest beats the
+    seasonal-naive forecast and the active version; `force` activates it anyway, `activate=False`
+    never does. `fit_transform` alters every frame the candidate is fitted on (tests only).
+    """
     if not inputs:
         raise InputError("nothing to train on: give at least one sales file")
     if settings.granularity != "month":
@@ -269,7 +235,7 @@ def train(
     say: Progress = progress or (lambda _stage: None)
     timings: dict[str, float] = {}
     root = curated_path(settings)
-    known = {m["sha256"]: m for m in _manifests(root)}
+    known = {m["sha256"]: m for m in manifests(root)}
 
     with _timed(timings, "read_clean_aggregate"):
         pending: list[tuple[DataFrame | None, dict[str, Any]]] = []
@@ -301,28 +267,67 @@ def train(
         say("adding to the curated history")
         for new_rows, stats in pending:
             if new_rows is not None:
-                stats["appended"] = _append_curated(root, new_rows, stats)
-        history = _history(spark, root)
+                stats["appended"] = append_curated(root, new_rows, stats)
+        history = read_history(spark, root)
         shape = HistoryShape.of(history)
         if shape.rows == 0:
             raise InputError("no accepted rows to train on")
 
     with _timed(timings, "evaluate"):
-        say(f"evaluating on the last {settings.holdout_months} months")
-        metrics = evaluate(history, settings, shape)
+        windows, horizon = settings.backtest_windows, settings.backtest_horizon
+        say(f"backtesting {windows} windows of {horizon} months")
+        params = pipeline_parameters(settings, shape.stores, shape.products)
+        prepared = backtest.prepare(history, shape, windows, horizon)
+        scored = backtest.run(prepared, params, fit_transform)
+        summary = backtest.summary(scored, horizon=horizon)
+        metrics = backtest.holdout_metrics(scored, settings.holdout_months, horizon)
+        if metrics is None:  # the holdout is not made of whole windows: one more fit
+            say(f"evaluating on the last {settings.holdout_months} months")
+            metrics = evaluate(history, settings, shape, fit_transform)
+        active = registry.active()
+        sources = sorted(m["sha256"] for m in manifests(root))
+        promotion = gate(
+            settings,
+            active,
+            prepared,
+            shape,
+            params,
+            summary,
+            sources,
+            force=force,
+            activate=activate,
+            exact=fit_transform is None,
+            say=say,
+        )
     with _timed(timings, "fit"):
         say("fitting the final model on all data")
-        model = build_pipeline(settings, shape.stores, shape.products).fit(history)
+        frame = (
+            history
+            if fit_transform is None
+            else fit_transform(history.transform(with_period_index))
+        )
+        model = build_pipeline(settings, shape.stores, shape.products).fit(frame)
     with _timed(timings, "save"):
         say("saving the model")
         input_stats = [stats for _, stats in pending]
-        metadata = _metadata(spark, settings, model, shape, metrics, input_stats, root)
+        extra = {
+            "backtest": summary,
+            "intervals": backtest.intervals(scored, settings.interval_levels),
+            "fallback": fallback_statistics(history),
+            "promotion": promotion,
+        }
+        metadata = _metadata(spark, settings, model, shape, metrics, input_stats, root, extra)
         with registry.staging() as staged:
             model.write().save(str(staged / "pipeline"))
             _failure_point(spark, settings, "train.before_publish")
-            reason = "trained on " + ", ".join(s["url"] for s in input_stats)
+            trained_on = "trained on " + ", ".join(s["url"] for s in input_stats)
             published = registry.publish(
-                staged, metadata, activate=activate, reason=reason, actor=actor
+                staged,
+                metadata,
+                activate=promotion["promoted"],
+                reason=f"{promotion['reason']}; {trained_on}",
+                actor=actor,
+                expected_active=active.version if active else None,
             )
     result = TrainResult(
         version=published.version,
@@ -336,8 +341,17 @@ def train(
         inputs=input_stats,
         duration_s=round(time.perf_counter() - started, 3),
         timings=timings,
+        promoted=published.active,
+        promotion=published.metadata.get("promotion", promotion),
     )
-    log.info("trained model %s in %.1f s: %s", result.version, result.duration_s, metrics)
+    log.info(
+        "trained model %s in %.1f s (%s: %s): %s",
+        result.version,
+        result.duration_s,
+        "active" if result.promoted else "candidate",
+        result.promotion["reason"],
+        metrics,
+    )
     return result
 
 

@@ -7,6 +7,8 @@ a bad value becomes null and then a `reject_reason`, never an exception halfway 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -22,8 +24,10 @@ __all__ = [
     "parse_quantity",
     "reject_reason",
     "rejected_rows",
+    "seasonal_changes",
     "seasonal_naive",
     "validate",
+    "window_rows",
     "with_period",
     "with_period_index",
 ]
@@ -41,6 +45,9 @@ REJECT_REASONS: tuple[str, ...] = (
 QUANTITY_REASONS: tuple[str, ...] = ("missing_quantity", "bad_quantity", "negative_quantity")
 #: The grain of the monthly aggregate.
 KEYS: tuple[str, ...] = ("store_id", "product_id", "year", "month")
+#: Months in a season: the seasonal-naive lag.
+SEASON = 12
+_SERIES = ["store_id", "product_id"]
 
 _BLANKS = " \t\r\n"
 _DATE_FORMATS = ("yyyy-MM-dd", "yyyy-MM-dd HH:mm:ss")
@@ -165,3 +172,52 @@ def seasonal_naive(df: DataFrame) -> DataFrame:
         F.col("quantity").alias("baseline"),
     )
     return df.join(earlier, list(KEYS), "left")
+
+
+def _earlier(df: DataFrame, name: str, key: str) -> DataFrame:
+    """`df`'s quantity as `name`, keyed by series and `key` = the period it is SEASON months before."""
+    return df.select(
+        *_SERIES, (F.col("period_index") + SEASON).alias(key), F.col("quantity").alias(name)
+    )
+
+
+def seasonal_changes(df: DataFrame) -> DataFrame:
+    """Add `change`: |quantity - the same series' quantity 12 months earlier| (null without one).
+
+    Its mean over a fit period is the in-sample MAE of the seasonal-naive forecast (MASE's scale).
+    Needs `period_index`.
+    """
+    earlier = _earlier(df, "year_ago", "period_index")
+    return (
+        df.join(earlier, [*_SERIES, "period_index"], "left")
+        .withColumn("change", F.abs(F.col("quantity") - F.col("year_ago")))
+        .drop("year_ago")
+    )
+
+
+def window_rows(history: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Backtest windows (window, origin, first, last) -> `history`'s rows in each window.
+
+    Each row gets `seasonal`, the seasonal-naive forecast made at the window's origin: the value
+    12 * ceil((t - origin) / 12) months before month t, the latest same-month value known then.
+    `history` needs `period_index`; the windows frame is small and broadcast.
+    """
+
+    def rows(windows: DataFrame) -> DataFrame:
+        inside = (F.col("period_index") >= F.col("first")) & (
+            F.col("period_index") <= F.col("last")
+        )
+        lag = (F.floor((F.col("period_index") - F.col("origin") - 1) / SEASON) + 1) * SEASON
+        known = history.select(
+            *_SERIES,
+            F.col("period_index").alias("seasonal_from"),
+            F.col("quantity").alias("seasonal"),
+        )
+        return (
+            history.join(F.broadcast(windows), inside)
+            .withColumn("seasonal_from", (F.col("period_index") - lag).cast("int"))
+            .join(known, [*_SERIES, "seasonal_from"], "left")
+            .drop("seasonal_from")
+        )
+
+    return rows

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from salesflow import logs
 from salesflow.config import Settings
 from salesflow.errors import ObjectNotFoundError, UnavailableError
+from salesflow.forecast import ForecastService
 from salesflow.registry import ModelRegistry
 from salesflow.services.http import ReadinessCheck, install_error_handlers, protected
 from salesflow.services.http import health_router as make_health_router
@@ -28,6 +29,7 @@ from salesflow.services.jobs.deps import ServerState, SparkWarmup
 from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
 from salesflow.services.jobs.runner import Engine, JobRunner, spark_engine
+from salesflow.spark.train import curated_path
 from salesflow.storage import store_for
 
 __all__ = ["ReportFn", "StatusReporter", "create_app", "serve", "upload_reporter"]
@@ -74,8 +76,8 @@ class StatusReporter:
 
     def on_status(self, job: Job) -> None:
         """The runner's callback: queue the upload status matching the job's (never blocks)."""
-        if job.kind != "train" or job.upload_id is None:
-            return
+        if job.kind != "train" or job.upload_id is None or job.replay:
+            return  # a replay retrains an upload whose own status is already final
         if job.status == "running":
             self._queue.put((job.upload_id, "training", {"job_id": job.job_id}))
         elif job.status == "succeeded":
@@ -178,7 +180,9 @@ def create_app(
         if interrupted:
             sweep_leftovers(settings)  # their half-written models, partitions and files
         registry = ModelRegistry(settings.warehouse_path / "models")
-        spark = engine or spark_engine(settings, registry)
+        # Warm in-process answers for GET/POST /forecast (and small predictions): no Spark.
+        forecasts = ForecastService(registry, history_root=curated_path(settings))
+        spark = engine or spark_engine(settings, registry, forecasts)
         reporter = StatusReporter(report or upload_reporter(settings))
         warmup = SparkWarmup(spark)
         runner = JobRunner(
@@ -189,7 +193,9 @@ def create_app(
             train_fn=spark.train,
             predict_fn=spark.predict,
             spark_fn=spark.spark,
+            predict_now_fn=spark.predict_now,
         )
+        app.state.forecasts = forecasts
         app.state.server = ServerState(
             settings=settings,
             db=db,
@@ -210,6 +216,7 @@ def create_app(
             await anyio.to_thread.run_sync(reporter.stop)
             await anyio.to_thread.run_sync(spark.stop)
             del app.state.server
+            del app.state.forecasts
             db.close()
 
     app = FastAPI(title="salesflow job server", version="1", lifespan=lifespan)

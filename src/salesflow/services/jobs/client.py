@@ -114,6 +114,13 @@ class JobServerClient:
         )
         return result
 
+    def retrain(self, upload_id: str) -> dict[str, Any]:
+        """Replay a past upload: a new train job on its stored file (a new model version)."""
+        result: dict[str, Any] = self._json(
+            "POST", "/train", json={"upload_id": upload_id, "replay": True}
+        )
+        return result
+
     def get_job(self, job_id: str) -> dict[str, Any]:
         """One job."""
         result: dict[str, Any] = self._json("GET", f"/jobs/{job_id}")
@@ -176,6 +183,33 @@ class JobServerClient:
             result: dict[str, Any] = response.json()
             return result
         return response.content
+
+    # --- forecasts -----------------------------------------------------------------------------
+
+    def forecast(
+        self,
+        store_id: str,
+        product_id: str,
+        *,
+        month: str | None = None,
+        date: str | None = None,
+        model: str | None = None,
+    ) -> dict[str, Any]:
+        """One forecast (give `month` YYYY-MM or `date` YYYY-MM-DD): `{"answers": [one], ...}`."""
+        params = {"store_id": store_id, "product_id": product_id}
+        params.update({k: v for k, v in (("month", month), ("date", date), ("model", model)) if v})
+        result: dict[str, Any] = self._json("GET", "/forecast", params=params)
+        return result
+
+    def forecast_many(
+        self, queries: list[dict[str, str]], model: str | None = None
+    ) -> dict[str, Any]:
+        """Up to 10,000 queries ({store_id, product_id, month | date}) answered by one model."""
+        body: dict[str, Any] = {"queries": queries}
+        if model:
+            body["model"] = model
+        result: dict[str, Any] = self._json("POST", "/forecast", json=body)
+        return result
 
     # --- models --------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The job table: one SQLite file (WAL) that survives restarts and makes train requests idempotent.
 
-`jobs.upload_id` is UNIQUE, so asking twice (or twenty times at once) to train the same upload gives
-one job. Workers claim queued jobs with one atomic `UPDATE ... WHERE status = 'queued'`.
+`jobs.job_key` is UNIQUE: the upload id for an upload's first train job, `<upload_id>:replay:<n>`
+for the n-th replay (a new job retraining a past upload on purpose), the job id for a predict job.
+So asking twice (or twenty times at once) to train the same upload gives one job, and a replay
+is always a new one. Workers claim queued jobs with one atomic `UPDATE ... WHERE status = 'queued'`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id        TEXT PRIMARY KEY,
     kind          TEXT NOT NULL CHECK (kind IN ('train', 'predict')),
-    upload_id     TEXT UNIQUE,
+    job_key       TEXT NOT NULL UNIQUE,
+    upload_id     TEXT,
     status        TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
     created_at    TEXT NOT NULL,
     started_at    TEXT,
@@ -48,7 +51,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS jobs_by_upload ON jobs (upload_id);
 """
+#: The columns a table from before replays (no job_key, upload_id UNIQUE) has; copied over.
+_OLD_COLUMNS = (
+    "job_id, kind, upload_id, status, created_at, started_at, finished_at, input_url, sha256,"
+    " model_version, result, output_path, error_code, error, log_tail, attempts"
+)
 
 
 def utc_now() -> str:
@@ -66,6 +75,7 @@ class Job:
     status: str
     created_at: str
     input_url: str
+    job_key: str = ""
     started_at: str | None = None
     finished_at: str | None = None
     sha256: str | None = None
@@ -81,12 +91,19 @@ class Job:
     def terminal(self) -> bool:
         return self.status in ("succeeded", "failed")
 
+    @property
+    def replay(self) -> bool:
+        """A train job asked for again on purpose (not the upload's first)."""
+        return self.kind == "train" and ":replay:" in self.job_key
+
     def to_dict(self) -> dict[str, Any]:
         """The job as the API shows it: result fields flattened, no local output path."""
         result = self.result
         body: dict[str, Any] = {
             "job_id": self.job_id,
             "kind": self.kind,
+            "job_key": self.job_key,
+            "replay": self.replay,
             "upload_id": self.upload_id,
             "status": self.status,
             "created_at": self.created_at,
@@ -103,6 +120,8 @@ class Job:
             "rows_aggregated": result.get("rows_aggregated"),
             "date_range": result.get("date_range"),
             "timings": result.get("timings"),
+            "promoted": result.get("promoted"),
+            "promotion": result.get("promotion"),
             "error_code": self.error_code,
             "error": self.error,
             "attempts": self.attempts,
@@ -112,6 +131,8 @@ class Job:
             body["rows"] = result.get("rows")
             body["unknown_stores"] = result.get("unknown_stores")
             body["unknown_products"] = result.get("unknown_products")
+            body["lineage"] = result.get("lineage")
+            body["notes"] = result.get("notes")
             body["output"] = f"/jobs/{self.job_id}/output" if self.status == "succeeded" else None
         return body
 
@@ -120,6 +141,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(
         job_id=row["job_id"],
         kind=row["kind"],
+        job_key=row["job_key"],
         upload_id=row["upload_id"],
         status=row["status"],
         created_at=row["created_at"],
@@ -160,7 +182,30 @@ class JobDB:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
             self._conn.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Rebuild a table from before replays (SQLite cannot drop a UNIQUE constraint in place)."""
+        columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+        if not columns or "job_key" in columns:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("ALTER TABLE jobs RENAME TO jobs_before_replays")
+            self._conn.execute("DROP INDEX IF EXISTS jobs_by_status")
+            for statement in _SCHEMA.split(";"):  # executescript would commit half-way
+                if statement.strip():
+                    self._conn.execute(statement)
+            self._conn.execute(
+                f"INSERT INTO jobs ({_OLD_COLUMNS}, job_key) SELECT {_OLD_COLUMNS},"
+                " COALESCE(upload_id, job_id) FROM jobs_before_replays ORDER BY rowid"
+            )
+            self._conn.execute("DROP TABLE jobs_before_replays")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -184,18 +229,40 @@ class JobDB:
 
     # --- creating ------------------------------------------------------------------------------
 
-    def create_train(self, upload_id: str, input_url: str, sha256: str | None) -> tuple[Job, bool]:
-        """The train job of an upload, created if new: (job, created)."""
+    def create_train(
+        self, upload_id: str, input_url: str, sha256: str | None, *, replay: bool = False
+    ) -> tuple[Job, bool]:
+        """The train job of an upload, created if new: (job, created).
+
+        `replay`: always a new job (`<upload_id>:replay:<n>`), even when the upload has one.
+        """
         job_id = secrets.token_hex(16)
         with self._tx() as conn:
+            key = upload_id
+            if replay:  # numbered inside the write transaction, so concurrent replays differ
+                (count,) = conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE kind = 'train' AND upload_id = ?"
+                    " AND job_key LIKE '%:replay:%'",
+                    (upload_id,),
+                ).fetchone()
+                key = f"{upload_id}:replay:{count + 1}"
             cursor = conn.execute(
-                "INSERT INTO jobs (job_id, kind, upload_id, status, created_at, input_url, sha256)"
-                " VALUES (?, 'train', ?, 'queued', ?, ?, ?) ON CONFLICT (upload_id) DO NOTHING",
-                (job_id, upload_id, utc_now(), input_url, sha256),
+                "INSERT INTO jobs (job_id, kind, job_key, upload_id, status, created_at,"
+                " input_url, sha256) VALUES (?, 'train', ?, ?, 'queued', ?, ?, ?)"
+                " ON CONFLICT (job_key) DO NOTHING",
+                (job_id, key, upload_id, utc_now(), input_url, sha256),
             )
             created = cursor.rowcount == 1
-            row = conn.execute("SELECT * FROM jobs WHERE upload_id = ?", (upload_id,)).fetchone()
+            row = conn.execute("SELECT * FROM jobs WHERE job_key = ?", (key,)).fetchone()
         return _row_to_job(row), created
+
+    def first_train(self, upload_id: str) -> Job | None:
+        """The upload's first train job (not a replay), or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM jobs WHERE job_key = ? AND kind = 'train'", (upload_id,)
+            ).fetchone()
+        return _row_to_job(row) if row is not None else None
 
     def create_predict(
         self, input_url: str, model_version: str | None, output_path: Path, job_id: str
@@ -203,9 +270,9 @@ class JobDB:
         """A queued predict job reading `input_url` and writing its CSV to `output_path`."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO jobs (job_id, kind, status, created_at, input_url, model_version,"
-                " output_path) VALUES (?, 'predict', 'queued', ?, ?, ?, ?)",
-                (job_id, utc_now(), input_url, model_version, str(output_path)),
+                "INSERT INTO jobs (job_id, kind, job_key, status, created_at, input_url,"
+                " model_version, output_path) VALUES (?, 'predict', ?, 'queued', ?, ?, ?, ?)",
+                (job_id, job_id, utc_now(), input_url, model_version, str(output_path)),
             )
             row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _row_to_job(row)

@@ -1,4 +1,5 @@
-"""The job server's routes: thin adapters from HTTP to the job table, the runner and the registry."""
+"""The job server's routes: thin adapters from HTTP to the job table, the runner, the registry and
+the warm in-process forecast service."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ import signal
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from salesflow.config import Settings
-from salesflow.errors import BusyError, InputError, InvalidKeyError, NotFoundError, TooLargeError
+from salesflow.errors import (
+    BusyError,
+    InputError,
+    InvalidKeyError,
+    NotFoundError,
+    TooLargeError,
+    UnavailableError,
+)
+from salesflow.forecast import MAX_QUERIES, ForecastService
+from salesflow.forecast import Query as ForecastQuery
 from salesflow.registry import ModelVersion, normalise_version
 from salesflow.schema import HEADER_PROBE_BYTES, check_header, upload_key
 from salesflow.services.jobs.db import MAX_LIST
@@ -44,11 +54,43 @@ _CHUNK = 1024 * 1024
 
 
 class TrainRequest(BaseModel):
-    """Train on a stored upload. The location is derived from the id, never taken from the caller."""
+    """Train on a stored upload. The location is derived from the id, never taken from the caller.
+
+    `replay`: retrain a past upload from its stored file as a new job (and a new version).
+    """
 
     upload_id: str
     sha256: str | None = None
     url: str | None = None
+    replay: bool = False
+
+
+class QueryBody(BaseModel):
+    """One forecast question: a store, a product, and a month (YYYY-MM) or a date (YYYY-MM-DD)."""
+
+    store_id: str
+    product_id: str
+    month: str | None = Field(None, description="YYYY-MM (`period` is accepted too)")
+    period: str | None = None
+    date: str | None = Field(None, description="YYYY-MM-DD: forecast for its month")
+
+
+class ForecastRequest(BaseModel):
+    """Up to 10,000 questions answered by one model version (default: the active one)."""
+
+    queries: list[QueryBody]
+    model: str | None = None
+
+
+def get_forecasts(request: Request) -> ForecastService:
+    """The lifespan's ForecastService."""
+    found = getattr(request.app.state, "forecasts", None)
+    if not isinstance(found, ForecastService):
+        raise UnavailableError("the job server is starting")
+    return found
+
+
+ForecastDep = Annotated[ForecastService, Depends(get_forecasts)]
 
 
 class ActivateRequest(BaseModel):
@@ -75,7 +117,7 @@ def pause_point(settings: Settings, step: str) -> None:
 def post_train(
     body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    """Queue training on an upload; the same upload id always answers with the same job."""
+    """Queue training on an upload; the same upload id answers with the same job unless `replay`."""
     url = store.url_for(upload_key(body.upload_id))
     if body.url is not None and body.url != url:
         raise InvalidKeyError(
@@ -84,7 +126,12 @@ def post_train(
         )
     if body.sha256 is not None and not _SHA256.fullmatch(body.sha256):
         raise InputError("sha256 must be 64 lowercase hex digits")
-    job, created = db.create_train(body.upload_id, url, body.sha256)
+    sha256 = body.sha256
+    if body.replay:
+        store.head(upload_key(body.upload_id))  # 404 unless the file is still stored
+        first = db.first_train(body.upload_id)
+        sha256 = sha256 or (first.sha256 if first else None)
+    job, created = db.create_train(body.upload_id, url, sha256, replay=body.replay)
     if created:
         runner.kick()
         pause_point(settings, "jobs.after_accept")
@@ -143,10 +190,14 @@ def _json_answer(outcome: PredictOutcome) -> JSONResponse:
     return JSONResponse(
         {
             "model_version": outcome.model_version,
+            "granularity": "month",
             "row_count": outcome.rows,
             "rows": outcome.records or [],
             "unknown_stores": outcome.unknown_stores,
             "unknown_products": outcome.unknown_products,
+            "rows_dropped": outcome.rows_dropped,
+            "lineage": outcome.lineage,
+            "notes": outcome.notes,
         },
         headers={"X-Model-Version": outcome.model_version},
     )
@@ -186,13 +237,16 @@ async def post_predict(
 async def _predict_now(
     request: Request, state: ServerState, source: Path, version: str | None
 ) -> Response:
-    """Predict on the warm session now, within the concurrency limit; deletes `source`."""
-    state.warmup.require()
+    """Predict now (in-process, or on the warm session), within the concurrency limit; deletes
+    `source`."""
+    predict = state.runner.predict_now_fn
+    if predict is None:
+        state.warmup.require()
+        predict = state.runner.predict_fn
     limit = state.settings.predict_max_concurrent
     if not state.predict_slots.acquire(blocking=False):
         raise BusyError(f"{limit} predictions are already running; retry in a moment")
     try:
-        predict = state.runner.predict_fn
         if "application/json" in request.headers.get("accept", ""):
             outcome = await run_in_threadpool(predict, source, version=version, csv_out=None)
             return _json_answer(outcome)
@@ -211,6 +265,44 @@ async def _predict_now(
     finally:
         state.predict_slots.release()
         source.unlink(missing_ok=True)
+
+
+# --- forecasts -------------------------------------------------------------------------------
+
+
+def _query(body: QueryBody, index: int | None = None) -> ForecastQuery:
+    try:
+        return ForecastQuery.of(
+            body.store_id, body.product_id, month=body.month or body.period, date=body.date
+        )
+    except InputError as exc:
+        raise InputError(f"query {index}: {exc}" if index is not None else str(exc)) from None
+
+
+@router.get("/forecast")
+def get_forecast(
+    forecasts: ForecastDep,
+    store_id: str,
+    product_id: str,
+    month: Annotated[str | None, Query(description="YYYY-MM")] = None,
+    date: Annotated[str | None, Query(description="YYYY-MM-DD: forecast for its month")] = None,
+    model: str | None = None,
+) -> JSONResponse:
+    """One forecast with its interval, basis and the model's lineage, from the warm model."""
+    query = _query(QueryBody(store_id=store_id, product_id=product_id, month=month, date=date))
+    batch = forecasts.forecast([query], model)
+    return JSONResponse(batch.to_dict(), headers={"X-Model-Version": batch.model_version})
+
+
+@router.post("/forecast")
+def post_forecast(body: ForecastRequest, forecasts: ForecastDep) -> JSONResponse:
+    """Up to 10,000 forecasts from one model version, with its lineage once (413 beyond)."""
+    if len(body.queries) > MAX_QUERIES:
+        raise TooLargeError(f"{len(body.queries)} queries; at most {MAX_QUERIES} per request")
+    if not body.queries:
+        raise InputError("queries is empty: ask at least one question")
+    batch = forecasts.forecast([_query(q, i) for i, q in enumerate(body.queries)], body.model)
+    return JSONResponse(batch.to_dict(), headers={"X-Model-Version": batch.model_version})
 
 
 # --- models ----------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 The Spark work is injected (`train_fn`, `predict_fn`, `spark_fn`), defaulting to the real
 `salesflow.spark` functions, so the runner and the routes can be tested with plain functions.
+Small synchronous predictions use `predict_now_fn` (the real engine's is in-process, no Spark).
 A failed job gets a stable error code and a short message; tracebacks go to the server log only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -20,10 +23,12 @@ from typing import Any, Protocol
 from salesflow import logs
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError
+from salesflow.forecast import ForecastService
+from salesflow.forecast_csv import predict_csv
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.spark.session import get_spark, stop_spark
-from salesflow.spark.train import TrainInput, train
+from salesflow.spark.train import TrainInput, curated_path, train
 from salesflow.storage import local_path_of
 
 __all__ = [
@@ -33,6 +38,8 @@ __all__ = [
     "PredictOutcome",
     "StatusCallback",
     "TrainFn",
+    "inprocess_predictor",
+    "lineage_path",
     "spark_engine",
     "spark_predictor",
 ]
@@ -69,13 +76,17 @@ class TrainFn(Protocol):
 
 @dataclass(frozen=True)
 class PredictOutcome:
-    """What a prediction produced: the model used, counts, and the records when asked for JSON."""
+    """What a prediction produced: the model used, counts, the records when asked for JSON, the
+    model's lineage, notes on what its metadata lacked, and input rows dropped (by reason)."""
 
     model_version: str
     rows: int
     unknown_stores: list[str] = field(default_factory=list)
     unknown_products: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] | None = None
+    lineage: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    rows_dropped: dict[str, int] | None = None
 
 
 class PredictFn(Protocol):
@@ -91,18 +102,33 @@ class PredictFn(Protocol):
 
 @dataclass(frozen=True)
 class Engine:
-    """The Spark side of the job server: session start/stop, training and prediction."""
+    """The job server's workers: session start/stop, training, and prediction - `predict` for
+    jobs (Spark), `predict_now` for small synchronous files (None: `predict`, on the session)."""
 
     spark: Callable[[], Any]
     stop: Callable[[], None]
     train: TrainFn
     predict: PredictFn
+    predict_now: PredictFn | None = None
+
+
+def lineage_path(csv_out: Path) -> Path:
+    """The sidecar holding the full lineage of a prediction CSV: `<file>.lineage.json`."""
+    return csv_out.with_name(csv_out.name + ".lineage.json")
+
+
+def _write_lineage(csv_out: Path, lineage: dict[str, Any]) -> None:
+    target = lineage_path(csv_out)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, target)
 
 
 def spark_predictor(
     settings: Settings, registry: ModelRegistry, spark_fn: Callable[[], Any]
 ) -> PredictFn:
-    """The real predictor: `salesflow.spark.predict` on the process's session."""
+    """The real job predictor: `salesflow.spark.predict` on the process's session."""
+    from salesflow.served import LINEAGE_COLUMNS
     from salesflow.spark import predict as spark_predict
 
     def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
@@ -111,31 +137,63 @@ def spark_predictor(
         )
         records = None
         if csv_out is None:
-            records = spark_predict.to_records(result.frame)
+            records = spark_predict.to_records(result.frame.drop(*LINEAGE_COLUMNS))
         else:
             spark_predict.write_csv(result.frame, csv_out)
+            _write_lineage(csv_out, result.lineage)
         return PredictOutcome(
             model_version=result.version,
             rows=int(result.rows),
             unknown_stores=sorted(result.unknown_stores),
             unknown_products=sorted(result.unknown_products),
             records=records,
+            lineage=result.lineage,
+            notes=result.notes,
         )
 
     return run
 
 
-def spark_engine(settings: Settings, registry: ModelRegistry) -> Engine:
-    """The real engine: one warm SparkSession per process, stopped at shutdown."""
+def inprocess_predictor(forecasts: ForecastService) -> PredictFn:
+    """Small files without Spark: parsed in Python, scored by the warm in-process model."""
+
+    def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+        result = predict_csv(forecasts, source, version)
+        records = None
+        if csv_out is None:
+            records = result.records()
+        else:
+            result.write_csv(csv_out)
+        return PredictOutcome(
+            model_version=result.model_version,
+            rows=len(result.rows),
+            unknown_stores=result.unknown_stores,
+            unknown_products=result.unknown_products,
+            records=records,
+            lineage=result.lineage,
+            notes=result.notes,
+            rows_dropped=result.rows_dropped,
+        )
+
+    return run
+
+
+def spark_engine(
+    settings: Settings, registry: ModelRegistry, forecasts: ForecastService | None = None
+) -> Engine:
+    """The real engine: one warm SparkSession per process, stopped at shutdown; small
+    predictions in-process with `forecasts` (default: a new service on `registry`)."""
 
     def spark() -> Any:
         return get_spark(settings)
 
+    forecasts = forecasts or ForecastService(registry, history_root=curated_path(settings))
     return Engine(
         spark=spark,
         stop=stop_spark,
         train=train,
         predict=spark_predictor(settings, registry, spark),
+        predict_now=inprocess_predictor(forecasts),
     )
 
 
@@ -174,6 +232,8 @@ _RESULT_FIELDS = (
     "date_range",
     "timings",
     "duration_s",
+    "promoted",
+    "promotion",
 )
 
 
@@ -195,7 +255,9 @@ class JobRunner:
         train_fn: TrainFn = train,
         predict_fn: PredictFn | None = None,
         spark_fn: Callable[[], Any] | None = None,
+        predict_now_fn: PredictFn | None = None,
     ) -> None:
+        """`predict_now_fn`: small synchronous predictions; None means `predict_fn` (Spark)."""
         self.settings = settings
         self.db = db
         self.registry = registry
@@ -203,6 +265,7 @@ class JobRunner:
         self.train_fn = train_fn
         self.spark_fn: Callable[[], Any] = spark_fn or (lambda: get_spark(settings))
         self.predict_fn = predict_fn or spark_predictor(settings, registry, self.spark_fn)
+        self.predict_now_fn = predict_now_fn
         self._wake = threading.Condition()
         self._pending = False
         self._stopping = threading.Event()
@@ -314,18 +377,32 @@ class JobRunner:
             "rows": outcome.rows,
             "unknown_stores": outcome.unknown_stores,
             "unknown_products": outcome.unknown_products,
+            "lineage": outcome.lineage,
+            "notes": outcome.notes,
         }
 
     def _published_by_earlier_attempt(self, job: Job) -> tuple[str, dict[str, Any]] | None:
         """The version an interrupted attempt of this train job published, if it got that far.
 
         A job server killed between publishing a model and recording the job would otherwise
-        train the upload again on restart and publish a second version for it.
+        train the upload again on restart and publish a second version for it. Only versions
+        published since the job was created, and not recorded by another job of the same upload
+        (a replay's first job), count.
         """
         if job.attempts < 2 or job.upload_id is None:
             return None
+        since = job.created_at[:19]  # registry times have whole seconds
+        taken = {
+            other.model_version
+            for other in self.db.find(upload_id=job.upload_id, limit=1000)
+            if other.job_id != job.job_id
+        }
         for version in reversed(self.registry.versions()):
             meta = version.metadata
+            if str(meta.get("created_at", ""))[:19] < since:
+                break  # versions are in publishing order: the rest are older still
+            if version.version in taken:
+                continue
             if any(i.get("upload_id") == job.upload_id for i in meta.get("inputs") or []):
                 log.warning("model %s was published by an interrupted attempt", version.version)
                 return version.version, {name: meta.get(name) for name in _RESULT_FIELDS}

@@ -1,0 +1,239 @@
+"""Answers to "how many will store S sell of product P in month M?", from warm in-process models.
+
+No HTTP and no Spark: `ForecastService` keeps one `serving.Forecaster` per model version, follows
+the registry's active pointer (the next request after an activation loads the new version), and
+answers each query with a quantity, a prediction interval per level, the basis of the answer
+(the model, or a fallback mean for ids the model never saw) and, once per response, the lineage
+of the model. What a version says and how a row is answered live in `salesflow.served`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from salesflow.errors import InputError, ModelError, ModelNotFoundError, TooLargeError
+from salesflow.registry import ModelRegistry, normalise_version
+from salesflow.served import ServedModel, bound
+
+__all__ = ["MAX_QUERIES", "Answer", "ForecastBatch", "ForecastService", "Query", "parse_period"]
+
+log = logging.getLogger(__name__)
+
+#: Largest batch of queries one call answers (about 2 MB of JSON out, ~50 ms of work).
+MAX_QUERIES = 10_000
+#: Model versions kept loaded; each holds a few MB of tree arrays.
+CACHE_SIZE = 4
+#: Longest store or product id a query may carry (ids in the catalogue are short codes).
+MAX_ID_CHARS = 200
+#: What the Spark job trims from an id (transforms._BLANKS), so " s1 " asks about "s1".
+_BLANKS = " \t\r\n"
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+
+
+def parse_period(text: str) -> tuple[int, int]:
+    """(year, month) of "YYYY-MM", or of the month of a "YYYY-MM-DD" date (month models)."""
+    value = str(text).strip()
+    if match := _MONTH.fullmatch(value):
+        year, month = int(match[1]), int(match[2])
+        if 1 <= month <= 12:
+            return year, month
+    elif match := _DAY.fullmatch(value):
+        try:
+            day = date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            pass
+        else:
+            return day.year, day.month
+    raise InputError(f"{value[:40]!r} is not a month YYYY-MM or a date YYYY-MM-DD")
+
+
+def _clean_id(name: str, value: Any) -> str:
+    text = value.strip(_BLANKS) if isinstance(value, str) else ""
+    if not text:
+        raise InputError(f"{name} is missing or blank")
+    if len(text) > MAX_ID_CHARS or "\x00" in text:
+        raise InputError(f"{name} {text[:40]!r}... is not an id (over {MAX_ID_CHARS} characters)")
+    return text
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question: a store, a product and a month ("YYYY-MM"; a "YYYY-MM-DD" date means its month)."""
+
+    store_id: str
+    product_id: str
+    period: str
+
+    @classmethod
+    def of(
+        cls,
+        store_id: Any,
+        product_id: Any,
+        *,
+        month: str | None = None,
+        date: str | None = None,
+    ) -> Query:
+        """A validated query from a month or a date (exactly one); InputError says what is wrong."""
+        if (month is None) == (date is None):
+            raise InputError("give exactly one of month (YYYY-MM) or date (YYYY-MM-DD)")
+        year, number = parse_period(month if month is not None else str(date))
+        if date is not None and not _DAY.fullmatch(str(date).strip()):
+            raise InputError(f"date {str(date)[:40]!r} is not YYYY-MM-DD")
+        return cls(
+            _clean_id("store_id", store_id),
+            _clean_id("product_id", product_id),
+            f"{year:04d}-{number:02d}",
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One forecast: the quantity, its interval per level ([lo, hi], or nulls), basis and flags.
+
+    `clipped`: the prediction or an interval bound was raised to 0 (demand is never negative).
+    """
+
+    store_id: str
+    product_id: str
+    period: str
+    predicted_quantity: float
+    intervals: dict[str, list[float | None]]
+    clipped: bool
+    basis: str
+    unknown_store: bool
+    unknown_product: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store_id": self.store_id,
+            "product_id": self.product_id,
+            "period": self.period,
+            "predicted_quantity": self.predicted_quantity,
+            "intervals": self.intervals,
+            "clipped": self.clipped,
+            "basis": self.basis,
+            "unknown_store": self.unknown_store,
+            "unknown_product": self.unknown_product,
+        }
+
+
+@dataclass(frozen=True)
+class ForecastBatch:
+    """The answers to a batch of queries, with the model's lineage and any notes once."""
+
+    model_version: str
+    granularity: str
+    answers: list[Answer]
+    lineage: dict[str, Any]
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "granularity": self.granularity,
+            "answers": [a.to_dict() for a in self.answers],
+            "lineage": self.lineage,
+            "notes": self.notes,
+        }
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+def _active_name(registry: ModelRegistry) -> str:
+    """The active version from the registry's documented `<root>/ACTIVE` pointer.
+
+    Read on every request (a ~10 us file read); `ModelRegistry.active()` would also parse the
+    version's metadata, which can be megabytes of backtest detail.
+    """
+    try:
+        name = (registry.root / "ACTIVE").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        name = ""
+    if not name:
+        raise ModelNotFoundError("no active model: train one first (upload a sales file)")
+    return name
+
+
+class ForecastService:
+    """Answers forecast queries from cached, in-process models; follows the active pointer."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        history_root: Path | None = None,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        """`history_root`: the curated monthly history, for versions without fallback means."""
+        self.registry = registry
+        self.history_root = history_root
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, ServedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading = threading.Lock()
+        #: Seconds each load took, by version: the cost of a hot reload.
+        self.load_seconds: dict[str, float] = {}
+
+    def model(self, version: str | None = None) -> ServedModel:
+        """A version (default: the active one now), loaded once and kept while in use."""
+        name = normalise_version(version) if version else _active_name(self.registry)
+        with self._lock:
+            if name in self._cache:
+                self._cache.move_to_end(name)
+                return self._cache[name]
+        with self._loading:  # one load at a time; a second caller for it waits, then hits
+            with self._lock:
+                if name in self._cache:
+                    return self._cache[name]
+            served = ServedModel.load(self.registry.get(name), self.history_root)
+            log.info("loaded model %s in %.3f s", name, served.load_seconds)
+            with self._lock:
+                self.load_seconds[name] = served.load_seconds
+                self._cache[name] = served
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return served
+
+    def forecast(self, queries: Sequence[Query], version: str | None = None) -> ForecastBatch:
+        """Answer `queries` (at most MAX_QUERIES) with one model version and its lineage."""
+        if len(queries) > MAX_QUERIES:
+            raise TooLargeError(f"{len(queries)} queries; at most {MAX_QUERIES} per request")
+        served = self.model(version)
+        facts = served.facts
+        if facts.granularity != "month":
+            raise ModelError(f"model {facts.version} has granularity {facts.granularity!r}")
+        periods = [parse_period(q.period) for q in queries]
+        stores = [q.store_id for q in queries]
+        products = [q.product_id for q in queries]
+        scored = served.score(stores, products, [y for y, _ in periods], [m for _, m in periods])
+        answers = [
+            Answer(
+                store_id=q.store_id,
+                product_id=q.product_id,
+                period=f"{y:04d}-{m:02d}",
+                predicted_quantity=float(scored.predicted[i]),
+                intervals={
+                    level: [bound(scored.lower[level], i), bound(scored.upper[level], i)]
+                    for level in facts.levels
+                },
+                clipped=bool(scored.clipped[i]),
+                basis=str(scored.basis[i]),
+                unknown_store=bool(scored.unknown_store[i]),
+                unknown_product=bool(scored.unknown_product[i]),
+            )
+            for i, (q, (y, m)) in enumerate(zip(queries, periods, strict=True))
+        ]
+        notes = list(facts.notes)
+        if any(a.basis != "model" for a in answers):
+            notes.append("fallback answers (basis other than 'model') have no interval")
+        return ForecastBatch(facts.version, facts.granularity, answers, facts.lineage, notes)

@@ -1,0 +1,222 @@
+"""Predictions for a small sales CSV in-process: parse in Python, score with the warm model, no Spark.
+
+The same semantics as `salesflow.spark.predict.predict` (a test holds them equal): the header
+check, ids trimmed of blanks, the Spark job's date and quantity rules (`salesflow.preview`),
+rows with a missing id or a bad date dropped (and counted by reason), a bad or missing quantity
+only blanking the actual, then one row per store, product and month with the quantities summed.
+Like Spark's CSV reader, a short line gets nulls for its missing fields and a long one loses
+its extra fields; blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from salesflow.forecast import ForecastService
+from salesflow.preview import date_of, quantity_problem
+from salesflow.schema import HEADER_PROBE_BYTES, check_header
+from salesflow.served import bound, interval_columns, output_columns
+
+__all__ = ["CsvPrediction", "MonthlyRows", "escape_formula_text", "predict_csv", "read_monthly"]
+
+#: What Spark's `_text` trims from a field (a stray CR included).
+_BLANKS = " \t\r\n"
+#: Distinct date / quantity texts whose verdict is remembered (files repeat few values).
+_CACHE_LIMIT = 10_000
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+_FORMULA_START = re.compile(r"[=+\-@\t\r]")
+#: ...unless it is a plain number, such as a negative quantity.
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+Key = tuple[str, str, int, int]
+
+
+def escape_formula_text(value: str) -> str:
+    """A text cell a spreadsheet would run as a formula (= + - @ ...) gets a leading `'`."""
+    if _FORMULA_START.match(value) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+@dataclass
+class MonthlyRows:
+    """A sales file aggregated per store, product and month: keys sorted, actuals (None: none)."""
+
+    keys: list[Key]
+    actual: list[float | None]
+    rows_read: int
+    dropped: dict[str, int]
+
+
+def _quantity(text: str) -> float | None:
+    """The quantity as the Spark job parses it; None when it is missing, bad or negative."""
+    if quantity_problem(text):
+        return None
+    value = text.strip(_BLANKS).rstrip("fFdD")
+    return float.fromhex(value) if "x" in value.lower() else float(value)
+
+
+def _records(path: Path, delimiter: str) -> Iterator[list[str]]:
+    # utf-8-sig drops a BOM; undecodable bytes become U+FFFD, as in Spark's reader.
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        next(reader, None)  # the header line
+        yield from (fields for fields in reader if fields)
+
+
+def read_monthly(path: Path) -> MonthlyRows:
+    """Parse, validate and aggregate a sales CSV (quantity optional); HeaderError when unusable."""
+    with path.open("rb") as handle:
+        header = check_header(handle.read(HEADER_PROBE_BYTES), require_quantity=False)
+    columns = list(header.columns)
+    at = {name: columns.index(name) for name in ("store_id", "product_id", "date")}
+    quantity_at = columns.index("quantity") if "quantity" in columns else None
+    dates: dict[str, str] = {}
+    quantities: dict[str, float | None] = {}
+    totals: dict[Key, float | None] = {}
+    dropped: dict[str, int] = {}
+    read = 0
+
+    def cell(fields: list[str], index: int | None) -> str:
+        return fields[index] if index is not None and index < len(fields) else ""
+
+    for fields in _records(path, header.delimiter):
+        read += 1
+        store = cell(fields, at["store_id"]).strip(_BLANKS)
+        product = cell(fields, at["product_id"]).strip(_BLANKS)
+        date_text = cell(fields, at["date"])
+        if (day := dates.get(date_text)) is None:
+            day = date_of(date_text)
+            if len(dates) < _CACHE_LIMIT:
+                dates[date_text] = day
+        reason = (
+            "missing_store_id"
+            if not store
+            else "missing_product_id"
+            if not product
+            else "bad_date"
+            if not day
+            else None
+        )
+        if reason:
+            dropped[reason] = dropped.get(reason, 0) + 1
+            continue
+        quantity_text = cell(fields, quantity_at)
+        if quantity_text in quantities:
+            quantity = quantities[quantity_text]
+        else:
+            quantity = _quantity(quantity_text)
+            if len(quantities) < _CACHE_LIMIT:
+                quantities[quantity_text] = quantity
+        key = (store, product, int(day[:4]), int(day[5:7]))
+        total = totals.get(key)
+        totals[key] = quantity if total is None else total if quantity is None else total + quantity
+    keys = sorted(totals)
+    return MonthlyRows(keys, [totals[k] for k in keys], read, dropped)
+
+
+@dataclass
+class CsvPrediction:
+    """Scored rows of a sales file (`columns` order, sorted), with the model's lineage."""
+
+    model_version: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    lineage: dict[str, Any]
+    unknown_stores: list[str]
+    unknown_products: list[str]
+    rows_read: int
+    rows_dropped: dict[str, int]
+    levels: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows without the per-row lineage columns (a JSON answer has `lineage` once)."""
+        keep = output_columns(self.levels, lineage=False)
+        return [{c: row[c] for c in keep} for row in self.rows]
+
+    def write_csv(self, target: Path) -> Path:
+        """Write the rows as one CSV file with a header, atomically (temp file, then rename)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(8)}"
+        try:
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(self.columns)
+                for row in self.rows:
+                    writer.writerow([_cell(row[c]) for c in self.columns])
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+
+def _cell(value: Any) -> Any:
+    """Spark's CSV forms: booleans as true/false, null as empty; risky text escaped."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return escape_formula_text(value)
+    return value
+
+
+def predict_csv(service: ForecastService, path: Path, version: str | None = None) -> CsvPrediction:
+    """Score a sales CSV with the active model (or `version`), as the Spark predict path would."""
+    monthly = read_monthly(path)
+    served = service.model(version)
+    facts = served.facts
+    keys = monthly.keys
+    scored = served.score(
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]
+    )
+    columns = output_columns(facts.levels)
+    trained_at = facts.lineage.get("trained_at")
+    rows = []
+    for i, (store, product, year, month) in enumerate(keys):
+        predicted = float(scored.predicted[i])
+        actual = monthly.actual[i]
+        row: dict[str, Any] = {
+            "store_id": store,
+            "product_id": product,
+            "year": year,
+            "month": month,
+            "period": f"{year:04d}-{month:02d}",
+            "predicted_quantity": predicted,
+        }
+        for level in facts.levels:
+            lo, hi = bound(scored.lower[level], i), bound(scored.upper[level], i)
+            row.update(zip(interval_columns([level]), (lo, hi), strict=True))
+        row.update(
+            basis=str(scored.basis[i]),
+            clipped=bool(scored.clipped[i]),
+            actual_quantity=actual,
+            error=None if actual is None else predicted - actual,
+            unknown_store=bool(scored.unknown_store[i]),
+            unknown_product=bool(scored.unknown_product[i]),
+            model_version=facts.version,
+            trained_at=trained_at,
+        )
+        rows.append(row)
+    return CsvPrediction(
+        model_version=facts.version,
+        columns=columns,
+        rows=rows,
+        lineage=facts.lineage,
+        unknown_stores=sorted({k[0] for k, u in zip(keys, scored.unknown_store, strict=True) if u}),
+        unknown_products=sorted(
+            {k[1] for k, u in zip(keys, scored.unknown_product, strict=True) if u}
+        ),
+        rows_read=monthly.rows_read,
+        rows_dropped=dict(sorted(monthly.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+        levels=list(facts.levels),
+        notes=list(facts.notes),
+    )

@@ -1,0 +1,152 @@
+"""The curated monthly history as plain Python: actuals per month for one series or totals, no Spark.
+
+The training job appends one Parquet partition per source file under
+`<warehouse>/curated/monthly/source_sha256=<sha>/` with columns store_id, product_id, year, month and
+quantity (salesflow.spark.train). The same store/product/month can appear in several sources; it is
+summed here exactly as the training job's aggregate does. Folders starting with "." (a write in
+progress) or "_" and files starting with "_" or "." are skipped, as Spark skips them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from salesflow.errors import InputError
+
+__all__ = ["ALL", "MonthlyHistory", "Series", "curated_root", "read_monthly", "series_ids"]
+
+#: The id that means "every store" or "every product" (totals).
+ALL = "all"
+#: Longest id accepted in a query; real ids are short, this only bounds what a caller can send.
+MAX_ID_LENGTH = 200
+_COLUMNS = ["store_id", "product_id", "year", "month", "quantity"]
+
+
+@dataclass(frozen=True)
+class Series:
+    """The store and product ids present in the history, sorted."""
+
+    stores: list[str]
+    products: list[str]
+
+
+@dataclass(frozen=True)
+class MonthlyHistory:
+    """Actual quantities per month ("YYYY-MM", ascending) of one store/product, or totals."""
+
+    store_id: str
+    product_id: str
+    months: list[str]
+    quantities: list[float]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "store_id": self.store_id,
+            "product_id": self.product_id,
+            "months": [
+                {"month": m, "quantity": q}
+                for m, q in zip(self.months, self.quantities, strict=True)
+            ],
+        }
+
+
+def curated_root(warehouse: Path) -> Path:
+    """Where the training job keeps the curated monthly history inside a local warehouse folder."""
+    return warehouse / "curated" / "monthly"
+
+
+def _files(root: Path) -> list[str]:
+    """The Parquet files of every complete source partition."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        str(f)
+        for part in root.glob("source_sha256=*")
+        if part.is_dir()
+        for f in part.glob("*.parquet")
+        if not f.name.startswith(("_", "."))
+    )
+
+
+def _dataset(root: Path) -> ds.Dataset | None:
+    files = _files(root)
+    if not files:
+        return None
+    # An explicit schema: old partitions may have been written with other integer widths.
+    schema = pa.schema(
+        [
+            ("store_id", pa.string()),
+            ("product_id", pa.string()),
+            ("year", pa.int32()),
+            ("month", pa.int32()),
+            ("quantity", pa.float64()),
+        ]
+    )
+    return ds.dataset(files, format="parquet", schema=schema)
+
+
+def _check_id(name: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise InputError(f"{name} is empty: give an id or {ALL!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise InputError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def read_monthly(root: Path, store_id: str = ALL, product_id: str = ALL) -> MonthlyHistory:
+    """Monthly actuals of one store/product; `ALL` for either sums over every store or product.
+
+    An id that is not in the history gives an empty series (not an error): the dashboard shows
+    "no history" for it and may still show a forecast.
+    """
+    store_id = _check_id("store_id", store_id)
+    product_id = _check_id("product_id", product_id)
+    dataset = _dataset(root)
+    if dataset is None:
+        return MonthlyHistory(store_id, product_id, [], [])
+    condition = pc.field("year").is_valid() & pc.field("month").is_valid()
+    if store_id != ALL:
+        condition = condition & (pc.field("store_id") == store_id)
+    if product_id != ALL:
+        condition = condition & (pc.field("product_id") == product_id)
+    table = dataset.to_table(columns=_COLUMNS, filter=condition)
+    totals = table.group_by(["year", "month"]).aggregate([("quantity", "sum")])
+    rows = sorted(
+        zip(
+            totals["year"].to_pylist(),
+            totals["month"].to_pylist(),
+            totals["quantity_sum"].to_pylist(),
+            strict=True,
+        )
+    )
+    return MonthlyHistory(
+        store_id,
+        product_id,
+        [f"{year:04d}-{month:02d}" for year, month, _ in rows],
+        [float(quantity or 0.0) for _, _, quantity in rows],
+    )
+
+
+def _natural(value: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order ("2" before "10"), then the rest alphabetically."""
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+
+
+def series_ids(root: Path) -> Series:
+    """Every store id and product id in the history (for the dashboard's pickers)."""
+    dataset = _dataset(root)
+    if dataset is None:
+        return Series([], [])
+    table = dataset.to_table(columns=["store_id", "product_id"])
+
+    def distinct(column: str) -> list[str]:
+        values = pc.unique(table[column].drop_null()).to_pylist()
+        return sorted((str(v) for v in values), key=_natural)
+
+    return Series(distinct("store_id"), distinct("product_id"))

@@ -1,0 +1,1 @@
+"""The dashboard: a small backend-for-frontend that serves the page and proxies its API calls."""

@@ -1,0 +1,234 @@
+"""The dashboard's routes: login, the page, the proxied API and what the dashboard answers itself."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from salesflow.auth import token_matches
+from salesflow.config import Settings
+from salesflow.history import ALL, curated_root, read_monthly, series_ids
+from salesflow.services.dashboard.models import complete_models
+from salesflow.services.dashboard.proxy import Upstream, UpstreamError
+from salesflow.services.dashboard.session import COOKIE, SESSION_TTL_S, SessionStore
+from salesflow.services.dashboard.status import StatusBoard
+from salesflow.services.http import error_body
+
+__all__ = ["DashboardState", "api", "pages"]
+
+log = logging.getLogger(__name__)
+
+#: After the last byte of an upload the upload service still commits the file before answering.
+UPLOAD_READ_TIMEOUT_S = 300.0
+#: The first forecast after a model change loads that model (seconds on a busy machine).
+FORECAST_READ_TIMEOUT_S = 60.0
+#: Ids the page may name in a path: upload and job ids are hex, nothing with "/" or "..".
+ID_PATTERN = r"^[0-9A-Za-z_-]{1,128}$"
+VERSION_PATTERN = r"^v?[0-9]{1,9}$"
+
+
+@dataclass
+class DashboardState:
+    """What the routes share; built by the app's lifespan."""
+
+    settings: Settings
+    token: str | None
+    sessions: SessionStore
+    upload: Upstream
+    jobs: Upstream
+    board: StatusBoard
+    web_root: Path
+    warehouse: Path | None
+
+
+def _state(request: Request) -> DashboardState:
+    state: DashboardState = request.app.state.dashboard
+    return state
+
+
+StateDep = Annotated[DashboardState, Depends(_state)]
+IdParam = Annotated[str, PathParam(pattern=ID_PATTERN)]
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api")
+
+
+# --- login and the page --------------------------------------------------------------------------
+
+
+_MESSAGE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>salesflow dashboard</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/style.css"></head>
+<body class="message-page"><main><h1>salesflow</h1><p>{message}</p>
+<p>Open the dashboard link that <code>salesflow up</code> printed in its terminal
+(it looks like <code>http://127.0.0.1:8003/login?token=...</code>).</p></main></body></html>
+"""
+
+
+@pages.get("/login")
+def login(state: StateDep, token: str = "") -> Response:
+    """Trade the service token for a session cookie, then show the dashboard."""
+    if not token_matches(state.token, f"Bearer {token}"):
+        log.warning("a login with a wrong token was refused")
+        return HTMLResponse(
+            _MESSAGE_PAGE.format(message="That login link is not valid (wrong or old token)."),
+            status_code=401,
+            headers={"Cache-Control": "no-store"},
+        )
+    response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
+    response.set_cookie(
+        COOKIE,
+        state.sessions.create(),
+        max_age=SESSION_TTL_S,
+        httponly=True,
+        samesite="strict",
+        path="/",
+    )
+    log.info("a browser logged in")
+    return response
+
+
+@pages.post("/logout")
+def logout(request: Request, state: StateDep) -> Response:
+    """End this browser's session."""
+    state.sessions.drop(request.cookies.get(COOKIE))
+    response = RedirectResponse("/welcome", status_code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@pages.get("/welcome")
+def welcome() -> HTMLResponse:
+    """Where a browser without a session lands: how to get in."""
+    return HTMLResponse(_MESSAGE_PAGE.format(message="You are not logged in to the dashboard."))
+
+
+@pages.get("/")
+def index(state: StateDep) -> FileResponse:
+    """The one page; its sections are hash routes."""
+    return FileResponse(state.web_root / "index.html", headers={"Cache-Control": "no-store"})
+
+
+# --- proxied to the upload service ---------------------------------------------------------------
+
+
+@api.get("/uploads")
+async def list_uploads(request: Request, state: StateDep) -> Response:
+    """Uploads, newest first (upload service)."""
+    return await state.upload.forward(request, "/uploads")
+
+
+@api.post("/uploads")
+async def create_upload(request: Request, state: StateDep) -> Response:
+    """Stream a multipart CSV upload through to the upload service."""
+    return await state.upload.forward(
+        request, "/uploads", body=True, read_timeout_s=UPLOAD_READ_TIMEOUT_S
+    )
+
+
+@api.get("/uploads/{upload_id}")
+async def get_upload(upload_id: IdParam, request: Request, state: StateDep) -> Response:
+    """One upload with its status and preview (upload service)."""
+    return await state.upload.forward(request, f"/uploads/{upload_id}")
+
+
+# --- proxied to the job server -------------------------------------------------------------------
+
+
+@api.get("/jobs")
+async def list_jobs(request: Request, state: StateDep) -> Response:
+    """Jobs, newest first (job server)."""
+    return await state.jobs.forward(request, "/jobs")
+
+
+@api.get("/jobs/{job_id}")
+async def get_job(job_id: IdParam, request: Request, state: StateDep) -> Response:
+    """One job with its log tail (job server)."""
+    return await state.jobs.forward(request, f"/jobs/{job_id}")
+
+
+@api.get("/models")
+async def list_models(state: StateDep) -> Response:
+    """Model versions with metrics, backtests, importances and the activation history."""
+    try:
+        code, body = await state.jobs.get_json("/models")
+    except UpstreamError as exc:
+        return exc.response
+    if code == 200 and isinstance(body, dict):
+        body = await anyio.to_thread.run_sync(
+            complete_models, body, state.warehouse / "models" if state.warehouse else None
+        )
+    return JSONResponse(body, status_code=code)
+
+
+@api.post("/models/{version}/activate")
+async def activate_model(
+    version: Annotated[str, PathParam(pattern=VERSION_PATTERN)], request: Request, state: StateDep
+) -> Response:
+    """Make a version the active model (rollback); the reason goes into the history."""
+    return await state.jobs.forward(request, f"/models/{version}/activate", body=True)
+
+
+@api.get("/forecast")
+async def get_forecast(request: Request, state: StateDep) -> Response:
+    """One store/product/month forecast (job server)."""
+    return await state.jobs.forward(request, "/forecast", read_timeout_s=FORECAST_READ_TIMEOUT_S)
+
+
+@api.post("/forecast")
+async def post_forecast(request: Request, state: StateDep) -> Response:
+    """Many forecasts at once (job server)."""
+    return await state.jobs.forward(
+        request, "/forecast", body=True, read_timeout_s=FORECAST_READ_TIMEOUT_S
+    )
+
+
+# --- answered by the dashboard -------------------------------------------------------------------
+
+
+def _no_warehouse() -> JSONResponse:
+    return JSONResponse(
+        error_body(
+            "no_local_warehouse",
+            "the history needs a local warehouse (SALESFLOW_WAREHOUSE_URL=file://...)",
+        ),
+        status_code=501,
+    )
+
+
+@api.get("/history")
+async def history(
+    state: StateDep,
+    store_id: Annotated[str, Query(max_length=200)] = ALL,
+    product_id: Annotated[str, Query(max_length=200)] = ALL,
+) -> Response:
+    """Monthly actuals ("YYYY-MM") of one store/product from the curated history; "all" for totals."""
+    if state.warehouse is None:
+        return _no_warehouse()
+    found = await anyio.to_thread.run_sync(
+        read_monthly, curated_root(state.warehouse), store_id, product_id
+    )
+    return JSONResponse(found.to_dict())
+
+
+@api.get("/series")
+async def series(state: StateDep) -> Response:
+    """The store and product ids in the history, for the forecast explorer's pickers."""
+    if state.warehouse is None:
+        return _no_warehouse()
+    found = await anyio.to_thread.run_sync(series_ids, curated_root(state.warehouse))
+    return JSONResponse({"stores": found.stores, "products": found.products})
+
+
+@api.get("/status")
+async def status(state: StateDep) -> dict[str, Any]:
+    """Every service's health, the broker, the consumer's lag and the active model."""
+    return await state.board.status()

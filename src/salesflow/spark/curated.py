@@ -1,0 +1,80 @@
+"""The curated monthly history: one Parquet partition per source file, added once per checksum.
+
+    <warehouse>/curated/monthly/source_sha256=<sha>/part-*.parquet   store, product, year, month, qty
+    <warehouse>/curated/monthly/source_sha256=<sha>/_source.json     the source's manifest
+
+A partition appears by renaming a complete hidden folder, so readers never see half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+from salesflow.config import Settings
+from salesflow.spark.transforms import aggregate_monthly
+
+__all__ = ["append_curated", "curated_path", "manifests", "read_history"]
+
+_MANIFEST = "_source.json"  # Spark's Parquet reader skips names starting with "_"
+_CURATED_SCHEMA = StructType(
+    [
+        StructField("store_id", StringType()),
+        StructField("product_id", StringType()),
+        StructField("year", IntegerType()),
+        StructField("month", IntegerType()),
+        StructField("quantity", DoubleType()),
+        StructField("source_sha256", StringType()),
+    ]
+)
+
+
+def curated_path(settings: Settings) -> Path:
+    """The curated monthly history: Parquet partitioned by the source file's sha256."""
+    return settings.warehouse_path / "curated" / "monthly"
+
+
+def append_curated(root: Path, monthly: DataFrame, stats: dict[str, Any]) -> bool:
+    """Add one source's monthly rows as partition source_sha256=<sha>; False if already there."""
+    partition = root / f"source_sha256={stats['sha256']}"
+    if partition.exists():
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{secrets.token_hex(8)}"  # dot: invisible to Spark's partition discovery
+    try:
+        monthly.coalesce(1).write.parquet(str(tmp))
+        manifest = {**stats, "added_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        try:
+            os.rename(tmp, partition)
+        except OSError:
+            if partition.exists():  # another run added the same file meanwhile
+                return False
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def manifests(root: Path) -> list[dict[str, Any]]:
+    """The manifest of every source in the curated history (what each partition was made from)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for manifest in sorted(root.glob(f"source_sha256=*/{_MANIFEST}")):
+        found.append(json.loads(manifest.read_text(encoding="utf-8")))
+    return found
+
+
+def read_history(spark: SparkSession, root: Path) -> DataFrame:
+    """The whole curated history summed per store/product/month, checkpointed (it is small)."""
+    curated = spark.read.schema(_CURATED_SCHEMA).parquet(str(root))
+    return curated.transform(aggregate_monthly).localCheckpoint()

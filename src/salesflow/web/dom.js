@@ -1,0 +1,81 @@
+// Small DOM helpers: elements are built with textContent only (never innerHTML), so data from the
+// API can never become markup.
+
+/** An element: el("td", {class: "num", dataset: {month: "2021-01"}}, "12"). */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = String(value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") {
+      node.addEventListener(key.slice(2), value);
+    } else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    if (Array.isArray(child)) append(node, child);
+    else node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** Replace a container's content. */
+export function fill(target, ...children) {
+  const node = typeof target === "string" ? document.getElementById(target) : target;
+  if (!node) return null;
+  node.replaceChildren();
+  append(node, children);
+  return node;
+}
+
+/**
+ * A table from column specs: {label, value(row) -> text|Node, num?: bool, key?: string}.
+ * `onRow(row)` makes rows selectable with the mouse and the keyboard (Enter/Space).
+ */
+export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothing yet." } = {}) {
+  if (!rows.length) return el("p", { class: "muted" }, empty);
+  const head = el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : "" }, c.label)));
+  const body = rows.map((row) => {
+    const props = rowProps ? rowProps(row) : {};
+    const tr = el("tr", props, columns.map((c) => el("td", { class: c.num ? "num" : "", dataset: c.key ? { col: c.key } : undefined }, c.value(row))));
+    if (onRow) {
+      tr.tabIndex = 0;
+      tr.classList.add("clickable");
+      tr.addEventListener("click", () => onRow(row));
+      tr.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          onRow(row);
+        }
+      });
+    }
+    return tr;
+  });
+  return el("div", { class: "table-scroll" },
+    el("table", {}, caption ? el("caption", {}, caption) : null, el("thead", {}, head), el("tbody", {}, body)));
+}
+
+/** A status badge: the status name is both its text and its class. */
+export function badge(status) {
+  const name = String(status || "unknown");
+  return el("span", { class: `badge status-${name.replace(/[^a-z_]/gi, "")}` }, name);
+}
+
+let toastTimer = 0;
+
+/** A short message at the bottom of the page (also read by screen readers). */
+export function toast(message, kind = "info") {
+  const node = document.getElementById("toast");
+  node.textContent = message;
+  node.className = `toast ${kind}`;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { node.hidden = true; }, 6000);
+}

@@ -1,0 +1,266 @@
+// Forecast explorer: a store and a product (or all) -> monthly actuals, the next 12 months' forecast
+// with its 80% interval, the active model's backtest windows, a table and a CSV download.
+
+import { api } from "./api.js";
+import { monthlyChart } from "./chart.js";
+import { el, fill, toast } from "./dom.js";
+import { addMonths, monthLabel, monthRange, num, pct, when } from "./format.js";
+
+const HORIZON = 12; // months forecast after the last month the model learned from
+const BAND_LEVEL = "0.8";
+const BATCH = 10000; // the job server's largest POST /forecast batch
+const MAX_SINGLE_GETS = 120; // without POST /forecast, at most this many GETs
+
+export const interval = 0; // nothing moves by itself here: redrawn on a change of selection
+
+let series = null;
+let shown = null; // "store|product" drawn now
+let rows = [];
+let resizeObserver = null;
+let redraw = null;
+
+export async function enter({ query }) {
+  wire();
+  if (!series) await loadSeries();
+  const store = query.get("store") || document.getElementById("store-select").value || "all";
+  const product = query.get("product") || document.getElementById("product-select").value || "all";
+  setSelect("store-select", store);
+  setSelect("product-select", product);
+  if (shown !== `${store}|${product}`) await show();
+}
+
+export async function refresh() {}
+
+function wire() {
+  if (resizeObserver) return;
+  document.getElementById("forecast-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    show();
+  });
+  for (const id of ["store-select", "product-select"]) document.getElementById(id).addEventListener("change", () => show());
+  document.getElementById("download-csv").addEventListener("click", download);
+  let lastWidth = 0;
+  resizeObserver = new ResizeObserver((entries) => {
+    const width = Math.round(entries[0].contentRect.width);
+    if (redraw && Math.abs(width - lastWidth) > 8) {
+      lastWidth = width;
+      redraw();
+    }
+  });
+  resizeObserver.observe(document.getElementById("forecast-chart"));
+}
+
+async function loadSeries() {
+  series = await api("/series");
+  const options = (id, values, allLabel) => fill(id,
+    el("option", { value: "all" }, allLabel),
+    values.map((v) => el("option", { value: v }, v)));
+  options("store-select", series.stores, `All stores (${series.stores.length})`);
+  options("product-select", series.products, `All products (${series.products.length})`);
+}
+
+function setSelect(id, value) {
+  const select = document.getElementById(id);
+  if ([...select.options].some((o) => o.value === value)) select.value = value;
+}
+
+/** The answers of a forecast API body, whatever its exact shape. */
+export function answersOf(body) {
+  if (Array.isArray(body)) return body;
+  for (const key of ["answers", "forecasts", "results", "rows"]) if (Array.isArray(body?.[key])) return body[key];
+  if (body && "predicted_quantity" in body) return [body];
+  return [];
+}
+
+/** [lo, hi] of an answer at `level`, or null when the API gave none. */
+export function intervalOf(answer, level = BAND_LEVEL) {
+  const spec = (answer.intervals || answer.interval || {})[level];
+  let pair = null;
+  if (Array.isArray(spec)) pair = spec;
+  else if (spec && typeof spec === "object") pair = [spec.lo, spec.hi];
+  else if (answer.lo && typeof answer.lo === "object") pair = [answer.lo[level], answer.hi?.[level]];
+  if (!pair || pair[0] === null || pair[0] === undefined || pair[1] === null || pair[1] === undefined) return null;
+  return [Number(pair[0]), Number(pair[1])];
+}
+
+function periodOf(answer) {
+  return String(answer.period || answer.month || answer.date || "").slice(0, 7);
+}
+
+async function fetchForecast(queries) {
+  const answers = [];
+  let lineage = null;
+  const notes = [];
+  try {
+    for (let i = 0; i < queries.length; i += BATCH) {
+      const body = await api("/forecast", { method: "POST", body: { queries: queries.slice(i, i + BATCH) } });
+      answers.push(...answersOf(body));
+      lineage = lineage || body.lineage || null;
+      notes.push(...(body.notes || []));
+    }
+    return { answers, lineage, notes };
+  } catch (error) {
+    // No POST /forecast on this job server (404/405): ask one month at a time if that is few.
+    if (![404, 405].includes(error.status) || error.code === "model_not_found" || queries.length > MAX_SINGLE_GETS) throw error;
+  }
+  for (const q of queries) {
+    const body = await api("/forecast", { params: q });
+    answers.push(...answersOf(body));
+    lineage = lineage || body.lineage || null;
+  }
+  return { answers, lineage, notes };
+}
+
+async function show() {
+  const store = document.getElementById("store-select").value;
+  const product = document.getElementById("product-select").value;
+  shown = `${store}|${product}`;
+  const hash = `#/forecast?store=${encodeURIComponent(store)}&product=${encodeURIComponent(product)}`;
+  if (window.location.hash !== hash) window.history.replaceState(null, "", hash);
+  const figure = document.getElementById("forecast-figure");
+  figure.setAttribute("aria-busy", "true");
+  const note = document.getElementById("forecast-note");
+  note.hidden = true;
+  try {
+    const [past, models] = await Promise.all([
+      api("/history", { params: { store_id: store, product_id: product } }),
+      api("/models").catch(() => null),
+    ]);
+    const active = models?.models?.find((m) => m.active) || null;
+    const actual = new Map(past.months.map((p) => [p.month, p.quantity]));
+    const lastLearned = active?.date_range?.last ? String(active.date_range.last).slice(0, 7) : past.months.at(-1)?.month;
+    const horizon = lastLearned ? monthRange(addMonths(lastLearned, 1), addMonths(lastLearned, HORIZON)) : [];
+    const stores = store === "all" ? series.stores : [store];
+    const products = product === "all" ? series.products : [product];
+    const single = stores.length === 1 && products.length === 1;
+    const queries = [];
+    for (const s of stores) for (const p of products) for (const month of horizon) queries.push({ store_id: s, product_id: p, month });
+
+    const forecast = new Map();
+    const messages = [];
+    let lineage = null;
+    if (queries.length && active) {
+      try {
+        const result = await fetchForecast(queries);
+        lineage = result.lineage;
+        for (const a of result.answers) {
+          const month = periodOf(a);
+          const entry = forecast.get(month) || { value: 0, lo: null, hi: null, basis: new Set(), n: 0 };
+          entry.value += Number(a.predicted_quantity);
+          entry.n += 1;
+          entry.basis.add(a.basis || "model");
+          const band = single ? intervalOf(a) : null;
+          if (band) [entry.lo, entry.hi] = band;
+          forecast.set(month, entry);
+        }
+        if (!single) messages.push("Totals have no interval drawn: an interval of a sum is not the sum of the series' intervals.");
+        else if (![...forecast.values()].some((f) => f.lo !== null)) messages.push("The forecast API gave no prediction interval for this series.");
+      } catch (error) {
+        messages.push(`No forecast: ${error.message}`);
+      }
+    } else if (!active) {
+      messages.push("No active model yet: upload a sales file to train one.");
+    }
+    const windows = (active?.backtest?.windows || []).map((w, i) => ({
+      label: `backtest window ${i + 1}: fitted up to ${w.origin}, scored ${w.months?.[0]} → ${w.months?.at(-1)}`,
+      short: `bt ${i + 1}`,
+      months: w.months || [],
+    }));
+    const all = [...actual.keys(), ...forecast.keys()].sort();
+    const months = all.length ? monthRange(all[0], all.at(-1)) : [];
+    rows = months.map((month) => {
+      const f = forecast.get(month);
+      return {
+        month,
+        actual: actual.has(month) ? actual.get(month) : null,
+        forecast: f ? f.value : null,
+        lo: f ? f.lo : null,
+        hi: f ? f.hi : null,
+        basis: f ? [...f.basis].join("+") : "",
+      };
+    }).filter((r) => r.actual !== null || r.forecast !== null);
+    const name = `${store === "all" ? "all stores" : `store ${store}`}, ${product === "all" ? "all products" : `product ${product}`}`;
+    const chartBox = document.getElementById("forecast-chart");
+    redraw = () => {
+      if (!months.length) {
+        fill(chartBox, el("p", { class: "muted" }, "No history yet for this selection."));
+        return;
+      }
+      monthlyChart(chartBox, {
+        months, actual, forecast, windows, bandLevel: BAND_LEVEL,
+        title: `Monthly quantity: ${name}`,
+        description: `${actual.size} months of actuals and ${forecast.size} forecast months${forecast.size ? ` from ${monthLabel([...forecast.keys()][0])}` : ""}.`,
+      });
+    };
+    redraw();
+    renderLegend(single && [...forecast.values()].some((f) => f.lo !== null), windows.length > 0);
+    renderLineage(lineage, active);
+    renderTable();
+    document.getElementById("download-csv").disabled = !rows.length;
+    if (messages.length) {
+      note.textContent = messages.join(" ");
+      note.hidden = false;
+    }
+  } catch (error) {
+    toast(error.message, "error");
+  } finally {
+    figure.setAttribute("aria-busy", "false");
+  }
+}
+
+function renderLegend(band, windows) {
+  const key = (cls, text) => el("span", { class: "key" }, el("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text);
+  fill("forecast-legend", key("actual", "actual"), key("forecast", "forecast"),
+    band ? key("band", "80% interval") : null, windows ? key("window", "backtest windows") : null);
+}
+
+function renderLineage(lineage, active) {
+  const version = lineage?.model_version || active?.version;
+  if (!version) {
+    fill("forecast-lineage");
+    return;
+  }
+  const range = lineage?.date_range || active?.date_range;
+  const skill = lineage?.metrics?.skill ?? active?.backtest?.skill;
+  const sources = lineage?.training_sources?.length ?? active?.inputs?.length;
+  fill("forecast-lineage",
+    `Model ${version}, trained ${when(lineage?.trained_at || active?.created_at)}`,
+    range ? ` on ${String(range.first).slice(0, 7)} → ${String(range.last).slice(0, 7)}` : "",
+    sources ? ` (${sources} source file${sources === 1 ? "" : "s"})` : "",
+    skill !== undefined && skill !== null ? `; backtest skill vs seasonal-naive ${pct(skill)}` : "", ".");
+}
+
+function cell(value, key, digits = 1) {
+  return el("td", { class: "num", dataset: { col: key, value: value === null ? "" : String(value) } }, value === null ? "–" : num(value, digits));
+}
+
+function renderTable() {
+  if (!rows.length) {
+    fill("forecast-table", el("p", { class: "muted" }, "Nothing to show."));
+    return;
+  }
+  const head = ["Month", "Actual", "Forecast", "Low 80%", "High 80%", "Basis"];
+  fill("forecast-table", el("table", { id: "forecast-numbers" },
+    el("caption", { class: "visually-hidden" }, "Monthly actuals and forecast"),
+    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 5 ? "num" : "" }, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", { dataset: { month: r.month, kind: r.forecast !== null ? "forecast" : "actual" } },
+      el("th", { scope: "row" }, monthLabel(r.month)),
+      cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
+      el("td", { dataset: { col: "basis" } }, r.basis))))));
+}
+
+function download() {
+  const store = document.getElementById("store-select").value;
+  const product = document.getElementById("product-select").value;
+  const quote = (v) => (/[",\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
+  const lines = ["month,actual_quantity,predicted_quantity,lo_80,hi_80,basis"];
+  for (const r of rows) {
+    lines.push([r.month, r.actual ?? "", r.forecast ?? "", r.lo ?? "", r.hi ?? "", quote(r.basis)].join(","));
+  }
+  const url = URL.createObjectURL(new Blob([`${lines.join("\n")}\n`], { type: "text/csv" }));
+  const link = el("a", { href: url, download: `forecast-${store}-${product}.csv`.replace(/[^\w.-]/g, "_") });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}

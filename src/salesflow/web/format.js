@@ -1,0 +1,80 @@
+// Formatting numbers, times and months for people, and a few month helpers.
+
+const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const oneDecimal = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+
+export function num(value, digits = 0) {
+  if (value === null || value === undefined || Number.isNaN(Number(value))) return "–";
+  if (digits === 1) return oneDecimal.format(Number(value));
+  if (digits === 0) return integer.format(Number(value));
+  return Number(value).toFixed(digits);
+}
+
+export function pct(value, digits = 1) {
+  if (value === null || value === undefined || Number.isNaN(Number(value))) return "–";
+  return `${(Number(value) * 100).toFixed(digits)}%`;
+}
+
+export function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = Number(n);
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
+}
+
+/** "3 min ago"-style age of an ISO time; the exact time goes in a title. */
+export function ago(iso) {
+  if (!iso) return "–";
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  if (!Number.isFinite(seconds)) return String(iso);
+  if (seconds < 45) return "just now";
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(iso).toISOString().slice(0, 10);
+}
+
+export function when(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
+}
+
+/** Seconds between two ISO times (or until now), as "1 min 12 s". */
+export function duration(startIso, endIso) {
+  if (!startIso) return "–";
+  const end = endIso ? Date.parse(endIso) : Date.now();
+  const seconds = Math.max(0, (end - Date.parse(startIso)) / 1000);
+  if (!Number.isFinite(seconds)) return "–";
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+}
+
+/** "2022-03" + n months. */
+export function addMonths(month, n) {
+  const [year, m] = month.split("-").map(Number);
+  const index = year * 12 + (m - 1) + n;
+  return `${Math.floor(index / 12)}-${String((index % 12) + 1).padStart(2, "0")}`;
+}
+
+/** Every month from `first` to `last` inclusive. */
+export function monthRange(first, last) {
+  const out = [];
+  for (let m = first; m <= last && out.length < 2400; m = addMonths(m, 1)) out.push(m);
+  return out;
+}
+
+const MONTH_NAMES = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+export function monthLabel(month) {
+  const [year, m] = month.split("-");
+  return `${MONTH_NAMES[Number(m) - 1]} ${year}`;
+}
+
+export function shortId(id) {
+  return id ? String(id).slice(0, 8) : "–";
+}

@@ -1,0 +1,113 @@
+// Models: every version with its metrics, one version's backtest and feature importances, and
+// activation (rollback) behind a confirmation dialog.
+
+import { api } from "./api.js";
+import { barChart } from "./chart.js";
+import { el, fill, table, toast } from "./dom.js";
+import { ago, num, pct, when } from "./format.js";
+import { skillOf } from "./overview.js";
+
+let selected = null;
+let lastModels = [];
+
+export const interval = 10000;
+
+export async function enter({ arg }) {
+  if (arg) selected = arg;
+  await refresh();
+}
+
+export async function refresh() {
+  const body = await api("/models");
+  lastModels = body.models || [];
+  if (!selected || !lastModels.some((m) => m.version === selected)) selected = body.active || lastModels[0]?.version || null;
+  fill("models-table", table([
+    { label: "Version", value: (m) => el("span", {}, el("strong", {}, m.version), m.active ? el("span", { class: "badge status-active" }, "active") : null) },
+    { label: "Trained", value: (m) => el("span", { title: m.created_at || "" }, ago(m.created_at)) },
+    { label: "Rows", value: (m) => num(m.rows_read), num: true },
+    { label: "Holdout WAPE", value: (m) => pct(m.metrics?.model?.wape), num: true },
+    { label: "Seasonal-naive", value: (m) => pct(m.metrics?.baseline?.wape), num: true },
+    { label: "Backtest WAPE", value: (m) => pct(m.backtest?.overall?.model?.wape), num: true },
+    { label: "Skill", value: (m) => { const s = skillOf(m); return s ? pct(s.value) : "–"; }, num: true },
+    { label: "Promotion", value: (m) => m.promotion?.reason || (m.active ? "active" : "–") },
+    { label: "", value: (m) => (m.active ? "" : el("button", {
+      type: "button", class: "button small", "data-version": m.version,
+      onclick: (event) => { event.stopPropagation(); confirmActivate(m); },
+    }, `Activate ${m.version}`)) },
+  ], lastModels, {
+    empty: "No models yet: upload a sales file to train one.",
+    onRow: (m) => { selected = m.version; renderDetail(); },
+    rowProps: (m) => ({ class: m.version === selected ? "selected" : "", dataset: { version: m.version } }),
+  }));
+  renderDetail();
+  renderHistory(body.history || []);
+}
+
+function renderDetail() {
+  const model = lastModels.find((m) => m.version === selected);
+  if (!model) {
+    fill("model-detail", el("p", { class: "muted" }, "Choose a model."));
+    return;
+  }
+  const windows = model.backtest?.windows || [];
+  const importances = Object.entries(model.feature_importances || {}).map(([label, value]) => ({ label, value: Number(value) }));
+  const levels = Object.entries(model.intervals?.levels || {});
+  const chartBox = el("div", { class: "chart small-chart", id: "importance-chart" });
+  fill("model-detail",
+    el("h2", {}, `Model ${model.version}`),
+    el("p", { class: "muted" }, `Trained ${when(model.created_at)} on ${num(model.rows_read)} rows, `,
+      model.date_range ? `${String(model.date_range.first).slice(0, 7)} to ${String(model.date_range.last).slice(0, 7)}` : "",
+      `; ${num(model.stores)} stores × ${num(model.products)} products.`),
+    windows.length ? table([
+      { label: "Window", value: (w) => `${w.months?.[0] || "?"} → ${w.months?.[w.months.length - 1] || "?"}` },
+      { label: "Fitted up to", value: (w) => w.origin || "–" },
+      { label: "Model WAPE", value: (w) => pct(w.model?.wape), num: true },
+      { label: "Naive", value: (w) => pct(w.naive?.wape), num: true },
+      { label: "Seasonal-naive", value: (w) => pct(w.seasonal_naive?.wape), num: true },
+      { label: "MASE", value: (w) => num(w.model?.mase, 2), num: true },
+    ], windows, { caption: "Backtest (rolling origin): WAPE per window" })
+      : el("p", { class: "muted" }, "This version has no backtest recorded (trained before backtests existed)."),
+    levels.length ? el("p", {}, "Prediction intervals: ", levels.map(([level, spec]) =>
+      `${pct(Number(level), 0)} ± ${num(spec.half_width, 1)}`).join(", "),
+    model.intervals?.coverage_last_window
+      ? ` (coverage on the last window: ${Object.entries(model.intervals.coverage_last_window).map(([l, c]) => `${pct(Number(l), 0)} → ${pct(c)}`).join(", ")})`
+      : "") : null,
+    el("h3", {}, "Feature importances"),
+    importances.length ? chartBox : el("p", { class: "muted" }, "Not recorded for this version."));
+  if (importances.length) {
+    barChart(chartBox, importances, { title: `Feature importances of ${model.version}`, format: (v) => pct(v) });
+  }
+}
+
+function renderHistory(history) {
+  const rows = history.slice().reverse();
+  fill("activation-history", table([
+    { label: "When", value: (h) => when(h.at) },
+    { label: "Active", value: (h) => h.version },
+    { label: "Before", value: (h) => h.previous || "–" },
+    { label: "Why", value: (h) => h.reason || "" },
+    { label: "By", value: (h) => h.actor || "" },
+  ], rows, { empty: "No activations yet." }));
+}
+
+function confirmActivate(model) {
+  const dialog = document.getElementById("confirm-dialog");
+  document.getElementById("confirm-text").textContent =
+    `Make ${model.version} the active model? Forecasts will come from it at once; you can switch back here.`;
+  document.getElementById("confirm-ok").textContent = `Activate ${model.version}`;
+  dialog.returnValue = "";
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== "confirm") return;
+    const reason = document.getElementById("confirm-reason").value.trim() || "activated from the dashboard";
+    try {
+      await api(`/models/${encodeURIComponent(model.version)}/activate`, { method: "POST", body: { reason } });
+      toast(`${model.version} is now active.`, "success");
+      selected = model.version;
+      await refresh();
+    } catch (error) {
+      toast(`Could not activate ${model.version}: ${error.message}`, "error");
+    }
+  };
+  dialog.showModal();
+  document.getElementById("confirm-cancel").focus();
+}

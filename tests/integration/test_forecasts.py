@@ -1,0 +1,373 @@
+"""Forecasts for real: a job server under uvicorn on the session's Spark, three trainings (an upload,
+a second upload, a replay of the first), then answers over HTTP and the in-process == Spark proof.
+
+Module-scoped: the trainings cost tens of seconds each and every test only reads their results.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+import json
+import math
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import SecretStr
+from pyspark.sql import SparkSession
+
+from salesflow.auth import auth_headers
+from salesflow.config import Settings
+from salesflow.errors import InputError, NotFoundError
+from salesflow.forecast import MAX_QUERIES, ForecastService
+from salesflow.forecast_csv import predict_csv
+from salesflow.generate import generate_sales, load_catalog
+from salesflow.registry import ModelRegistry
+from salesflow.schema import new_upload_id, upload_key
+from salesflow.served import ModelFacts, ServedModel
+from salesflow.services.jobs.app import create_app
+from salesflow.services.jobs.client import JobServerClient
+from salesflow.services.jobs.runner import lineage_path, spark_engine
+from salesflow.spark.predict import predict, predict_frame
+from salesflow.spark.train import curated_path
+from salesflow.storage import store_for
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+HEADER = "product_id,product_name,product_price,store_id,store_name,quantity,date\n"
+#: Start-up budget for uvicorn in a thread (it binds in well under a second).
+START_TIMEOUT_S = 10
+#: Budget for one small training with few trees on a shared local[2] machine.
+TRAIN_TIMEOUT_S = 300
+#: GET /forecast calls timed for the p50.
+LATENCY_CALLS = 300
+UNSEEN_STORE, UNSEEN_PRODUCT = "store-new", "product-new"
+
+
+@dataclasses.dataclass
+class System:
+    settings: Settings
+    client: JobServerClient
+    registry: ModelRegistry
+    upload_id: str
+    jobs: list[dict[str, Any]]  # first train, second upload, replay of the first
+
+
+def _store(settings: Settings, source: Path) -> tuple[str, str]:
+    upload_id = new_upload_id()
+    info = store_for(settings).put_file(upload_key(upload_id), source)
+    assert info.sha256 is not None
+    return upload_id, info.sha256
+
+
+def _train(client: JobServerClient, job: dict[str, Any]) -> dict[str, Any]:
+    assert job["created"] is True, job
+    done = client.wait(job["job_id"], timeout=TRAIN_TIMEOUT_S)
+    assert done["status"] == "succeeded", done
+    return done
+
+
+@pytest.fixture(scope="module")
+def system(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    tmp = tmp_path_factory.mktemp("forecasts")
+    settings = Settings(
+        data_dir=tmp / "data",
+        jobs_port=free_port(),
+        auth_token=SecretStr("forecast-token-" + "x" * 20),
+        num_trees=5,  # accuracy is not this module's subject
+        predict_sync_max_bytes=64 * 1024,
+        _env_file=None,
+    )
+    registry = ModelRegistry(settings.warehouse_path / "models")
+    engine = spark_engine(settings, registry)
+    app = create_app(
+        settings, engine=dataclasses.replace(engine, stop=lambda: None), report=lambda *_: None
+    )
+    uv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.jobs_port, log_config=None)
+    )
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not uv.started:
+        assert time.monotonic() < deadline, "the job server did not start"
+        time.sleep(0.05)
+    client = JobServerClient(settings)
+    try:
+        first, second = tmp / "first.csv", tmp / "second.csv"
+        generate_sales(first, rows=4000, seed=1)
+        generate_sales(
+            second, rows=2000, seed=2, start=dt.date(2022, 4, 1), end=dt.date(2022, 9, 30)
+        )
+        upload_id, sha256 = _store(settings, first)
+        jobs = [_train(client, client.train(upload_id, sha256))]
+        other_id, other_sha = _store(settings, second)
+        jobs.append(_train(client, client.train(other_id, other_sha)))
+        jobs.append(_train(client, client.retrain(upload_id)))
+        yield System(settings, client, registry, upload_id, jobs)
+    finally:
+        client.close()
+        uv.should_exit = True
+        thread.join(30)
+
+
+def _catalog() -> tuple[list[str], list[str]]:
+    catalog = load_catalog(None)
+    return [s.id for s in catalog.stores], [p.id for p in catalog.products]
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def test_replay_creates_a_second_job_and_a_new_version(system: System) -> None:
+    first, _, replay = system.jobs
+    assert first["job_key"] == system.upload_id and first["replay"] is False
+    assert replay["job_key"] == f"{system.upload_id}:replay:1" and replay["replay"] is True
+    assert replay["upload_id"] == system.upload_id and replay["job_id"] != first["job_id"]
+    assert replay["sha256"] == first["sha256"]
+    versions = [v.version for v in system.registry.versions()]
+    assert versions == ["v0001", "v0002", "v0003"]
+    assert [j["model_version"] for j in system.jobs] == versions
+    # Asking for the upload's training again (no replay) is still the first job.
+    again = system.client.train(system.upload_id)
+    assert again["created"] is False and again["job_id"] == first["job_id"]
+    jobs = system.client.jobs(upload_id=system.upload_id)
+    assert {j["job_id"] for j in jobs} == {first["job_id"], replay["job_id"]}
+    with pytest.raises(NotFoundError):  # a replay needs the stored file
+        system.client.retrain(new_upload_id())
+
+
+# --- forecasts over HTTP -----------------------------------------------------------------------
+
+
+def test_get_forecast_answers_with_interval_basis_and_lineage(system: System) -> None:
+    stores, products = _catalog()
+    active = system.client.models()["active"]
+    answer = system.client.forecast(stores[0], products[0], month="2022-10")
+    assert answer["model_version"] == active and answer["granularity"] == "month"
+    (one,) = answer["answers"]
+    assert one["period"] == "2022-10" and one["basis"] == "model"
+    assert one["predicted_quantity"] >= 0
+    lineage = answer["lineage"]
+    assert lineage["model_version"] == active and lineage["trained_at"]
+    meta = system.registry.get(active).metadata
+    assert lineage["training_sources"] == meta["training_sources"] and lineage["date_range"]
+    assert lineage["metrics"]["holdout"] is not None
+    for lo, hi in one["intervals"].values():
+        assert (lo is None and hi is None) or lo <= one["predicted_quantity"] <= hi
+    by_date = system.client.forecast(stores[0], products[0], date="2022-10-31")
+    assert by_date["answers"] == answer["answers"]
+    unseen = system.client.forecast(UNSEEN_STORE, products[0], month="2022-10")["answers"][0]
+    assert unseen["unknown_store"] is True and unseen["basis"] in ("product_mean", "model")
+    old = system.client.forecast(stores[0], products[0], month="2022-10", model="v0001")
+    assert old["model_version"] == "v0001" == old["lineage"]["model_version"]
+
+
+def test_post_forecast_answers_a_batch_and_refuses_bad_ones(system: System) -> None:
+    stores, products = _catalog()
+    queries = [
+        {"store_id": s, "product_id": p, "month": f"2023-{m:02d}"}
+        for s in stores
+        for p in products
+        for m in range(1, 13)
+    ]
+    answer = system.client.forecast_many(queries)
+    assert len(answer["answers"]) == len(queries) and "lineage" in answer
+    assert [a["period"] for a in answer["answers"][:12]] == [f"2023-{m:02d}" for m in range(1, 13)]
+    headers = auth_headers(system.settings)
+    url = system.settings.job_server_url + "/forecast"
+    too_many = {"queries": [queries[0]] * (MAX_QUERIES + 1)}
+    assert httpx.post(url, json=too_many, headers=headers, timeout=60).status_code == 413
+    bad = {"queries": [queries[0], {"store_id": "s", "product_id": "p", "month": "2023-13"}]}
+    refused = httpx.post(url, json=bad, headers=headers, timeout=10)
+    assert refused.status_code == 400 and "query 1" in refused.json()["error"]["message"]
+    with pytest.raises(InputError, match="exactly one of month"):
+        system.client.forecast("s", "p")
+    started = time.perf_counter()
+    full = system.client.forecast_many([queries[0]] * MAX_QUERIES)
+    print(f"POST /forecast with {MAX_QUERIES} queries: {time.perf_counter() - started:.3f} s")
+    assert len(full["answers"]) == MAX_QUERIES
+
+
+def test_get_forecast_latency_over_http(system: System) -> None:
+    stores, products = _catalog()
+    params = {"store_id": stores[1], "product_id": products[2], "month": "2022-12"}
+    with httpx.Client(
+        base_url=system.settings.job_server_url, headers=auth_headers(system.settings)
+    ) as http:
+        for _ in range(20):  # warm the connection and the model
+            assert http.get("/forecast", params=params).status_code == 200
+        samples = []
+        for _ in range(LATENCY_CALLS):
+            started = time.perf_counter()
+            response = http.get("/forecast", params=params)
+            samples.append(time.perf_counter() - started)
+            assert response.status_code == 200
+    p50, p99 = statistics.median(samples), sorted(samples)[int(len(samples) * 0.99)]
+    print(f"GET /forecast over HTTP: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
+
+
+# --- predictions carry lineage -----------------------------------------------------------------
+
+
+def _question(months: list[str], extra: str = "") -> str:
+    stores, products = _catalog()
+    lines = [HEADER]
+    for s in stores:
+        for p in products:
+            for m in months:
+                lines.append(f"{p},name,10,{s},store,2,{m}-15\n")
+    return "".join(lines) + extra
+
+
+def test_small_predictions_are_in_process_with_lineage_in_csv_and_json(
+    system: System, tmp_path: Path
+) -> None:
+    ask = tmp_path / "ask.csv"
+    ask.write_text(_question(["2022-10", "2022-11"], f"p9,n,1,{UNSEEN_STORE},x,1,2022-10-01\n"))
+    answer = system.client.predict_csv(ask)
+    assert isinstance(answer, bytes)
+    rows = list(csv.DictReader(io.StringIO(answer.decode())))
+    active = system.client.models()["active"]
+    assert len(rows) == 9 * 2 + 1
+    assert {r["model_version"] for r in rows} == {active} and all(r["trained_at"] for r in rows)
+    assert {"lo_80", "hi_95", "basis", "clipped"} <= set(rows[0])
+    as_json = system.client.predict_csv(ask, accept_json=True)
+    assert isinstance(as_json, dict) and as_json["lineage"]["model_version"] == active
+    assert as_json["unknown_stores"] == [UNSEEN_STORE] and as_json["rows_dropped"] == {}
+    assert "model_version" not in as_json["rows"][0] and "basis" in as_json["rows"][0]
+
+
+def test_large_predictions_are_spark_jobs_with_a_lineage_sidecar(
+    system: System, tmp_path: Path
+) -> None:
+    months = [f"{y}-{m:02d}" for y in (2022, 2023) for m in range(1, 13)] * 12
+    big = tmp_path / "big.csv"
+    big.write_text(_question(months))
+    assert big.stat().st_size > system.settings.predict_sync_max_bytes
+    queued = system.client.predict_csv(big)
+    assert isinstance(queued, dict) and queued["kind"] == "predict"
+    done = system.client.wait(queued["job_id"], timeout=TRAIN_TIMEOUT_S)
+    assert done["status"] == "succeeded", done
+    assert done["lineage"]["model_version"] == done["model_version"]
+    rows = list(csv.DictReader(io.StringIO(system.client.job_output(done["job_id"]).decode())))
+    assert {r["model_version"] for r in rows} == {done["model_version"]} and len(rows) == 9 * 24
+    output = system.settings.data_dir / "predict-outputs" / f"{done['job_id']}.csv"
+    sidecar = json.loads(lineage_path(output).read_text())
+    assert sidecar == done["lineage"]
+
+
+# --- the in-process path equals Spark, for every version ----------------------------------------
+
+
+def _frame_rows() -> list[tuple[str | None, str | None, int, int]]:
+    stores, products = _catalog()
+    return [
+        (s, p, y, m)
+        for s in [*stores, UNSEEN_STORE, None]
+        for p in [*products, UNSEEN_PRODUCT]
+        for y in (2021, 2022, 2023)
+        for m in range(1, 13)
+    ]
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return bool(a == b)
+
+
+def _compare(spark_rows: dict[tuple, dict], ours: dict[tuple, dict]) -> None:
+    assert spark_rows.keys() == ours.keys()
+    for key, want in spark_rows.items():
+        got = ours[key]
+        assert want.keys() == got.keys(), key
+        bad = {c: (got[c], want[c]) for c in want if not _close(got[c], want[c])}
+        assert not bad, f"{key}: in-process vs Spark differ in {bad}"
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["with-fallback", "model-only"])
+def test_in_process_answers_equal_spark_for_every_version(
+    system: System, spark: SparkSession, fallback: bool
+) -> None:
+    rows = _frame_rows()
+    frame = spark.createDataFrame(rows, "store_id string, product_id string, year int, month int")
+    for version in system.registry.versions():
+        facts = ModelFacts.of(version, curated_path(system.settings))
+        if not fallback:  # a version without means: unseen ids are answered by the model
+            facts = dataclasses.replace(facts, fallback=None)
+        assert (facts.fallback is not None) == fallback
+        by_spark = {
+            (r["store_id"], r["product_id"], r["year"], r["month"]): r.asDict()
+            for r in predict_frame(version, frame, facts).collect()
+        }
+        served = dataclasses.replace(ServedModel.load(version), facts=facts)
+        scored = served.score(*(list(c) for c in zip(*rows, strict=True)))
+        ours = {}
+        for i, key in enumerate(rows):
+            want = by_spark[key]
+            ours[key] = {
+                **{c: want[c] for c in ("store_id", "product_id", "year", "month", "period")},
+                **{c: want[c] for c in ("actual_quantity", "error", "model_version", "trained_at")},
+                "predicted_quantity": float(scored.predicted[i]),
+                "basis": scored.basis[i],
+                "clipped": bool(scored.clipped[i]),
+                "unknown_store": bool(scored.unknown_store[i]),
+                "unknown_product": bool(scored.unknown_product[i]),
+            }
+            for level in facts.levels:
+                lo, hi = (f"{side}_{float(level) * 100:g}" for side in ("lo", "hi"))
+                low, high = float(scored.lower[level][i]), float(scored.upper[level][i])
+                ours[key][lo] = None if math.isnan(low) else low
+                ours[key][hi] = None if math.isnan(high) else high
+        _compare(by_spark, ours)
+        bases = {r["basis"] for r in by_spark.values()}
+        if fallback:
+            assert bases == {"model", "product_mean", "store_mean", "global_mean"}
+        else:  # unseen ids included, answered by the model
+            assert bases == {"model"}
+            assert any(r["unknown_store"] and r["unknown_product"] for r in by_spark.values())
+
+
+def test_in_process_csv_predictions_equal_spark_for_every_version(
+    system: System, spark: SparkSession, tmp_path: Path
+) -> None:
+    stores, products = _catalog()
+    awkward = (
+        f"{products[1]},n,1,{UNSEEN_STORE},x,1.5,2022-10-01\n"
+        "p9,n,1, ,x,1,2022-10-01\n"  # blank store: dropped
+        "p9,n,1,s,x,1,2022-10-32\n"  # bad date: dropped
+        f"{products[0]},n,1,{stores[0]},x,abc,2022-10-02 10:00:00\n"  # bad quantity: no actual
+        f"{UNSEEN_PRODUCT},n,1,{stores[0]},x,0.25,2022-11-30\n"
+    )
+    source = tmp_path / "awkward.csv"
+    source.write_text(_question(["2022-10", "2022-11", "2023-02"], awkward))
+    service = ForecastService(system.registry, history_root=curated_path(system.settings))
+    for version in system.registry.versions():
+        result = predict(
+            spark, system.settings, str(source), registry=system.registry, version=version.version
+        )
+        by_spark = {
+            (r["store_id"], r["product_id"], r["year"], r["month"]): r.asDict()
+            for r in result.frame.collect()
+        }
+        ours = predict_csv(service, source, version.version)
+        assert ours.columns == result.frame.columns
+        assert ours.rows_dropped == {"bad_date": 1, "missing_store_id": 1}
+        assert ours.unknown_stores == result.unknown_stores == [UNSEEN_STORE]
+        assert ours.unknown_products == result.unknown_products == [UNSEEN_PRODUCT]
+        assert ours.lineage == result.lineage
+        _compare(
+            by_spark,
+            {(r["store_id"], r["product_id"], r["year"], r["month"]): r for r in ours.rows},
+        )

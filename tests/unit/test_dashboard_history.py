@@ -1,0 +1,115 @@
+"""The history reader on a small curated folder written here, and /api/history and /api/series."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from salesflow.auth import load_or_create_token
+from salesflow.config import Settings
+from salesflow.errors import InputError
+from salesflow.history import ALL, curated_root, read_monthly, series_ids
+from salesflow.services.dashboard.app import create_app
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def write_source(root: Path, folder: str, rows: list[tuple[str, str, int, int, float]]) -> None:
+    """One source partition as the training job writes it (Spark types: int32 year/month)."""
+    part = root / folder
+    part.mkdir(parents=True)
+    table = pa.table(
+        {
+            "store_id": [r[0] for r in rows],
+            "product_id": [r[1] for r in rows],
+            "year": pa.array([r[2] for r in rows], pa.int32()),
+            "month": pa.array([r[3] for r in rows], pa.int32()),
+            "quantity": [r[4] for r in rows],
+        }
+    )
+    pq.write_table(table, part / "part-00000-x.snappy.parquet")
+    (part / "_source.json").write_text("{}")
+    (part / "_SUCCESS").write_text("")
+
+
+@pytest.fixture
+def curated(settings: Settings) -> Path:
+    root = curated_root(settings.warehouse_path)
+    write_source(
+        root,
+        f"source_sha256={SHA_A}",
+        [
+            ("2", "p1", 2021, 1, 10.0),
+            ("2", "p1", 2021, 2, 20.0),
+            ("10", "p1", 2021, 1, 1.0),
+            ("2", "p2", 2020, 12, 5.0),
+        ],
+    )
+    # A second file with an overlapping month: the same store/product/month is summed.
+    write_source(root, f"source_sha256={SHA_B}", [("2", "p1", 2021, 2, 2.5), ("x", "p3", 2021, 3, 7)])
+    # A write in progress (dot folder) is invisible, as it is to Spark.
+    write_source(root, ".tmp-123", [("2", "p1", 2021, 1, 1000.0)])
+    return root
+
+
+def test_one_series_sums_sources_per_month(curated: Path) -> None:
+    found = read_monthly(curated, "2", "p1")
+    assert found.months == ["2021-01", "2021-02"]
+    assert found.quantities == [10.0, 22.5]
+    assert found.to_dict()["months"] == [
+        {"month": "2021-01", "quantity": 10.0},
+        {"month": "2021-02", "quantity": 22.5},
+    ]
+
+
+def test_totals_across_stores_and_products(curated: Path) -> None:
+    totals = read_monthly(curated)
+    assert totals.months == ["2020-12", "2021-01", "2021-02", "2021-03"]
+    assert totals.quantities == [5.0, 11.0, 22.5, 7.0]
+    assert read_monthly(curated, "2", ALL).quantities == [5.0, 10.0, 22.5]
+    assert read_monthly(curated, ALL, "p1").quantities == [11.0, 22.5]
+
+
+def test_unknown_ids_and_missing_history_are_empty(curated: Path, tmp_path: Path) -> None:
+    assert read_monthly(curated, "nope", "p1").months == []
+    assert read_monthly(tmp_path / "none").months == []
+    assert series_ids(tmp_path / "none").stores == []
+
+
+def test_bad_ids_say_what_is_wrong(curated: Path) -> None:
+    with pytest.raises(InputError, match="store_id is empty"):
+        read_monthly(curated, " ", "p1")
+    with pytest.raises(InputError, match="product_id is longer"):
+        read_monthly(curated, "2", "p" * 500)
+
+
+def test_series_ids_sort_numbers_numerically(curated: Path) -> None:
+    found = series_ids(curated)
+    assert found.stores == ["2", "10", "x"]
+    assert found.products == ["p1", "p2", "p3"]
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings, jobs_transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    with TestClient(app) as test_client:
+        test_client.get("/login", params={"token": load_or_create_token(settings)})
+        yield test_client
+
+
+def test_history_and_series_endpoints(client: TestClient, curated: Path) -> None:
+    body = client.get("/api/history", params={"store_id": "2", "product_id": "p1"}).json()
+    assert body["store_id"] == "2" and body["product_id"] == "p1"
+    assert [m["quantity"] for m in body["months"]] == [10.0, 22.5]
+    totals = client.get("/api/history").json()
+    assert totals["store_id"] == ALL and len(totals["months"]) == 4
+    assert client.get("/api/series").json() == {"stores": ["2", "10", "x"], "products": ["p1", "p2", "p3"]}
+    bad = client.get("/api/history", params={"store_id": ""})
+    assert bad.status_code == 400
+    assert "store_id is empty" in bad.json()["error"]["message"]
