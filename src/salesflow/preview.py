@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
+
 from salesflow.csv_rules import BLANKS, date_of, open_quote_line, quantity_problem
 from salesflow.errors import (
     FieldTooLongError,
@@ -25,7 +27,15 @@ from salesflow.errors import (
 )
 from salesflow.schema import HeaderInfo
 
-__all__ = ["DELIMITER_NAMES", "PREVIEW_REASONS", "Inspector", "Preview"]
+# date_of and quantity_problem live in csv_rules; they are re-exported here for existing callers.
+__all__ = [
+    "DELIMITER_NAMES",
+    "PREVIEW_REASONS",
+    "Inspector",
+    "Preview",
+    "date_of",
+    "quantity_problem",
+]
 
 #: The Spark job's reject reasons (salesflow.spark.transforms.REJECT_REASONS, in its order; not
 #: imported to keep Spark out of the upload service) and the preview's own `wrong_field_count`.
@@ -41,8 +51,10 @@ PREVIEW_REASONS: tuple[str, ...] = (
 DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon"}
 #: Line numbers kept per reject reason.
 FIRST_LINES = 5
-#: Distinct line hashes kept for duplicate detection: ~32 MB of set and ints at worst per upload.
+#: Distinct line hashes kept for duplicate detection (8 bytes each: 4 MB per upload at most).
 DUPLICATE_HASH_LIMIT = 500_000
+#: Text parsed at once: its transient lists of lines and fields take ~10x its size.
+PIECE_BYTES = 256 * 1024
 #: Distinct store and product ids kept (each); real catalogues are far smaller.
 DISTINCT_LIMIT = 100_000
 #: Distinct date / quantity texts whose verdict is remembered (files repeat few values).
@@ -119,8 +131,7 @@ class Inspector:
         self._date_max: str | None = None
         self._dates: dict[str, str] = {}
         self._quantities: dict[str, str] = {}
-        # Blank lines are never duplicates: their hashes are "seen" from the start.
-        self._hashes: set[int] = {hash(""), hash("\r")}
+        self._hashes = _LineHashes()
         self._duplicates = 0
         self._bounded: list[str] = []
 
@@ -128,6 +139,13 @@ class Inspector:
 
     def feed(self, chunk: bytes) -> None:
         """Inspect the next bytes of the file."""
+        if self._parsing and len(chunk) > PIECE_BYTES:
+            for start in range(0, len(chunk), PIECE_BYTES):
+                self._feed(chunk[start : start + PIECE_BYTES])
+        else:
+            self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
         if not chunk:
             return
         held = self._decoder.getstate()[0]
@@ -437,12 +455,48 @@ class Inspector:
         """Count exact repeats among the complete lines `lines[:done]` (blank lines excluded)."""
         if "duplicate_rows" in self._bounded or done == 0:
             return
-        hashes = self._hashes
-        room = DUPLICATE_HASH_LIMIT - len(hashes)
+        room = DUPLICATE_HASH_LIMIT - len(self._hashes)
         complete = lines[:done] if done <= room else lines[:room]
-        blanks = complete.count("") + complete.count("\r")
-        before = len(hashes)
-        hashes.update(map(hash, complete))
-        self._duplicates += len(complete) - blanks - (len(hashes) - before)
+        self._duplicates += self._hashes.add(complete)
         if len(complete) < done:
             self._bounded.append("duplicate_rows")
+
+
+class _LineHashes:
+    """The hashes of distinct lines seen, as sorted int64 arrays (8 bytes a line, where a Python
+    set of ints takes ~70): a large sorted one, and a small one that is merged into it."""
+
+    #: Hashes collected before they are merged into the large array (a merge copies it).
+    MERGE_AT = 65_536
+    #: Blank lines are never duplicates.
+    BLANK = np.array(sorted({hash(""), hash("\r")}), dtype=np.int64)
+
+    def __init__(self) -> None:
+        self._old = np.empty(0, dtype=np.int64)
+        self._new = np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._old) + len(self._new)
+
+    def add(self, lines: list[str]) -> int:
+        """Remember the lines; how many repeated a line seen before (or earlier in `lines`)."""
+        hashes = np.fromiter(map(hash, lines), dtype=np.int64, count=len(lines))
+        hashes = hashes[~np.isin(hashes, self.BLANK)]
+        distinct = np.unique(hashes)
+        known = _members(distinct, self._old) | _members(distinct, self._new)
+        fresh = distinct[~known]
+        self._new = np.concatenate([self._new, fresh])
+        self._new.sort(kind="stable")  # two sorted runs: a linear merge
+        if len(self._new) >= self.MERGE_AT:
+            self._old = np.concatenate([self._old, self._new])
+            self._old.sort(kind="stable")
+            self._new = np.empty(0, dtype=np.int64)
+        return len(hashes) - len(fresh)
+
+
+def _members(values: Any, sorted_array: Any) -> Any:
+    """A mask: which of `values` are in `sorted_array`."""
+    if not len(sorted_array):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_array, values), len(sorted_array) - 1)
+    return sorted_array[at] == values

@@ -73,7 +73,7 @@ def _store(settings: Settings, source: Path) -> tuple[str, str]:
 def _train(client: JobServerClient, job: dict[str, Any]) -> dict[str, Any]:
     assert job["created"] is True, job
     done = client.wait(job["job_id"], timeout=TRAIN_TIMEOUT_S)
-    assert done["status"] == "succeeded", done
+    assert done["status"] == "succeeded", (done["error_code"], done["error"], done["log_tail"])
     return done
 
 

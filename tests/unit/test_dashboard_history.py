@@ -52,7 +52,9 @@ def curated(settings: Settings) -> Path:
         ],
     )
     # A second file with an overlapping month: the same store/product/month is summed.
-    write_source(root, f"source_sha256={SHA_B}", [("2", "p1", 2021, 2, 2.5), ("x", "p3", 2021, 3, 7)])
+    write_source(
+        root, f"source_sha256={SHA_B}", [("2", "p1", 2021, 2, 2.5), ("x", "p3", 2021, 3, 7)]
+    )
     # A write in progress (dot folder) is invisible, as it is to Spark.
     write_source(root, ".tmp-123", [("2", "p1", 2021, 1, 1000.0)])
     return root
@@ -109,7 +111,10 @@ def test_history_and_series_endpoints(client: TestClient, curated: Path) -> None
     assert [m["quantity"] for m in body["months"]] == [10.0, 22.5]
     totals = client.get("/api/history").json()
     assert totals["store_id"] == ALL and len(totals["months"]) == 4
-    assert client.get("/api/series").json() == {"stores": ["2", "10", "x"], "products": ["p1", "p2", "p3"]}
+    assert client.get("/api/series").json() == {
+        "stores": ["2", "10", "x"],
+        "products": ["p1", "p2", "p3"],
+    }
     bad = client.get("/api/history", params={"store_id": ""})
     assert bad.status_code == 400
     assert "store_id is empty" in bad.json()["error"]["message"]

@@ -89,7 +89,9 @@ def test_the_proxy_adds_the_token_and_never_returns_it(
         client.get(f"/api/uploads/{UPLOAD_ID}"),
         client.get("/api/jobs", params={"upload_id": UPLOAD_ID}),
         client.get("/api/jobs/abc123"),
-        client.get("/api/forecast", params={"store_id": "1", "product_id": "2", "month": "2022-04"}),
+        client.get(
+            "/api/forecast", params={"store_id": "1", "product_id": "2", "month": "2022-04"}
+        ),
         client.post("/api/forecast", json={"queries": []}),
         client.post("/api/models/v0002/activate", json={"reason": "rollback"}),
     ]
@@ -236,7 +238,9 @@ def test_status_reports_services_broker_lag_and_active_model(
 
     def jobs(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/readyz":
-            return httpx.Response(503, json={"status": "not_ready", "checks": {"spark": "starting"}})
+            return httpx.Response(
+                503, json={"status": "not_ready", "checks": {"spark": "starting"}}
+            )
         return httpx.Response(
             200, json={"active": "v0001", "models": [{"version": "v0001", "active": True}]}
         )

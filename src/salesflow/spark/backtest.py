@@ -195,8 +195,8 @@ def run(
     frames = [history.filter(F.col("period_index") <= w.origin) for w in windows]
     if fit_transform is not None:
         frames = [fit_transform(f) for f in frames]
+    fit = inheritable_thread_target(history.sparkSession)(_fit)  # keeps job tags and properties
     with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
-        fit = inheritable_thread_target(_fit)
         models = list(pool.map(lambda frame: fit(params, frame), frames))
     parts = [
         model.transform(prepared.rows.filter(F.col("window") == i)).select(

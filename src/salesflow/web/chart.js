@@ -87,7 +87,9 @@ export function monthlyChart(container, data) {
       width: Math.max(1, Math.min(m.left + plotW, x1) - Math.max(m.left, x0)), height: plotH,
       "data-label": w.label,
     }, svg("title", {}, w.label)));
-    windows.append(svg("text", { class: "window-label", x: (x0 + x1) / 2, y: m.top - 6, "text-anchor": "middle" }, w.short || ""));
+    if (x1 - x0 >= 28) { // too narrow for a label on a small screen: the title still names it
+      windows.append(svg("text", { class: "window-label", x: (x0 + x1) / 2, y: m.top - 6, "text-anchor": "middle" }, w.short || ""));
+    }
   }
   root.append(windows);
 

@@ -44,7 +44,11 @@ export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothin
   const head = el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : "" }, c.label)));
   const body = rows.map((row) => {
     const props = rowProps ? rowProps(row) : {};
-    const tr = el("tr", props, columns.map((c) => el("td", { class: c.num ? "num" : "", dataset: c.key ? { col: c.key } : undefined }, c.value(row))));
+    const cells = columns.map((c) => el("td", {
+      class: [c.num ? "num" : "", c.wrap ? "wrap" : ""].join(" ").trim(),
+      dataset: c.key ? { col: c.key } : undefined,
+    }, c.value(row)));
+    const tr = el("tr", props, cells);
     if (onRow) {
       tr.tabIndex = 0;
       tr.classList.add("clickable");

@@ -18,6 +18,7 @@ let shown = null; // "store|product" drawn now
 let rows = [];
 let resizeObserver = null;
 let redraw = null;
+let drawing = 0; // the latest show() call: an older one that finishes later draws nothing
 
 export async function enter({ query }) {
   wire();
@@ -104,7 +105,10 @@ async function fetchForecast(queries) {
     if (![404, 405].includes(error.status) || error.code === "model_not_found" || queries.length > MAX_SINGLE_GETS) throw error;
   }
   for (const q of queries) {
-    const body = await api("/forecast", { params: q });
+    const body = await api("/forecast", { params: q }).catch((error) => {
+      if (error.status === 404 && !error.code) throw new Error("the job server has no forecast API");
+      throw error;
+    });
     answers.push(...answersOf(body));
     lineage = lineage || body.lineage || null;
   }
@@ -115,6 +119,7 @@ async function show() {
   const store = document.getElementById("store-select").value;
   const product = document.getElementById("product-select").value;
   shown = `${store}|${product}`;
+  const ticket = ++drawing;
   const hash = `#/forecast?store=${encodeURIComponent(store)}&product=${encodeURIComponent(product)}`;
   if (window.location.hash !== hash) window.history.replaceState(null, "", hash);
   const figure = document.getElementById("forecast-figure");
@@ -161,6 +166,7 @@ async function show() {
     } else if (!active) {
       messages.push("No active model yet: upload a sales file to train one.");
     }
+    if (ticket !== drawing) return; // the selection changed meanwhile
     const windows = (active?.backtest?.windows || []).map((w, i) => ({
       label: `backtest window ${i + 1}: fitted up to ${w.origin}, scored ${w.months?.[0]} → ${w.months?.at(-1)}`,
       short: `bt ${i + 1}`,
@@ -204,7 +210,7 @@ async function show() {
   } catch (error) {
     toast(error.message, "error");
   } finally {
-    figure.setAttribute("aria-busy", "false");
+    if (ticket === drawing) figure.setAttribute("aria-busy", "false");
   }
 }
 
@@ -240,13 +246,13 @@ function renderTable() {
     return;
   }
   const head = ["Month", "Actual", "Forecast", "Low 80%", "High 80%", "Basis"];
-  fill("forecast-table", el("table", { id: "forecast-numbers" },
+  fill("forecast-table", el("div", { class: "table-scroll tall", tabindex: "0", "aria-label": "forecast numbers" }, el("table", { id: "forecast-numbers" },
     el("caption", { class: "visually-hidden" }, "Monthly actuals and forecast"),
     el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 5 ? "num" : "" }, h)))),
     el("tbody", {}, rows.map((r) => el("tr", { dataset: { month: r.month, kind: r.forecast !== null ? "forecast" : "actual" } },
       el("th", { scope: "row" }, monthLabel(r.month)),
       cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
-      el("td", { dataset: { col: "basis" } }, r.basis))))));
+      el("td", { dataset: { col: "basis" } }, r.basis)))))));
 }
 
 function download() {

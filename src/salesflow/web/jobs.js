@@ -17,7 +17,12 @@ export async function enter({ arg }) {
 export async function refresh() {
   const calls = [api("/jobs", { params: { limit: 50 } })];
   if (selected) calls.push(api(`/jobs/${encodeURIComponent(selected)}`));
-  const [list, job] = await Promise.all(calls);
+  const [list, found] = await Promise.all(calls);
+  let job = found;
+  if (!selected && list.jobs.length) { // show the newest job until the user picks one
+    job = list.jobs[0];
+    selected = job.job_id;
+  }
   fill("jobs-table", jobsTable(list.jobs, {
     onRow: (j) => { window.location.hash = `#/jobs/${j.job_id}`; },
     rowProps: (j) => ({ class: j.job_id === selected ? "selected" : "", "aria-selected": j.job_id === selected ? "true" : null }),

@@ -29,7 +29,7 @@ export async function refresh() {
     { label: "Seasonal-naive", value: (m) => pct(m.metrics?.baseline?.wape), num: true },
     { label: "Backtest WAPE", value: (m) => pct(m.backtest?.overall?.model?.wape), num: true },
     { label: "Skill", value: (m) => { const s = skillOf(m); return s ? pct(s.value) : "–"; }, num: true },
-    { label: "Promotion", value: (m) => m.promotion?.reason || (m.active ? "active" : "–") },
+    { label: "Promotion", value: promotionOf },
     { label: "", value: (m) => (m.active ? "" : el("button", {
       type: "button", class: "button small", "data-version": m.version,
       onclick: (event) => { event.stopPropagation(); confirmActivate(m); },
@@ -41,6 +41,14 @@ export async function refresh() {
   }));
   renderDetail();
   renderHistory(body.history || []);
+}
+
+/** Promoted / forced / kept as a candidate, with the gate's reason as a tooltip. */
+function promotionOf(model) {
+  const p = model.promotion;
+  if (!p) return "–";
+  const word = p.forced ? "forced" : p.promoted ? "promoted" : "candidate";
+  return el("span", { title: p.reason || "" }, word);
 }
 
 function renderDetail() {
@@ -67,6 +75,7 @@ function renderDetail() {
       { label: "MASE", value: (w) => num(w.model?.mase, 2), num: true },
     ], windows, { caption: "Backtest (rolling origin): WAPE per window" })
       : el("p", { class: "muted" }, "This version has no backtest recorded (trained before backtests existed)."),
+    model.promotion?.reason ? el("p", {}, el("strong", {}, "Promotion: "), model.promotion.reason) : null,
     levels.length ? el("p", {}, "Prediction intervals: ", levels.map(([level, spec]) =>
       `${pct(Number(level), 0)} ± ${num(spec.half_width, 1)}`).join(", "),
     model.intervals?.coverage_last_window
@@ -85,7 +94,7 @@ function renderHistory(history) {
     { label: "When", value: (h) => when(h.at) },
     { label: "Active", value: (h) => h.version },
     { label: "Before", value: (h) => h.previous || "–" },
-    { label: "Why", value: (h) => h.reason || "" },
+    { label: "Why", value: (h) => h.reason || "", wrap: true },
     { label: "By", value: (h) => h.actor || "" },
   ], rows, { empty: "No activations yet." }));
 }

@@ -55,8 +55,7 @@ class StatusBoard:
         async with anyio.create_task_group() as group:
             group.start_soon(run, "upload", lambda: self._service(self.upload))
             group.start_soon(run, "jobs", lambda: self._service(self.jobs))
-            group.start_soon(run, "broker", self._broker)
-            group.start_soon(run, "lag", self._lag)
+            group.start_soon(run, "kafka", self._kafka)
             group.start_soon(run, "models", self._models)
         services = [
             {"name": "dashboard", "ok": True, "status": "ready", "checks": {}},
@@ -65,14 +64,14 @@ class StatusBoard:
         ]
         return {
             "services": services,
-            "broker": results["broker"],
+            "broker": results["kafka"][0],
             "consumer": {
                 "group": self.settings.kafka_consumer_group,
                 "topic": self.settings.kafka_uploads_topic,
-                "lag": results["lag"],
+                "lag": results["kafka"][1],
             },
             "active_model": results["models"],
-            "ok": all(s["ok"] for s in services) and results["broker"]["reachable"],
+            "ok": all(s["ok"] for s in services) and results["kafka"][0]["reachable"],
         }
 
     async def _service(self, upstream: Upstream) -> dict[str, Any]:
@@ -88,20 +87,21 @@ class StatusBoard:
             "checks": body.get("checks", {}),
         }
 
-    async def _broker(self) -> dict[str, Any]:
-        reachable = await self._in_thread(
-            lambda: kafka.broker_reachable(self.settings, timeout=PROBE_TIMEOUT_S - 0.5)
+    async def _kafka(self) -> tuple[dict[str, Any], int | None]:
+        """The broker's reachability, then the group's lag (not asked of an unreachable broker:
+        that only waits out the timeout and fills the log with connection errors)."""
+        reachable = bool(
+            await self._in_thread(
+                lambda: kafka.broker_reachable(self.settings, timeout=PROBE_TIMEOUT_S - 0.5)
+            )
         )
-        return {
-            "bootstrap": self.settings.kafka_bootstrap_servers,
-            "reachable": bool(reachable),
-        }
-
-    async def _lag(self) -> int | None:
+        broker = {"bootstrap": self.settings.kafka_bootstrap_servers, "reachable": reachable}
+        if not reachable:
+            return broker, None
         lag = await self._in_thread(
             lambda: kafka.consumer_lag(self.settings, timeout=PROBE_TIMEOUT_S - 0.5)
         )
-        return lag if isinstance(lag, int) else None
+        return broker, lag if isinstance(lag, int) else None
 
     async def _models(self) -> dict[str, Any] | None:
         try:

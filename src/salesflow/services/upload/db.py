@@ -301,7 +301,7 @@ class UploadDB:
             "WHERE status IN ('stored', 'queued', 'training') "
             "AND MAX(updated_at, COALESCE(reconciled_at, '')) < ? "
             "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.upload_id = u.upload_id "
-            "                AND (o.published_at IS NULL OR ? IS NULL)) "
+            "                AND (o.published_at IS NULL OR o.published_at >= ?)) "
             "ORDER BY updated_at LIMIT ?",
             (cutoff, cutoff, limit),
         )

@@ -1,0 +1,203 @@
+"""Child processes and this machine: run and time a child, sample its memory, describe the host.
+
+Linux /proc is the source for memory (VmRSS of a process tree, VmHWM of one process) and for the
+machine's RAM and CPU model; elsewhere these read as 0 / unknown rather than failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PeakRSS", "ProcessRun", "machine_info", "run_process", "vm_hwm_mb"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _meminfo_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024, 0)
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version_of(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (done.stderr or done.stdout).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from: cores, RAM, CPU, versions, load, commit, time."""
+    try:
+        import pyspark
+
+        spark_version = pyspark.__version__
+    except ImportError:
+        spark_version = "not installed"
+    commit = _version_of(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_mb": _meminfo_mb(),
+        "cpu": _cpu_model(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "spark": spark_version,
+        "java": _version_of(["java", "-version"]),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": commit,
+    }
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        for task in tasks:
+            text = (task / "children").read_text().split()
+            found.extend(int(c) for c in text)
+    except OSError:
+        pass
+    return found
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM) in MB; 0 when it is gone."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+class PeakRSS:
+    """Samples the resident memory of a process and all its descendants (e.g. python + its JVM).
+
+    `peak_mb` is the largest sum seen; sampling every `interval` s misses only very short peaks.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="peak-rss", daemon=True)
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(_children(pid))
+        return pids
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            total = sum(_status_kb(pid, "VmRSS") for pid in self._tree()) / 1024
+            self.peak_mb = max(self.peak_mb, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class ProcessRun:
+    """A finished child process: wall time, output, exit code, peak memory of its tree."""
+
+    argv: list[str]
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr_path: Path
+    peak_mb: float
+
+    def check(self) -> ProcessRun:
+        """Raise with the tail of stderr when the child failed."""
+        if self.returncode != 0:
+            tail = "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(
+                f"{' '.join(self.argv[:4])} ... exited {self.returncode}; stderr ends:\n{tail}"
+            )
+        return self
+
+    def last_json(self) -> Any:
+        """The last stdout line that parses as JSON, or the whole stdout as JSON."""
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError:
+            pass
+        for line in reversed(self.stdout.strip().splitlines()):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+        raise RuntimeError(f"no JSON in the output of {' '.join(self.argv[:4])}")
+
+
+def run_process(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log: Path,
+    timeout: float = 1800.0,
+) -> ProcessRun:
+    """Run a child to completion (no shell), timing it and sampling its tree's memory.
+
+    stderr goes to `log` (Spark's progress and logs are large); stdout is returned.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=cwd, start_new_session=True
+        )
+        with PeakRSS(process.pid) as peak:
+            try:
+                out, _ = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise
+        seconds = time.perf_counter() - start
+    return ProcessRun(
+        argv, seconds, process.returncode, out.decode(errors="replace"), log, peak.peak_mb
+    )

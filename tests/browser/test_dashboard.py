@@ -1,0 +1,189 @@
+"""The dashboard in a real browser over the real system: log in, upload through the page, watch it
+train, and check what the forecast explorer draws against the data and the forecast API.
+
+Playwright drives Debian's chromium (/usr/bin/chromium, installed by `make test`'s browser-deps step);
+Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from salesflow.generate import generate_sales
+from salesflow.services.dashboard.app import dashboard_url, login_url
+from salesflow.services.dashboard.session import COOKIE
+from salesflow.services.jobs.client import JobServerClient
+from tests.conftest import free_port
+from tests.fixtures.system import running_system
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "forecast-explorer.png"
+#: Rows in the uploaded file: enough for 51 months of history, quick to train.
+ROWS = 5_000
+#: Training 5k rows with backtests takes ~1-2 min on a busy 2-core machine; this is the ceiling.
+TRAIN_TIMEOUT_MS = 300_000
+#: A page update after an action (a poll is at most 1-5 s away).
+UI_TIMEOUT_MS = 30_000
+
+
+def monthly_actuals(path: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """(store_id, product_id) -> "YYYY-MM" -> summed quantity, straight from the CSV."""
+    totals: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            totals[(row["store_id"], row["product_id"])][row["date"][:7]] += float(row["quantity"])
+    return totals
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def data_values(page: Any, selector: str, attribute: str = "data-value") -> dict[str, float]:
+    """month -> number of every element matching `selector` that has data-month and `attribute`."""
+    pairs = page.eval_on_selector_all(
+        selector,
+        f"els => els.map(e => [e.closest('[data-month]').dataset.month, e.getAttribute('{attribute}')])",
+    )
+    return {month: float(value) for month, value in pairs if value not in (None, "")}
+
+
+def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make test` installs it (its browser-deps step runs "
+            "`apt-get install -y chromium`); or install it yourself with that command"
+        )
+    from playwright.sync_api import expect, sync_playwright
+
+    sales = tmp_path / "sales.csv"
+    generate_sales(sales, rows=ROWS, seed=11)
+    actuals = monthly_actuals(sales)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    with (
+        running_system(tmp_path / "system", dashboard_port=free_port()) as system,
+        sync_playwright() as playwright,
+    ):
+        settings = system.settings
+        base = dashboard_url(settings)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            page_errors: list[str] = []
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+            # Without a session the page sends the browser to the help page.
+            page.goto(f"{base}/")
+            assert page.url == f"{base}/welcome"
+            expect(page.get_by_text("salesflow up", exact=False).first).to_be_visible()
+
+            # The login link sets an HttpOnly, SameSite=Strict cookie and lands on the overview.
+            page.goto(login_url(settings))
+            assert page.url.startswith(f"{base}/")
+            expect(page.locator("#h-overview")).to_be_visible()
+            cookie = next(c for c in context.cookies() if c["name"] == COOKIE)
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            token = settings.auth_token.get_secret_value() if settings.auth_token else ""
+            assert token and token not in page.content()
+            assert token not in page.evaluate("document.cookie")
+            # dashboard, upload service, job server, broker, consumer: none of them down.
+            expect(page.locator("#service-health li")).to_have_count(5, timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#service-health li.bad")).to_have_count(0)
+
+            # Upload through the page's file input, then follow it until it has trained.
+            page.goto(f"{base}/#/upload")
+            page.set_input_files("#file-input", str(sales))
+            expect(page.locator("#upload-progress")).to_have_js_property("value", 100)
+            status = page.locator("#upload-status")
+            expect(status).to_have_attribute("data-status", "trained", timeout=TRAIN_TIMEOUT_MS)
+            expect(page.locator("#upload-trained")).to_contain_text("Trained model v0001")
+            expect(page.locator("#preview-facts")).to_contain_text(f"{ROWS:,}")
+            page.screenshot(path=str(shots / "upload.png"), full_page=True)
+
+            upload_id = page.locator("#follow-id").inner_text()
+            record = system.wait_terminal(upload_id, timeout=10)
+            assert record["status"] == "trained" and record["model_version"] == "v0001"
+
+            # The forecast explorer, one store and one product.
+            store, product = sorted(actuals)[0]
+            page.goto(f"{base}/#/forecast?store={store}&product={product}")
+            chart = page.locator("svg.monthly-chart")
+            expect(chart.locator("circle.point.forecast")).to_have_count(12, timeout=UI_TIMEOUT_MS)
+            expected = actuals[(store, product)]
+            drawn = data_values(page, "svg.monthly-chart circle.point.actual")
+            assert drawn.keys() == expected.keys()  # a point per month of history
+            assert all(close(drawn[m], expected[m]) for m in expected), (drawn, expected)
+
+            with JobServerClient(settings) as client:
+                api = {
+                    month: client.forecast(store, product, month=month)["answers"][0]
+                    for month in data_values(page, "svg.monthly-chart circle.point.forecast")
+                }
+            first_month = min(api)
+            assert first_month > max(expected)  # the forecast starts after the history
+            intervals = [a.get("intervals", {}).get("0.8") for a in api.values()]
+            if all(pair and pair[0] is not None for pair in intervals):
+                expect(chart.locator("path.band[data-level='0.8']")).to_have_count(1)
+            table = page.locator("#forecast-numbers")
+            shown = data_values(page, "#forecast-numbers td[data-col='forecast']")
+            assert shown.keys() == api.keys()
+            for month, answer in api.items():
+                assert close(shown[month], answer["predicted_quantity"]), month
+                text = table.locator(
+                    f"tr[data-month='{month}'] td[data-col='forecast']"
+                ).inner_text()
+                assert text == f"{answer['predicted_quantity']:,.1f}"
+            lows = data_values(page, "#forecast-numbers td[data-col='lo']")
+            for month, answer in api.items():
+                pair = answer.get("intervals", {}).get("0.8")
+                if pair and pair[0] is not None:
+                    assert close(lows[month], pair[0]), month
+            page.screenshot(path=str(shots / "forecast-explorer.png"), full_page=False)
+            DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+            shutil.copyfile(shots / "forecast-explorer.png", DOCS_SCREENSHOT)
+
+            # The CSV download holds the same numbers as the table.
+            with page.expect_download() as download_info:
+                page.locator("#download-csv").click()
+            downloaded = Path(download_info.value.path()).read_text(encoding="utf-8")
+            rows = {r["month"]: r for r in csv.DictReader(io.StringIO(downloaded))}
+            for month, answer in api.items():
+                assert close(float(rows[month]["predicted_quantity"]), answer["predicted_quantity"])
+            assert close(float(rows[min(expected)]["actual_quantity"]), expected[min(expected)])
+
+            # Totals: one point per month, no band (an interval of a sum is not drawn).
+            page.select_option("#store-select", "all")
+            page.select_option("#product-select", "all")
+            expect(page.locator("#forecast-note")).to_contain_text("Totals have no interval")
+            expect(chart.locator("path.band")).to_have_count(0)
+            all_months = {m for series in actuals.values() for m in series}
+            assert len(data_values(page, "svg.monthly-chart circle.point.actual")) == len(
+                all_months
+            )
+
+            # Models: the new version is active, with its metrics; a narrow window still reads.
+            page.goto(f"{base}/#/models")
+            expect(page.locator("#models-table tr[data-version='v0001']")).to_contain_text("active")
+            page.set_viewport_size({"width": 420, "height": 900})
+            page.goto(f"{base}/#/overview")
+            expect(page.locator("#active-model-stats")).to_have_attribute(
+                "data-version", "v0001", timeout=UI_TIMEOUT_MS
+            )
+            page.screenshot(path=str(shots / "overview-narrow.png"), full_page=True)
+            assert page_errors == []
+        finally:
+            browser.close()
