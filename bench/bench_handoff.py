@@ -149,6 +149,7 @@ def running_stack(ctx: Context) -> Iterator[Any]:
         kafka_dlq_topic=f"bench.uploads.dlq.{secrets.token_hex(3)}",
         upload_port=free_port(),
         jobs_port=free_port(),
+        dashboard_port=free_port(),
         auth_token=SecretStr(secrets.token_urlsafe(16)),
         num_trees=STACK_TREES,
         max_depth=STACK_DEPTH,

@@ -116,8 +116,15 @@ def generate(
 @app.command()
 def train(
     sources: Annotated[list[str], typer.Argument(help="CSV paths or file:// / s3:// URLs.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Make the new version active even if the gate says no.")
+    ] = False,
 ) -> None:
-    """Train a new model version on the curated history plus these files, in this process."""
+    """Train a new model version on the curated history plus these files, in this process.
+
+    It becomes the active version only if its backtest beats the seasonal-naive forecast and the
+    active version (or with --force); otherwise it is kept as a candidate.
+    """
     from salesflow.registry import ModelRegistry
     from salesflow.spark.session import get_spark
     from salesflow.spark.train import TrainInput
@@ -132,12 +139,15 @@ def train(
             [TrainInput(_as_url(s)) for s in sources],
             registry=ModelRegistry(cfg.warehouse_path / "models"),
             progress=lambda stage: status.update(stage),
+            force=force,
         )
     console.print(
         f"model [bold]{result.version}[/] trained on {result.rows_read:,} rows "
         f"({result.rows_rejected:,} rejected) in {result.duration_s:.1f} s"
     )
     _print_metrics(result.metrics)
+    state = "[green]active[/]" if result.promoted else "[yellow]kept as a candidate[/]"
+    console.print(f"{result.version} is {state}: {result.promotion.get('reason', '')}")
 
 
 @app.command()
@@ -253,7 +263,11 @@ def models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List model versions with their holdout metrics; the active one is marked."""
+    """List model versions: holdout metrics, backtest skill, top features; the active one is marked.
+
+    Skill is 1 - WAPE(model) / WAPE(seasonal-naive) over the rolling-origin backtest (above 0:
+    better than repeating last year's month).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from salesflow.registry import ModelRegistry
@@ -262,9 +276,14 @@ def models(
     if as_json:
         _print_json([{"version": v.version, "active": v.active, **v.metadata} for v in versions])
         return
-    table = Table("version", "active", "created", "rows", "WAPE", "baseline WAPE", "RMSE")
+    table = Table(
+        "version", "active", "created", "rows", "WAPE", "baseline WAPE", "RMSE", "skill",
+        "top features",
+    )  # fmt: skip
     for v in versions:
         m = v.metadata.get("metrics", {})
+        importances = v.metadata.get("feature_importances") or {}
+        top = sorted(importances.items(), key=lambda kv: -kv[1])[:2]  # two fit the table
         table.add_row(
             v.version,
             "*" if v.active else "",
@@ -273,6 +292,8 @@ def models(
             _fmt(m.get("model", {}).get("wape")),
             _fmt(m.get("baseline", {}).get("wape")),
             _fmt(m.get("model", {}).get("rmse")),
+            _fmt((v.metadata.get("backtest") or {}).get("skill")),
+            ", ".join(f"{name} {weight:.2f}" for name, weight in top) or "-",
         )
     console.print(table if versions else "no models yet: run `salesflow train FILE`")
 
