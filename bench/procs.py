@@ -6,9 +6,11 @@ machine's RAM and CPU model; elsewhere these read as 0 / unknown rather than fai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import threading
 import time
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PeakRSS", "ProcessRun", "machine_info", "run_process", "vm_hwm_mb"]
+__all__ = ["PeakRSS", "ProcessRun", "machine_info", "run_process", "stop_group", "vm_hwm_mb"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,6 +174,22 @@ class ProcessRun:
         raise RuntimeError(f"no JSON in the output of {' '.join(self.argv[:4])}")
 
 
+#: SIGTERM grace before SIGKILL when stopping a child's process group.
+STOP_GRACE_S = 10.0
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a child started with `start_new_session` and everything in its group (its JVM too)."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.communicate(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_process(
     argv: list[str],
     *,
@@ -193,9 +211,8 @@ def run_process(
         with PeakRSS(process.pid) as peak:
             try:
                 out, _ = process.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
+            except BaseException:  # a timeout, or Ctrl-C (which the child's own session misses)
+                stop_group(process)
                 raise
         seconds = time.perf_counter() - start
     return ProcessRun(

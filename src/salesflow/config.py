@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Any extra spark.* options, as JSON: {"spark.executor.memory": "4g"}.',
     )
+    spark_csv_multiline: bool = Field(
+        True,
+        description="Let a quoted CSV field hold a line break. False lets Spark split one big file "
+        "across tasks (faster with many cores), but such a field then breaks its row in two.",
+    )
     spark_s3a: bool = Field(
         False,
         description="Spark has hadoop-aws on its classpath: read s3:// uploads as s3a:// directly "

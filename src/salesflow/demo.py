@@ -46,7 +46,11 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _check_ports(settings: Settings) -> None:
-    wanted = [("upload service", settings.upload_port), ("job server", settings.jobs_port)]
+    wanted = [
+        ("upload service", settings.upload_port),
+        ("job server", settings.jobs_port),
+        ("dashboard", settings.dashboard_port),
+    ]
     if settings.kafka_embedded:
         port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")[2]
         wanted.append(("Kafka broker", int(port)))
@@ -54,7 +58,7 @@ def _check_ports(settings: Settings) -> None:
     if busy:
         raise ConfigurationError(
             f"already in use: {', '.join(busy)}. Stop what runs there (another `salesflow up`?) "
-            "or choose other ports with SALESFLOW_UPLOAD_PORT / SALESFLOW_JOBS_PORT / "
+            "or choose other ports with SALESFLOW_UPLOAD_PORT / SALESFLOW_JOBS_PORT / SALESFLOW_DASHBOARD_PORT / "
             "SALESFLOW_KAFKA_BOOTSTRAP_SERVERS."
         )
 

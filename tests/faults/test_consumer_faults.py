@@ -26,7 +26,13 @@ from salesflow.services.consumer.handler import CRASH_EXIT_CODE
 from salesflow.storage import local_path_of
 from tests.fixtures.system import System, check_invariants, running_system
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(300)]
+#: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
+#: but each training can take minutes when the machine is shared with other Spark work.
+TEST_TIMEOUT_S = 600
+#: How long an upload may take to reach its terminal state (the job may queue behind another).
+TERMINAL_TIMEOUT_S = 480.0
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 #: Rows per upload: enough to train on, small enough that a 3-tree model fits in a few seconds.
 ROWS = 1_500
@@ -138,7 +144,7 @@ def test_killed_after_train_before_commit_is_redelivered_to_the_same_job(system:
     assert lag(system) == 1  # ...and the event is not committed
 
     system.stack.restart("upload consumer")
-    assert system.wait_terminal(upload_id)["status"] == "trained"
+    assert system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)["status"] == "trained"
     eventually(lambda: lag(system) == 0, 60, "the redelivered event is committed")
     # Handled again after the crash (redelivered), and answered with the same job each time.
     handled = queued_job_ids(consumer_log(system), upload_id)
@@ -156,7 +162,7 @@ def test_killed_after_verify_before_the_call_trains_once(system: System) -> None
     assert lag(system) == 1
 
     system.stack.restart("upload consumer")
-    assert system.wait_terminal(upload_id)["status"] == "trained"
+    assert system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)["status"] == "trained"
     eventually(lambda: lag(system) == 0, 60, "the redelivered event is committed")
     jobs = system.jobs(upload_id)
     assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
@@ -214,7 +220,7 @@ def test_job_server_down_backs_off_without_commit_then_gives_up(system: System) 
         assert status_of(system, held) == "stored"  # not queued: the job server never answered
     finally:
         system.stack.restart("job server")
-    assert system.wait_terminal(held)["status"] == "trained"
+    assert system.wait_terminal(held, timeout=TERMINAL_TIMEOUT_S)["status"] == "trained"
     eventually(lambda: lag(system) == 0, 60, "the held event is committed")
     assert len(system.jobs(held)) == 1
     assert system.jobs(given_up) == []  # a dead letter never reaches the job server
@@ -290,7 +296,9 @@ def test_second_consumer_joins_and_first_is_killed_mid_stream(system: System) ->
                 assert first.process is not None
                 first.process.send_signal(signal.SIGKILL)
         for upload_id in ids:
-            assert system.wait_terminal(upload_id)["status"] == "trained"
+            assert (
+                system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)["status"] == "trained"
+            )
         eventually(lambda: lag(system) == 0, 60, "every event is committed")
         # The survivor ended up with all three partitions.
         assert assigned(log_path)[-1].count("[") == 3, assigned(log_path)

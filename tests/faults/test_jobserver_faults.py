@@ -30,7 +30,13 @@ from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import JobRunner
 from tests.fixtures.system import System, check_invariants, running_system
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(300)]
+#: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
+#: but each training can take minutes when the machine is shared with other Spark work.
+TEST_TIMEOUT_S = 600
+#: How long an upload may take to reach its terminal state (the job may queue behind another).
+TERMINAL_TIMEOUT_S = 480.0
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 #: Rows per upload: enough to train on, small enough that a 3-tree model fits in a few seconds.
 ROWS = 1_500
@@ -169,11 +175,13 @@ def test_job_server_killed_mid_job_requeues_it_and_sweeps_its_half_written_model
     upload_id = system.upload(system.sales_file(ROWS, seed=801))["upload_id"]
     running = eventually(
         lambda: [j for j in system.jobs(upload_id) if j["status"] == "running"],
-        120,
+        TERMINAL_TIMEOUT_S,
         "the train job is running",
     )
     job_id = running[0]["job_id"]
-    staged = eventually(lambda: staged_models(system), 120, "the job stages its model", 0.02)
+    staged = eventually(
+        lambda: staged_models(system), TERMINAL_TIMEOUT_S, "the job stages its model", every=0.02
+    )
     pid = job_server_pid(system)
     os.kill(pid, signal.SIGSTOP)  # freeze first, so the check below sees what the kill leaves
     assert staged_models(system) == staged and versions(system) == []
@@ -194,7 +202,7 @@ def test_job_server_killed_mid_job_requeues_it_and_sweeps_its_half_written_model
         m for m in removed if ".staging" in m
     ]
 
-    final = system.wait_terminal(upload_id)
+    final = system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)
     assert final["status"] == "trained", final
     [job] = system.jobs(upload_id)
     assert (job["job_id"], job["status"], job["attempts"]) == (job_id, "succeeded", 2)
@@ -230,7 +238,7 @@ def test_client_timeout_after_accept_retries_to_the_same_job(system: System) -> 
     finally:
         os.kill(pid, signal.SIGCONT)
     try:
-        final = system.wait_terminal(upload_id)
+        final = system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)
         assert final["status"] == "trained", final
         [job] = system.jobs(upload_id)
         assert job["job_id"] == accepted["job_id"] and job["attempts"] == 1
@@ -256,7 +264,7 @@ def test_spark_failure_mid_training_fails_the_job_and_keeps_the_model(system: Sy
     with JobServerClient(system.settings) as client:
         before = client.models()
     upload_id = system.upload(system.sales_file(ROWS, seed=901))["upload_id"]
-    final = system.wait_terminal(upload_id)
+    final = system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)
     assert (final["status"], final["error_code"]) == ("failed", "training_error"), final
     [job] = system.jobs(upload_id)
     assert job["status"] == "failed" and job["error_code"] == "training_error"

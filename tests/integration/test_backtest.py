@@ -120,12 +120,20 @@ def test_window_transforms(spark: SparkSession) -> None:
     ).transform(with_period_index)
     assert_df_equal(
         history.transform(seasonal_changes).select("month", "year", "change"),
-        [(1, 2020, None), (2, 2020, None), (1, 2021, 12.0), (2, 2021, 12.0)]
-        + [(3, 2021, None), (2, 2022, 12.0)],
+        [
+            (1, 2020, None),
+            (2, 2020, None),
+            (1, 2021, 12.0),
+            (2, 2021, 12.0),
+            (3, 2021, None),
+            (2, 2022, 12.0),
+        ],
     )
     windows = spark.createDataFrame(
-        [(0, JAN_2020 + 12, JAN_2020 + 13, JAN_2020 + 14)]
-        + [(1, JAN_2020 + 13, JAN_2020 + 25, JAN_2020 + 25)],
+        [
+            (0, JAN_2020 + 12, JAN_2020 + 13, JAN_2020 + 14),
+            (1, JAN_2020 + 13, JAN_2020 + 25, JAN_2020 + 25),
+        ],
         "window int, origin int, first int, last int",
     )
     # 2022-02 seen from origin 2021-02 is 12 months ahead: its seasonal-naive value is 2021-02's.

@@ -16,6 +16,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
+from typer.testing import CliRunner
 
+from salesflow import cli
 from salesflow.auth import auth_headers
-from salesflow.config import Settings
+from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, NotFoundError
 from salesflow.forecast import MAX_QUERIES, ForecastService
 from salesflow.forecast_csv import predict_csv
@@ -113,12 +116,30 @@ def system(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
         jobs = [_train(client, client.train(upload_id, sha256))]
         other_id, other_sha = _store(settings, second)
         jobs.append(_train(client, client.train(other_id, other_sha)))
-        jobs.append(_train(client, client.retrain(upload_id)))
+        # The replay goes through the CLI: `salesflow retrain` -> JobServerClient -> POST /train.
+        with _cli_settings(settings):
+            replayed = CliRunner().invoke(cli.app, ["retrain", upload_id, "--json"])
+        assert replayed.exit_code == 0, replayed.output
+        jobs.append(json.loads(replayed.output))
+        assert jobs[-1]["status"] == "succeeded", jobs[-1]
         yield System(settings, client, registry, upload_id, jobs)
     finally:
         client.close()
         uv.should_exit = True
         thread.join(30)
+
+
+@contextmanager
+def _cli_settings(settings: Settings) -> Iterator[None]:
+    """The CLI's settings (read from the environment) pointed at this module's job server."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in settings.to_env().items():
+            patch.setenv(name, value)
+        get_settings.cache_clear()
+        try:
+            yield
+        finally:
+            get_settings.cache_clear()
 
 
 def _catalog() -> tuple[list[str], list[str]]:
@@ -193,6 +214,8 @@ def test_post_forecast_answers_a_batch_and_refuses_bad_ones(system: System) -> N
     assert refused.status_code == 400 and "query 1" in refused.json()["error"]["message"]
     with pytest.raises(InputError, match="exactly one of month"):
         system.client.forecast("s", "p")
+    with pytest.raises(InputError, match="query 0: store_id is missing"):
+        system.client.forecast_many([{"store_id": " ", "product_id": "p", "month": "2023-01"}])
     started = time.perf_counter()
     full = system.client.forecast_many([queries[0]] * MAX_QUERIES)
     print(f"POST /forecast with {MAX_QUERIES} queries: {time.perf_counter() - started:.3f} s")
@@ -349,6 +372,8 @@ def test_in_process_csv_predictions_equal_spark_for_every_version(
         "p9,n,1,s,x,1,2022-10-32\n"  # bad date: dropped
         f"{products[0]},n,1,{stores[0]},x,abc,2022-10-02 10:00:00\n"  # bad quantity: no actual
         f"{UNSEEN_PRODUCT},n,1,{stores[0]},x,0.25,2022-11-30\n"
+        f"{products[2]},n,1,{stores[1]},x,2,2022-11-03,extra,more\n"  # long: extras dropped
+        f"{products[2]},n,1,{stores[1]}\n"  # short: no date, dropped
     )
     source = tmp_path / "awkward.csv"
     source.write_text(_question(["2022-10", "2022-11", "2023-02"], awkward))
@@ -363,7 +388,7 @@ def test_in_process_csv_predictions_equal_spark_for_every_version(
         }
         ours = predict_csv(service, source, version.version)
         assert ours.columns == result.frame.columns
-        assert ours.rows_dropped == {"bad_date": 1, "missing_store_id": 1}
+        assert ours.rows_dropped == {"bad_date": 2, "missing_store_id": 1}
         assert ours.unknown_stores == result.unknown_stores == [UNSEEN_STORE]
         assert ours.unknown_products == result.unknown_products == [UNSEEN_PRODUCT]
         assert ours.lineage == result.lineage
@@ -371,3 +396,19 @@ def test_in_process_csv_predictions_equal_spark_for_every_version(
             by_spark,
             {(r["store_id"], r["product_id"], r["year"], r["month"]): r for r in ours.rows},
         )
+
+
+def test_cli_forecast_prints_quantity_interval_basis_and_version(system: System) -> None:
+    stores, products = _catalog()
+    active = system.client.models()["active"]
+    args = ["forecast", "--store", stores[0], "--product", products[0], "--month", "2022-10"]
+    with _cli_settings(system.settings):
+        shown = CliRunner().invoke(cli.app, args, env={"COLUMNS": "200"})
+        as_json = CliRunner().invoke(cli.app, [*args, "--json"])
+        refused = CliRunner().invoke(cli.app, args[:5])
+    assert shown.exit_code == 0, shown.output
+    answer = json.loads(as_json.output)
+    quantity = answer["answers"][0]["predicted_quantity"]
+    assert f"{quantity:,.1f}" in shown.output and f"model {active}" in shown.output
+    assert "basis model" in shown.output
+    assert refused.exit_code != 0 and "exactly one of --month" in refused.output

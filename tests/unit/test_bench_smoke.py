@@ -135,3 +135,29 @@ def test_forecast_over_http_fills_the_declared_query_parameters() -> None:
     assert report.rows[0]["samples"] == 3
     assert report.skipped[0]["row"] == "(d) job server GET /forecast2 over HTTP"
     assert "horizon_weeks" in report.skipped[0]["why"]
+
+
+def test_a_child_that_overruns_is_stopped_with_its_whole_group(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_process([sys.executable, "-c", code], log=tmp_path / "err.log", timeout=2)
+    status = Path(f"/proc/{int(pid_file.read_text())}/status")
+
+    def alive() -> bool:
+        try:
+            return "State:\tZ" not in status.read_text()  # a zombie has already exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive():
+        assert time.monotonic() < deadline, "the grandchild outlived the timeout"
+        time.sleep(0.1)

@@ -72,7 +72,7 @@ def test_good_upload_is_stored_with_row_and_outbox_event(
     upload_id = body["upload_id"]
     assert body["status"] == "stored" and body["duplicate"] is False
     assert body["size"] == len(CSV) and body["sha256"] == hashlib.sha256(CSV).hexdigest()
-    assert body["preview"]["lines"] == 4 and body["preview"]["delimiter"] == ","
+    assert body["preview"]["lines"] == 4 and body["preview"]["delimiter"] == "comma"
     path = objects_root(upload_settings) / "uploads" / f"{upload_id}.csv"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == body["sha256"]
     assert body["url"] == path.as_uri()

@@ -109,13 +109,14 @@ def test_streams_file_part_with_hash_and_preview(store: FileStore) -> None:
     assert result.info.sha256 == hashlib.sha256(content).hexdigest()
     assert (store.root / KEY).read_bytes() == content
     assert result.filename == "sales.csv"
-    assert result.preview == {
-        "delimiter": ",",
-        "columns": list(HEADER.decode().strip().split(",")),
-        "extra_columns": [],
-        "lines": 50_001,
-        "has_bom": False,
-    }
+    preview = result.preview
+    assert (preview["delimiter"], preview["columns"], preview["extra_columns"]) == (
+        "comma",
+        list(HEADER.decode().strip().split(",")),
+        [],
+    )
+    assert (preview["lines"], preview["rows"], preview["duplicate_rows"]) == (50_001, 50_000, 49_999)
+    assert (preview["has_bom"], preview["complete"], preview["rejected"]) == (False, True, {})
 
 
 def test_header_split_over_one_byte_chunks(store: FileStore) -> None:
@@ -129,17 +130,17 @@ def test_preview_of_bom_semicolons_extras_and_no_final_newline(store: FileStore)
     header = HEADER.decode().strip().replace(",", ";") + ";region\r\n"
     content = b"\xef\xbb\xbf" + header.encode() + b"1;a;2;3;s;4;2024-01-01;north"
     result = receive(store, chunks(multipart(content)))
-    assert result.preview["delimiter"] == ";"
+    assert result.preview["delimiter"] == "semicolon"
     assert result.preview["extra_columns"] == ["region"]
     assert result.preview["has_bom"] is True
     assert result.preview["lines"] == 2  # the last line has no newline but still counts
 
 
-def test_header_only_without_newline_is_stored(store: FileStore) -> None:
-    content = HEADER.rstrip(b"\n")
-    result = receive(store, chunks(multipart(content)))
-    assert result.info.size == len(content)
-    assert result.preview["lines"] == 1
+def test_header_only_without_newline_is_refused(store: FileStore) -> None:
+    with pytest.raises(InputError, match="no data rows") as caught:
+        receive(store, chunks(multipart(HEADER.rstrip(b"\n"))))
+    assert getattr(caught.value, "code", None) == "no_rows"
+    assert files_under(store.root) == []
 
 
 @pytest.mark.parametrize(

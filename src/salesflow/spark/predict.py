@@ -217,7 +217,9 @@ def predict(
     model_version = registry.get(version) if version else registry.require_active()
     facts = ModelFacts.of(model_version, curated_path(settings))
     with open_sales(source, settings, require_quantity=False) as sales:
-        raw = read_sales(spark, sales.spark_path, sales.header)
+        raw = read_sales(
+        spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
+    )
         if "quantity" not in raw.columns:
             raw = raw.withColumn("quantity", F.lit(None).cast("string"))
         monthly = (

@@ -54,8 +54,14 @@ def spark_columns(header: HeaderInfo) -> list[str]:
     return names
 
 
-def read_sales(spark: SparkSession, path: str, header: HeaderInfo) -> DataFrame:
-    """Read a sales CSV with every column as a string, named as in `header` (file order)."""
+def read_sales(
+    spark: SparkSession, path: str, header: HeaderInfo, *, multiline: bool = True
+) -> DataFrame:
+    """Read a sales CSV with every column as a string, named as in `header` (file order).
+
+    Quotes follow RFC 4180 (a doubled quote inside a quoted field); with `multiline` a quoted field
+    may hold a line break (Spark then reads each file in one task instead of splitting it).
+    """
     schema = StructType([StructField(n, StringType(), True) for n in spark_columns(header)])
     return spark.read.csv(
         path,
@@ -63,6 +69,9 @@ def read_sales(spark: SparkSession, path: str, header: HeaderInfo) -> DataFrame:
         header=True,
         sep=header.delimiter,
         encoding="UTF-8",
+        quote='"',
+        escape='"',
+        multiLine=multiline,
         # Our names replace the file's header line (which may carry a BOM or odd spacing).
         enforceSchema=True,
         mode="PERMISSIVE",
