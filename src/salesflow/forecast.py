@@ -19,9 +19,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from salesflow.errors import InputError, ModelError, ModelNotFoundError, TooLargeError
 from salesflow.registry import ModelRegistry, normalise_version
-from salesflow.served import ServedModel, bound
+from salesflow.served import ServedModel
 
 __all__ = ["MAX_QUERIES", "Answer", "ForecastBatch", "ForecastService", "Query", "parse_period"]
 
@@ -149,6 +152,11 @@ class ForecastBatch:
 # --- the service -----------------------------------------------------------------------------
 
 
+def _floats(values: NDArray[np.float64]) -> list[float | None]:
+    """The array as Python floats, NaN (no bound) as None."""
+    return [None if v != v else v for v in values.tolist()]  # only NaN differs from itself
+
+
 def _active_name(registry: ModelRegistry) -> str:
     """The active version from the registry's documented `<root>/ACTIVE` pointer.
 
@@ -216,22 +224,38 @@ class ForecastService:
         stores = [q.store_id for q in queries]
         products = [q.product_id for q in queries]
         scored = served.score(stores, products, [y for y, _ in periods], [m for _, m in periods])
+        # Plain lists first: indexing numpy arrays element by element is ~10x slower.
+        bounds = {
+            level: list(
+                zip(_floats(scored.lower[level]), _floats(scored.upper[level]), strict=True)
+            )
+            for level in facts.levels
+        }
+        columns = zip(
+            queries,
+            periods,
+            scored.predicted.tolist(),
+            scored.clipped.tolist(),
+            scored.basis.tolist(),
+            scored.unknown_store.tolist(),
+            scored.unknown_product.tolist(),
+            strict=True,
+        )
         answers = [
             Answer(
                 store_id=q.store_id,
                 product_id=q.product_id,
                 period=f"{y:04d}-{m:02d}",
-                predicted_quantity=float(scored.predicted[i]),
-                intervals={
-                    level: [bound(scored.lower[level], i), bound(scored.upper[level], i)]
-                    for level in facts.levels
-                },
-                clipped=bool(scored.clipped[i]),
-                basis=str(scored.basis[i]),
-                unknown_store=bool(scored.unknown_store[i]),
-                unknown_product=bool(scored.unknown_product[i]),
+                predicted_quantity=predicted,
+                intervals={level: list(pairs[i]) for level, pairs in bounds.items()},
+                clipped=clipped,
+                basis=basis,
+                unknown_store=unknown_store,
+                unknown_product=unknown_product,
             )
-            for i, (q, (y, m)) in enumerate(zip(queries, periods, strict=True))
+            for i, (q, (y, m), predicted, clipped, basis, unknown_store, unknown_product) in (
+                enumerate(columns)
+            )
         ]
         notes = list(facts.notes)
         if any(a.basis != "model" for a in answers):

@@ -63,6 +63,15 @@ def _quantity(text: str) -> float | None:
     return float.fromhex(value) if "x" in value.lower() else float(value)
 
 
+def _drop_reason(store: str, product: str, day: str) -> str | None:
+    """Why a row cannot be scored (the first of the Spark job's checks that fails), or None."""
+    if not store:
+        return "missing_store_id"
+    if not product:
+        return "missing_product_id"
+    return None if day else "bad_date"
+
+
 def _records(path: Path, delimiter: str) -> Iterator[list[str]]:
     # utf-8-sig drops a BOM; undecodable bytes become U+FFFD, as in Spark's reader.
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
@@ -96,15 +105,7 @@ def read_monthly(path: Path) -> MonthlyRows:
             day = date_of(date_text)
             if len(dates) < _CACHE_LIMIT:
                 dates[date_text] = day
-        reason = (
-            "missing_store_id"
-            if not store
-            else "missing_product_id"
-            if not product
-            else "bad_date"
-            if not day
-            else None
-        )
+        reason = _drop_reason(store, product, day)
         if reason:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
@@ -116,8 +117,9 @@ def read_monthly(path: Path) -> MonthlyRows:
             if len(quantities) < _CACHE_LIMIT:
                 quantities[quantity_text] = quantity
         key = (store, product, int(day[:4]), int(day[5:7]))
-        total = totals.get(key)
-        totals[key] = quantity if total is None else total if quantity is None else total + quantity
+        total = totals.setdefault(key, None)  # Spark's sum: null only when no quantity is valid
+        if quantity is not None:
+            totals[key] = quantity if total is None else total + quantity
     keys = sorted(totals)
     return MonthlyRows(keys, [totals[k] for k in keys], read, dropped)
 

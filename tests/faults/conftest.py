@@ -185,7 +185,8 @@ def outbox_rows(system: System, upload_id: str | None = None) -> list[dict[str, 
     with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
         conn.row_factory = sqlite3.Row
         rows = conn.execute(
-            f"SELECT id, upload_id, payload, published_at, attempts, last_error FROM outbox "
+            f"SELECT id, upload_id, payload, created_at, published_at, attempts, last_error "
+            "FROM outbox "
             f"{where} ORDER BY id",
             params,
         ).fetchall()
