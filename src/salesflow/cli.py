@@ -418,9 +418,14 @@ def demo(
 ) -> None:
     """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop."""
     from salesflow.demo import run_demo
+    from salesflow.generate import load_catalog
 
     records, record = run_demo(settings(), rows=rows, console=err)
-    _print_forecast(records, f"12-month forecast of model {record.get('model_version')}")
+    catalog = load_catalog(None)
+    names = {s.id: s.name for s in catalog.stores} | {p.id: p.name for p in catalog.products}
+    _print_forecast_grid(
+        records, names, f"12-month forecast (quantity) of model {record.get('model_version')}"
+    )
     if record.get("metrics"):
         _print_metrics(record["metrics"])
 
@@ -484,6 +489,25 @@ def _print_forecast(records: list[dict[str, Any]], title: str) -> None:
             str(r.get("period")),
             f"{float(r.get('predicted_quantity') or 0):,.0f}{flags}",
         )
+    console.print(table)
+
+
+def _print_forecast_grid(
+    records: list[dict[str, Any]], names: dict[str, str], title: str
+) -> None:
+    """One row per store/product, one column per month: how a planner reads a forecast."""
+    periods = sorted({str(r["period"]) for r in records})
+    grid: dict[tuple[str, str], dict[str, float]] = {}
+    for r in records:
+        key = (names.get(r["store_id"], r["store_id"]), names.get(r["product_id"], r["product_id"]))
+        grid.setdefault(key, {})[str(r["period"])] = float(r.get("predicted_quantity") or 0)
+    table = Table(title=title)
+    table.add_column("store")
+    table.add_column("product")
+    for period in periods:
+        table.add_column(period, justify="right")
+    for (store, product), values in sorted(grid.items()):
+        table.add_row(store, product, *(f"{values.get(p, 0):,.0f}" for p in periods))
     console.print(table)
 
 

@@ -94,4 +94,6 @@ def run_demo(
             answer = jobs.predict_csv(request, accept_json=True)
         if stack.failed() is not None:
             console.print(f"[yellow]warning[/]: {stack.failed()} exited during the demo")
+    if not isinstance(answer, dict):  # a 202 job or CSV bytes would mean a mis-sized request
+        raise SalesflowError("the job server did not answer the forecast request with JSON")
     return list(answer["rows"]), record
