@@ -164,6 +164,7 @@ def running_stack(ctx: Context) -> Iterator[Any]:
         )
         yield stack
     finally:
+        gc.collect()  # free the readiness probes' Kafka clients before their broker goes away
         stack.stop()
 
 

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         description="Where Spark-written data lives (curated history, models, outputs). "
         "Empty means file://<data_dir>/warehouse.",
     )
-    spark_master: str = Field("local[*]", description="Spark master: local[*], spark://, yarn, k8s://.")
+    spark_master: str = Field(
+        "local[*]", description="Spark master: local[*], spark://, yarn, k8s://."
+    )
     spark_app_name: str = Field("salesflow", description="Spark application name.")
     spark_shuffle_partitions: int = Field(
         4,
@@ -110,6 +112,12 @@ class Settings(BaseSettings):
     promotion_tolerance: float = Field(
         0.0, ge=0, description="A new model may be this much WAPE worse than the active one."
     )
+    promotion_gate: bool = Field(
+        True,
+        description="A new model becomes active only if its backtest beats the seasonal-naive "
+        "forecast and the active model. false: every new model becomes active (the gate's "
+        "verdict is still recorded).",
+    )
 
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(
@@ -148,10 +156,12 @@ class Settings(BaseSettings):
         8003, ge=1, le=65535, description="Dashboard port (open the link `salesflow up` prints)."
     )
     upload_service_url: str = Field(
-        "", description="Where clients find the upload service; empty means http://host:upload_port."
+        "",
+        description="Where clients find the upload service; empty means http://host:upload_port.",
     )
     job_server_url: str = Field(
-        "", description="Where the consumer finds the job server; empty means http://host:jobs_port."
+        "",
+        description="Where the consumer finds the job server; empty means http://host:jobs_port.",
     )
     max_upload_bytes: int = Field(
         4 * 1024**3, ge=1, description="Largest accepted upload, enforced while streaming (413)."

@@ -4,8 +4,9 @@ The same semantics as `salesflow.spark.predict.predict` (a test holds them equal
 check, ids trimmed of blanks, the Spark job's date and quantity rules (`salesflow.preview`),
 rows with a missing id or a bad date dropped (and counted by reason), a bad or missing quantity
 only blanking the actual, then one row per store, product and month with the quantities summed.
-Like Spark's CSV reader, a short line gets nulls for its missing fields and a long one loses
-its extra fields; blank lines are skipped.
+Like Spark's CSV reader (`spark.read.read_sales`, multiline as by default), quotes follow RFC 4180
+and a quoted field may hold a line break; a short record gets nulls for its missing fields and a
+long one loses its extra fields; blank lines are skipped.
 """
 
 from __future__ import annotations

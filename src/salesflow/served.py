@@ -247,6 +247,7 @@ class ServedModel:
 
     @classmethod
     def load(cls, model_version: ModelVersion, history_root: Path | None = None) -> ServedModel:
+        """Read a version's saved pipeline and metadata; ModelError if it needs other inputs."""
         started = time.perf_counter()
         forecaster = Forecaster.load(model_version.pipeline_path)
         unsupported = set(forecaster.feature_columns) - _FEATURES
@@ -260,6 +261,7 @@ class ServedModel:
 
     @property
     def version(self) -> str:
+        """The version's name, e.g. "v0003"."""
         return self.facts.version
 
     def score(
@@ -314,6 +316,7 @@ class ServedModel:
 
 
 def _lookup(means: Mapping[str, float], ids: Sequence[str | None]) -> Float:
+    """Each id's mean; NaN for an id without one (or a missing id)."""
     get = means.get
     return np.fromiter(
         (math.nan if i is None else get(i, math.nan) for i in ids), np.float64, count=len(ids)

@@ -374,6 +374,7 @@ def test_in_process_csv_predictions_equal_spark_for_every_version(
         f"{UNSEEN_PRODUCT},n,1,{stores[0]},x,0.25,2022-11-30\n"
         f"{products[2]},n,1,{stores[1]},x,2,2022-11-03,extra,more\n"  # long: extras dropped
         f"{products[2]},n,1,{stores[1]}\n"  # short: no date, dropped
+        f'{products[1]},"a, ""quoted""\nname",1,{stores[2]},x,4,2022-11-05\n'  # RFC 4180
     )
     source = tmp_path / "awkward.csv"
     source.write_text(_question(["2022-10", "2022-11", "2023-02"], awkward))

@@ -29,6 +29,7 @@ def test_rows_are_validated_and_summed_per_store_product_month(tmp_path: Path) -
         + "p1,a,1,s1,b,abc,2022-02-01\n"  # bad quantity: kept, no actual
         + "p1,a,1,s1,b,-2,2022-02-03\n"  # negative: kept, no actual
         + "p2,a,1,s1,b,0x1p3,2022-03-01\n"  # a hex float, as Java parses it
+        + 'p2,"x, ""y""\nz",1,s1,b,1,2022-03-09\n'  # RFC 4180 quoting, a quoted line break
         + "\n"  # blank line: skipped
         + "p1,a,1,,b,3,2022-01-05\n"  # missing store
         + "\t,a,1,s1,b,3,2022-01-05\n"  # blank product
@@ -38,8 +39,8 @@ def test_rows_are_validated_and_summed_per_store_product_month(tmp_path: Path) -
     )
     monthly = read_monthly(source)
     assert monthly.keys == [("s1", "p1", 2022, 1), ("s1", "p1", 2022, 2), ("s1", "p2", 2022, 3)]
-    assert monthly.actual == [7.5, None, 8.0]
-    assert monthly.rows_read == 9
+    assert monthly.actual == [7.5, None, 9.0]
+    assert monthly.rows_read == 10
     assert monthly.dropped == {"missing_store_id": 1, "missing_product_id": 1, "bad_date": 2}
 
 

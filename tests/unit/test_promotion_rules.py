@@ -8,14 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from salesflow import cli
-from salesflow.config import get_settings
+from salesflow.config import Settings, get_settings
 from salesflow.registry import ModelRegistry
 from salesflow.spark.backtest import (
     Backtest,
@@ -29,7 +29,7 @@ from salesflow.spark.backtest import (
     summary,
 )
 from salesflow.spark.pipeline import HistoryShape
-from salesflow.spark.promotion import decide_promotion
+from salesflow.spark.promotion import decide_promotion, gate
 
 JAN_2021 = 2021 * 12  # period index of 2021-01
 
@@ -161,6 +161,25 @@ def test_gate_rules() -> None:
     assert forced["reason"].startswith("forced despite: backtest WAPE 0.2100 is worse")
     unscored = decide_promotion(0.2, 0.3, active="v0001", active_wape=None, tolerance=0.0)
     assert unscored["promoted"] and unscored["compared_with"] is None
+
+
+def test_with_the_gate_off_every_version_is_promoted_and_the_verdict_kept(tmp_path: Path) -> None:
+    worse = {"overall": {"model": {"wape": 0.4}, "seasonal_naive": {"wape": 0.3}}}
+    unused = cast(Any, None)  # without an active version nothing is refitted
+
+    def record(*, gate_on: bool, activate: bool = True) -> dict[str, Any]:
+        cfg = Settings(data_dir=tmp_path, _env_file=None, promotion_gate=gate_on)
+        args: tuple[Any, ...] = (cfg, None, unused, unused, {}, worse, [])
+        return gate(*args, force=False, activate=activate, exact=True, say=lambda _: None)
+
+    gated = record(gate_on=True)
+    assert not gated["promoted"] and not gated["gate_passed"]
+    off = record(gate_on=False)
+    assert off["promoted"] and not off["gate_passed"]
+    assert off["reason"] == f"promotion gate off (promotion_gate=false); it said: {gated['reason']}"
+    kept = record(gate_on=False, activate=False)  # activate=False always publishes a candidate
+    assert not kept["promoted"]
+    assert kept["reason"] == f"published as a candidate on request; gate: {off['reason']}"
 
 
 def _publish(registry: ModelRegistry, meta: dict[str, Any], **kwargs: Any) -> str:

@@ -218,8 +218,8 @@ def predict(
     facts = ModelFacts.of(model_version, curated_path(settings))
     with open_sales(source, settings, require_quantity=False) as sales:
         raw = read_sales(
-        spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
-    )
+            spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
+        )
         if "quantity" not in raw.columns:
             raw = raw.withColumn("quantity", F.lit(None).cast("string"))
         monthly = (

@@ -141,7 +141,8 @@ def gate(
 ) -> dict[str, Any]:
     """The "promotion" record of a candidate whose backtest `summary` is given.
 
-    `activate=False` publishes a candidate whatever the gate says; `exact` is False when the
+    With settings.promotion_gate off every candidate is promoted (`gate_passed` keeps the
+    verdict); `activate=False` publishes a candidate whatever the gate says; `exact` is False when the
     candidate's fits were altered on purpose (its scores then say nothing about its parameters).
     """
     wape, scored_by = None, ""
@@ -161,6 +162,9 @@ def gate(
         note=scored_by if active is not None and wape is None else "",
     )
     record["active_scored_by"] = scored_by or None
+    if not settings.promotion_gate and not record["promoted"]:
+        record["promoted"] = True
+        record["reason"] = f"promotion gate off (promotion_gate=false); it said: {record['reason']}"
     if not activate:
         record["promoted"] = False
         record["reason"] = f"published as a candidate on request; gate: {record['reason']}"
