@@ -99,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Only errors from libraries and services in-process: the tables are the output.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    # librdkafka logs every refused connection as an error: the supervisor's readiness probes
+    # get those by design while a broker starts, and they would drown the tables.
+    logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
     results_dir = args.results or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
     work = Path(tempfile.mkdtemp(prefix="salesflow-bench-"))
     ctx = Context(smoke=args.smoke, results_dir=results_dir, work=work, cache_dir=args.cache)

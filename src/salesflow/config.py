@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     )
     s3_region: str | None = Field(None, description="S3 region; empty uses the AWS default chain.")
     s3_part_size: int = Field(
-        16 * 1024 * 1024, ge=5 * 1024 * 1024, description="Multipart part size in bytes (>= 5 MiB)."
+        8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Multipart part size in bytes (>= 5 MiB); memory per upload is about "
+        "part size x (s3_max_concurrency + 1).",
     )
     s3_max_concurrency: int = Field(4, ge=1, description="Multipart parts uploaded in parallel.")
 
@@ -201,7 +204,7 @@ class Settings(BaseSettings):
         description="An upload whose client sends no bytes for this long is cancelled (408).",
     )
     preview_max_bytes: int = Field(
-        64 * 1024 * 1024,
+        16 * 1024 * 1024,
         ge=0,
         description="The upload preview parses rows (rejects, dates, duplicates) in this many "
         "bytes of a file; beyond them it only counts lines and says `complete: false`. Python "
