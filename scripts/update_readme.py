@@ -14,7 +14,9 @@ def main() -> None:
     text = README.read_text()
     table = "<!-- settings:start -->\n" + settings_table() + "\n<!-- settings:end -->"
     README.write_text(
-        re.sub(r"<!-- settings:start -->\n.*?<!-- settings:end -->", lambda _: table, text, flags=re.S)
+        re.sub(
+            r"<!-- settings:start -->\n.*?<!-- settings:end -->", lambda _: table, text, flags=re.S
+        )
     )
 
 

@@ -492,9 +492,7 @@ def _print_forecast(records: list[dict[str, Any]], title: str) -> None:
     console.print(table)
 
 
-def _print_forecast_grid(
-    records: list[dict[str, Any]], names: dict[str, str], title: str
-) -> None:
+def _print_forecast_grid(records: list[dict[str, Any]], names: dict[str, str], title: str) -> None:
     """One row per store/product, one column per month: how a planner reads a forecast."""
     periods = sorted({str(r["period"]) for r in records})
     grid: dict[tuple[str, str], dict[str, float]] = {}

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from salesflow.config import Settings
 from salesflow.services.upload.app import DB_FILE
-from tests.fixtures.system import System
+from tests.fixtures.system import System, running_system
 
 #: Training settings that keep every fault test's models cheap (3 trees instead of 20).
 CHEAP = {"num_trees": 3}
@@ -199,3 +200,41 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not after {timeout:.0f} s: {what}"
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="package")
+def fault_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """One system (file:// store, cheap models) for the broker and upload fault modules.
+
+    A start costs ~15-30 s and the job server's first model ~3x a warm one, so the two modules
+    share it; each of their tests takes it through `made_whole` and leaves it working.
+    """
+    with running_system(tmp_path_factory.mktemp("faults"), **CHEAP) as running:
+        yield running
+
+
+def made_whole(system: System) -> System:
+    """The system with every child running again (a failed test may have left one stopped)."""
+    for child in list(system.stack.children):
+        if not child.alive():
+            system.stack.restart(child.name)
+    return system
+
+
+def skip_to_end(settings: Settings) -> None:
+    """Commit the consumer group's offsets at the end of the uploads topic (its consumer must be
+    stopped): whatever waits there is never handled."""
+    topic = settings.kafka_uploads_topic
+    ends = topic_end(settings, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": settings.kafka_consumer_group,
+        }
+    )
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, end) for p, end in ends.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()

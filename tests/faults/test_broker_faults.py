@@ -1,7 +1,7 @@
 """Kafka faults over the whole running system: broker down, killed, paused; batched events.
 
-One system for the module (a start costs ~15-30 s); every test leaves it whole again (broker, services
-and consumer running, default settings) and ends with `check_invariants`. Tests that need the
+The system is shared with test_upload_faults.py (a start costs ~15-30 s); every test leaves it whole
+again (broker, services and consumer running, default settings) and ends with `check_invariants`. Tests that need the
 reconciler within their run restart the upload service with a short `reconcile_after_s` and restore
 it afterwards; the others keep the default (600 s), so every re-announcement they see is a bug.
 """
@@ -23,16 +23,16 @@ from salesflow.services.upload.db import utc_now
 from salesflow.services.upload.outbox import event_of
 from tests.conftest import free_port
 from tests.faults.conftest import (
-    CHEAP,
     broker_paused,
     kill_broker,
+    made_whole,
     outbox_rows,
     produce_all,
     producer,
     read_topic,
     wait_until,
 )
-from tests.fixtures.system import System, check_invariants, running_system
+from tests.fixtures.system import System, check_invariants
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -49,11 +49,10 @@ PAUSE_S = 10.0
 UPLOAD_BOUND_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """The whole system on a file:// store with cheap models."""
-    with running_system(tmp_path_factory.mktemp("broker-faults"), **CHEAP) as running:
-        yield running
+@pytest.fixture
+def system(fault_system: System) -> System:
+    """The fault suite's shared system (tests/faults/conftest.py), every child running."""
+    return made_whole(fault_system)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Upload-side faults over the whole running system: duplicates, poison events, a burst of uploads.
 
-One system for the module, on a file:// store with cheap models. The burst test runs last: it leaves
-the consumer stopped and its uploads unconsumed on purpose (see its docstring).
+The system (file:// store, cheap models) is shared with test_broker_faults.py; every test leaves it
+whole again.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,17 @@ from salesflow.schema import new_upload_id
 from salesflow.services.upload.client import UploadClient
 from salesflow.services.upload.outbox import event_of
 from tests.faults.conftest import (
-    CHEAP,
     Record,
+    made_whole,
     outbox_rows,
     produce_all,
     producer,
     read_topic,
+    skip_to_end,
     topic_end,
     wait_until,
 )
-from tests.fixtures.system import System, check_invariants, running_system
+from tests.fixtures.system import System, check_invariants
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -50,11 +50,10 @@ BUSY_TRIES = 100
 DRAIN_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """The whole system on a file:// store with cheap models."""
-    with running_system(tmp_path_factory.mktemp("upload-faults"), **CHEAP) as running:
-        yield running
+@pytest.fixture
+def system(fault_system: System) -> System:
+    """The fault suite's shared system (tests/faults/conftest.py), every child running."""
+    return made_whole(fault_system)
 
 
 def _upload_events(system: System, upload_id: str, expect: int = 1) -> list[Record]:
@@ -183,7 +182,7 @@ def test_poison_events_are_dead_lettered_and_the_next_upload_trains(system: Syst
 
 
 @pytest.mark.timeout(300)
-def test_a_burst_of_concurrent_uploads(system: System, tmp_path: Path) -> None:
+def test_a_burst_of_concurrent_uploads(system: System) -> None:
     """Case 15: 100 uploads at once (distinct small files) -> each 202 or 503 busy, never 500; one
     event per accepted upload; every stored object is exactly its own file. Busy clients retry,
     so all 100 end up stored, and a refused attempt must have left nothing behind.
@@ -191,10 +190,22 @@ def test_a_burst_of_concurrent_uploads(system: System, tmp_path: Path) -> None:
     Terminal states are not the point here, and training 100 models would take many minutes: the
     consumer is stopped first, so the events stay on the topic and the uploads stay `stored`. The
     check is therefore reduced: no 500, no duplicate upload or event, no object without its
-    upload, no partial object. Runs last in the module; the consumer stays stopped.
+    upload, no partial object. Afterwards the consumer group skips the burst's events and the
+    consumer runs again; the uploads stay `stored` (re-announced only after reconcile_after_s,
+    600 s, long after the suite).
     """
     settings = system.settings
     system.stack.child("upload consumer").stop()
+    try:
+        _burst(system)
+    finally:
+        skip_to_end(settings)
+        system.stack.restart("upload consumer")
+    assert kafka.consumer_lag(settings) == 0
+
+
+def _burst(system: System) -> None:
+    settings = system.settings
     before = {u["upload_id"] for u in system.uploads()}
     end = topic_end(settings, settings.kafka_uploads_topic)
     files = [system.sales_file(BURST_ROWS, seed=15_000 + n) for n in range(BURST)]

@@ -115,7 +115,11 @@ def test_streams_file_part_with_hash_and_preview(store: FileStore) -> None:
         list(HEADER.decode().strip().split(",")),
         [],
     )
-    assert (preview["lines"], preview["rows"], preview["duplicate_rows"]) == (50_001, 50_000, 49_999)
+    assert (preview["lines"], preview["rows"], preview["duplicate_rows"]) == (
+        50_001,
+        50_000,
+        49_999,
+    )
     assert (preview["has_bom"], preview["complete"], preview["rejected"]) == (False, True, {})
 
 

@@ -116,9 +116,7 @@ def _summarise(
     spark: SparkSession, settings: Settings, sales: SalesSource, item: TrainInput, sha256: str
 ) -> tuple[DataFrame, dict[str, Any]]:
     """One pass over the file: accepted monthly rows (checkpointed) and the reject accounting."""
-    raw = read_sales(
-        spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
-    )
+    raw = read_sales(spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline)
     # Small (one row per store/product/month, one per reason) and used several times below;
     # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan. It is eager, so the
     # rows no longer depend on a staged copy of the file once the caller's block ends.
