@@ -25,7 +25,7 @@ from salesflow.errors import (
     NotUtf8Error,
     UnterminatedQuoteError,
 )
-from salesflow.schema import HeaderInfo
+from salesflow.schema import REJECT_REASONS, HeaderInfo
 
 # date_of and quantity_problem live in csv_rules; they are re-exported here for existing callers.
 __all__ = [
@@ -37,17 +37,8 @@ __all__ = [
     "quantity_problem",
 ]
 
-#: The Spark job's reject reasons (salesflow.spark.transforms.REJECT_REASONS, in its order; not
-#: imported to keep Spark out of the upload service) and the preview's own `wrong_field_count`.
-PREVIEW_REASONS: tuple[str, ...] = (
-    "wrong_field_count",
-    "missing_store_id",
-    "missing_product_id",
-    "bad_date",
-    "missing_quantity",
-    "bad_quantity",
-    "negative_quantity",
-)
+#: The Spark job's reject reasons (schema.REJECT_REASONS, in its order) and the preview's own.
+PREVIEW_REASONS: tuple[str, ...] = ("wrong_field_count", *REJECT_REASONS)
 DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon"}
 #: Line numbers kept per reject reason.
 FIRST_LINES = 5

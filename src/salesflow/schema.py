@@ -18,6 +18,8 @@ __all__ = [
     "DELIMITERS",
     "EVENT_SCHEMA_VERSION",
     "HEADER_PROBE_BYTES",
+    "QUANTITY_REASONS",
+    "REJECT_REASONS",
     "REQUIRED_COLUMNS",
     "HeaderInfo",
     "UploadEvent",
@@ -37,6 +39,18 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "date",
 )
 DELIMITERS: tuple[str, ...] = (",", "\t", ";")
+#: Why a row is rejected, in the order the checks apply (a row gets the first that fits). The Spark
+#: job (spark/transforms.py) and the upload preview (preview.py) both judge rows by these.
+REJECT_REASONS: tuple[str, ...] = (
+    "missing_store_id",
+    "missing_product_id",
+    "bad_date",
+    "missing_quantity",
+    "bad_quantity",
+    "negative_quantity",
+)
+#: Reasons that only concern the quantity: a prediction input may still use such a row.
+QUANTITY_REASONS: tuple[str, ...] = ("missing_quantity", "bad_quantity", "negative_quantity")
 #: How much of a file the header check reads: a header longer than this is refused.
 HEADER_PROBE_BYTES = 64 * 1024
 _BOM = b"\xef\xbb\xbf"

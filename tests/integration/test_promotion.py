@@ -17,6 +17,7 @@ from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry, ModelVersion
 from salesflow.spark.predict import future_frame
 from salesflow.spark.train import TrainInput, train
+from tests.fixtures.data import sale, write_sales
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +75,32 @@ def test_gate_force_and_rollback(spark: SparkSession, tmp_path: Path) -> None:
     registry.activate("v0001", reason="v0003 was forced by mistake", actor="test")
     assert answers(spark, registry.require_active()) == v1_answers
     assert [h["version"] for h in registry.history()] == ["v0001", "v0003", "v0001"]
+
+
+def test_a_short_history_has_no_baseline_and_is_promoted(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rows = [
+        sale(str(q), f"2021-{m:02d}-10", store_id=store)
+        for m in (1, 2, 3)
+        for store, q in (("s1", 4), ("s2", 8))
+    ]
+    source = write_sales(tmp_path / "short.csv", rows)
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None, num_trees=2)
+    registry = ModelRegistry(settings.warehouse_path / "models")
+    result = train(spark, settings, [TrainInput(str(source))], registry=registry)
+    assert result.promoted and registry.require_active().version == "v0001"
+    assert result.promotion["reason"].startswith("no baseline to compare")
+    meta = registry.require_active().metadata
+    assert meta["backtest"]["windows"] == [] and meta["backtest"]["skill"] is None
+    assert meta["intervals"]["levels"] == {
+        "0.8": {"half_width": None},
+        "0.95": {"half_width": None},
+    }
+    assert meta["fallback"]["store_level"] == {"s1": round(4 / 6, 4), "s2": round(8 / 6, 4)}
+    assert meta["granularity"] == "month" and set(meta["feature_importances"]) == {
+        "month",
+        "year",
+        "store",
+        "product",
+    }

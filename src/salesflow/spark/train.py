@@ -364,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m salesflow.spark.train", description=main.__doc__
     )
     parser.add_argument("urls", nargs="+", help="sales CSVs: paths, file:// or s3:// URLs")
+    parser.add_argument(
+        "--force", action="store_true", help="activate the new version even if the gate says no"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     try:
@@ -372,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings,
             [TrainInput(url) for url in args.urls],
             progress=lambda stage: print(f"... {stage}", file=sys.stderr),
+            force=args.force,
         )
     except SalesflowError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from salesflow.schema import QUANTITY_REASONS, REJECT_REASONS
+
 __all__ = [
     "KEYS",
     "QUANTITY_REASONS",
@@ -32,17 +34,6 @@ __all__ = [
     "with_period_index",
 ]
 
-#: Why a row is rejected, in the order the checks apply (a row gets the first that fits).
-REJECT_REASONS: tuple[str, ...] = (
-    "missing_store_id",
-    "missing_product_id",
-    "bad_date",
-    "missing_quantity",
-    "bad_quantity",
-    "negative_quantity",
-)
-#: Reasons that only concern the quantity: a prediction input may still use such a row.
-QUANTITY_REASONS: tuple[str, ...] = ("missing_quantity", "bad_quantity", "negative_quantity")
 #: The grain of the monthly aggregate.
 KEYS: tuple[str, ...] = ("store_id", "product_id", "year", "month")
 #: Months in a season: the seasonal-naive lag.
