@@ -1,10 +1,10 @@
 """Helpers of the fault suite: the broker's real process, independent Kafka clients, outbox reads.
 
-The running system comes from tests/fixtures/system.py (`running_system`, `check_invariants`); what is
-here lets a fault test reach behind the services' backs: signal the Tansu process itself (the
-"broker" child is a Python wrapper that started Tansu in its own session, so a signal to the wrapper
-never reaches the broker), read a topic with a group of its own, publish with a producer of its own,
-and read the upload service's outbox table.
+`fault_system` is one running system (tests/fixtures/system.py) shared by the broker and upload
+fault modules. The helpers let a fault test reach behind the services' backs: signal the Tansu
+process itself (the "broker" child is a Python wrapper that started Tansu in its own session, so a
+signal to the wrapper never reaches the broker), read a topic with a group of its own, publish with
+a producer of its own, move the consumer group's offsets, and read the upload service's outbox.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from salesflow.services.upload.app import DB_FILE
 from tests.fixtures.system import System, running_system
 
 #: Training settings that keep every fault test's models cheap (3 trees instead of 20).
-CHEAP = {"num_trees": 3}
+#: Fault tests are about the pipeline, not model quality: every new version is activated.
+CHEAP = {"num_trees": 3, "promotion_gate": False}
 #: A reader stops once the topic has been silent this long after its last record.
 READ_IDLE_S = 3.0
 #: librdkafka needs a few seconds to join a fresh group on the local broker (see settings).

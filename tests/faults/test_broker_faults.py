@@ -1,9 +1,10 @@
 """Kafka faults over the whole running system: broker down, killed, paused; batched events.
 
-The system is shared with test_upload_faults.py (a start costs ~15-30 s); every test leaves it whole
-again (broker, services and consumer running, default settings) and ends with `check_invariants`. Tests that need the
-reconciler within their run restart the upload service with a short `reconcile_after_s` and restore
-it afterwards; the others keep the default (600 s), so every re-announcement they see is a bug.
+The system is shared with test_upload_faults.py (a start costs ~15-30 s); every test leaves it
+whole again (broker, services and consumer running, default settings) and ends with
+`check_invariants`. Tests that need the reconciler within their run restart the upload service with
+a short `reconcile_after_s` and restore it afterwards; the others keep the default (600 s), so every
+re-announcement they see is a bug.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def test_upload_while_broker_down(system: System) -> None:
     upload is both "old" and unconsumed when its event is published. It must still get
     reconcile_after_s before the reconciler re-announces it: the reconcile clock restarts at the
     publish (a db.py fix; before it, the relay pass right after the outbox drained re-announced
-    every upload the outage had held - this test and the paused-broker one saw the duplicates).
+    every upload the outage had held: this test failed, and so did the paused-broker one when run
+    with an 8 s reconcile period, with every event on the topic twice).
     """
     consumer = system.stack.child("upload consumer")
     with quick_reconcile(system):

@@ -42,7 +42,9 @@ ROWS = 1_500
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """A start costs ~15 s (the job server's JVM), so the module's tests share one system."""
     root = tmp_path_factory.mktemp("consumer-faults")
-    with running_system(root, num_trees=3, kafka_topic_partitions=3) as running:
+    with running_system(
+        root, num_trees=3, kafka_topic_partitions=3, promotion_gate=False
+    ) as running:
         yield running
 
 

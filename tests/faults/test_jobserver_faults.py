@@ -55,7 +55,9 @@ _armed: dict[str, str | None] = {"point": None}
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """A start costs ~15 s (the job server's JVM), so the module's tests share one system."""
     _armed["point"] = None
-    with running_system(tmp_path_factory.mktemp("jobserver-faults"), num_trees=3) as running:
+    with running_system(
+        tmp_path_factory.mktemp("jobserver-faults"), num_trees=3, promotion_gate=False
+    ) as running:
         yield running
 
 

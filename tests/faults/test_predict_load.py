@@ -49,7 +49,9 @@ REQUEST_TIMEOUT_S = 120.0
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(tmp_path_factory.mktemp("predict-load"), num_trees=3) as running:
+    with running_system(
+        tmp_path_factory.mktemp("predict-load"), num_trees=3, promotion_gate=False
+    ) as running:
         yield running
 
 

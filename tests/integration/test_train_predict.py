@@ -215,6 +215,7 @@ def test_new_upload_grows_history_and_a_repeated_one_does_not(
         settings,
         [TrainInput(trained.source.as_uri()), TrainInput(str(fresh), upload_id="a" * 32)],
         registry=registry,
+        force=True,  # this test is about the history, not the promotion gate (test_promotion.py)
     )
     assert [i["appended"] for i in result.inputs] == [False, True]
     assert len(_partitions(settings)) == 2
