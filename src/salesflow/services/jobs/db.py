@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from salesflow.errors import NotFoundError
+from salesflow.sqlite import SqliteFile
 
 __all__ = ["JOB_STATUSES", "MAX_ATTEMPTS", "Job", "JobDB", "utc_now"]
 
@@ -166,21 +164,12 @@ def _fetch(conn: sqlite3.Connection, job_id: str) -> Job:
     return _row_to_job(row)
 
 
-class JobDB:
+class JobDB(SqliteFile):
     """The job table behind a lock: one connection shared by the request and worker threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        # isolation_level=None: autocommit; multi-statement changes use explicit BEGIN IMMEDIATE.
-        # timeout: wait up to 30 s for another process holding the write lock.
-        self._conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._conn.row_factory = sqlite3.Row
+        super().__init__(path, busy_timeout_s=30)
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
             self._conn.executescript(_SCHEMA)
@@ -207,21 +196,6 @@ class JobDB:
             raise
         self._conn.execute("COMMIT")
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
     def ping(self) -> None:
         """Raise if the database does not answer."""
         with self._lock:
@@ -237,7 +211,7 @@ class JobDB:
         `replay`: always a new job (`<upload_id>:replay:<n>`), even when the upload has one.
         """
         job_id = secrets.token_hex(16)
-        with self._tx() as conn:
+        with self._transaction() as conn:
             key = upload_id
             if replay:  # numbered inside the write transaction, so concurrent replays differ
                 (count,) = conn.execute(
@@ -268,7 +242,7 @@ class JobDB:
         self, input_url: str, model_version: str | None, output_path: Path, job_id: str
     ) -> Job:
         """A queued predict job reading `input_url` and writing its CSV to `output_path`."""
-        with self._tx() as conn:
+        with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO jobs (job_id, kind, job_key, status, created_at, input_url,"
                 " model_version, output_path) VALUES (?, 'predict', ?, 'queued', ?, ?, ?, ?)",
@@ -307,7 +281,7 @@ class JobDB:
 
     def claim_next(self) -> Job | None:
         """Atomically move the oldest queued job to running and return it (None if none)."""
-        with self._tx() as conn:
+        with self._transaction() as conn:
             row = conn.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, finished_at = NULL,"
                 " attempts = attempts + 1 WHERE job_id = (SELECT job_id FROM jobs"
@@ -349,7 +323,7 @@ class JobDB:
         )
 
     def _finish(self, job_id: str, sql: str, params: tuple[Any, ...]) -> Job:
-        with self._tx() as conn:
+        with self._transaction() as conn:
             row = conn.execute(sql, (*params, job_id)).fetchone()
         if row is None:
             raise NotFoundError(f"no job {job_id[:64]!r}")
@@ -357,7 +331,7 @@ class JobDB:
 
     def release(self, job_id: str) -> Job:
         """Give back a running job whose worker stopped: re-queue it or fail it as interrupted."""
-        with self._tx() as conn:
+        with self._transaction() as conn:
             row = conn.execute(
                 "SELECT * FROM jobs WHERE job_id = ? AND status = 'running'", (job_id,)
             ).fetchone()
@@ -386,7 +360,7 @@ class JobDB:
 
     def recover(self) -> list[Job]:
         """At start-up: re-queue or fail every job a previous process left running."""
-        with self._tx() as conn:
+        with self._transaction() as conn:
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE status = 'running' ORDER BY rowid"
             ).fetchall()

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from salesflow.errors import NotFoundError
+from salesflow.sqlite import SqliteFile
 
 __all__ = [
     "STATUSES",
@@ -101,41 +99,16 @@ class OutboxRow:
     attempts: int
 
 
-class UploadDB:
+class UploadDB(SqliteFile):
     """Uploads and their outbox in one SQLite file; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write
-        # (duplicate check + insert, status transition) holds the write lock throughout.
-        self._conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        super().__init__(path, busy_timeout_s=_BUSY_TIMEOUT_MS / 1000)
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._transaction() as conn:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
