@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke clean check-java install browser-deps
+.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke audit clean check-java install browser-deps
 
 help:
 	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy on src/"
 	@echo "make bench       benchmarks (prints tables, writes bench/results/*.json)"
 	@echo "make bench-smoke a quick run of every benchmark (CI runs it)"
+	@echo "make audit       pip-audit of the installed packages (needs PyPI's JSON API or OSV)"
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { \
@@ -66,6 +67,13 @@ bench: check-java $(STAMP)
 
 bench-smoke: check-java $(STAMP)
 	$(PY) -m bench.run --smoke
+
+# Not in CI: it needs a vulnerability database (PyPI's JSON API or OSV) that the build machine cannot reach.
+audit: $(STAMP)
+	$(PY) -m pip install --quiet "pip-audit>=2.7"
+	$(VENV)/bin/pip-audit --strict --progress-spinner off || { \
+	  echo "pip-audit failed: either a vulnerable package (listed above) or no reachable advisory database"; \
+	  exit 1; }
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ SalesflowError
 │   ├── ObjectNotFoundError
 │   └── StorageFullError                no space left (ENOSPC/EDQUOT) while writing
 ├── IntegrityError                      a stored object does not match its recorded size/sha256
+│   └── ReportMismatchError             a status report whose sha256/size is not the upload's (HTTP 409)
 ├── ModelError                          training or prediction could not run
 │   └── ModelNotFoundError              no such model version / no active model
 ├── UnavailableError                    a dependency is down: retry later (transient)
@@ -43,6 +44,7 @@ __all__ = [
     "NotFoundError",
     "NotUtf8Error",
     "ObjectNotFoundError",
+    "ReportMismatchError",
     "SalesflowError",
     "StorageError",
     "StorageFullError",
@@ -126,6 +128,10 @@ class StorageFullError(StorageError):
 
 class IntegrityError(SalesflowError):
     code = "checksum_mismatch"
+
+
+class ReportMismatchError(IntegrityError):
+    code = "report_mismatch"
 
 
 class ModelError(SalesflowError):

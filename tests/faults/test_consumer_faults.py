@@ -24,6 +24,7 @@ from salesflow import kafka
 from salesflow.schema import upload_key
 from salesflow.services.consumer.handler import CRASH_EXIT_CODE
 from salesflow.storage import local_path_of
+from tests.faults.conftest import CHEAP
 from tests.fixtures.system import System, check_invariants, running_system
 
 #: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
@@ -42,9 +43,7 @@ ROWS = 1_500
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """A start costs ~15 s (the job server's JVM), so the module's tests share one system."""
     root = tmp_path_factory.mktemp("consumer-faults")
-    with running_system(
-        root, num_trees=3, kafka_topic_partitions=3, promotion_gate=False
-    ) as running:
+    with running_system(root, **CHEAP, kafka_topic_partitions=3) as running:
         yield running
 
 

@@ -28,6 +28,7 @@ from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import JobRunner
+from tests.faults.conftest import CHEAP
 from tests.fixtures.system import System, check_invariants, running_system
 
 #: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
@@ -55,9 +56,7 @@ _armed: dict[str, str | None] = {"point": None}
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """A start costs ~15 s (the job server's JVM), so the module's tests share one system."""
     _armed["point"] = None
-    with running_system(
-        tmp_path_factory.mktemp("jobserver-faults"), num_trees=3, promotion_gate=False
-    ) as running:
+    with running_system(tmp_path_factory.mktemp("jobserver-faults"), **CHEAP) as running:
         yield running
 
 

@@ -22,6 +22,7 @@ import pytest
 from salesflow.auth import auth_headers
 from salesflow.demo import forecast_request
 from salesflow.generate import load_catalog
+from tests.faults.conftest import CHEAP
 from tests.fixtures.system import System, check_invariants, running_system
 
 #: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
@@ -49,9 +50,7 @@ REQUEST_TIMEOUT_S = 120.0
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(
-        tmp_path_factory.mktemp("predict-load"), num_trees=3, promotion_gate=False
-    ) as running:
+    with running_system(tmp_path_factory.mktemp("predict-load"), **CHEAP) as running:
         yield running
 
 

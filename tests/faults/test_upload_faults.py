@@ -182,6 +182,56 @@ def test_poison_events_are_dead_lettered_and_the_next_upload_trains(system: Syst
 
 
 @pytest.mark.timeout(300)
+def test_forged_events_naming_a_real_upload_never_reject_it(system: System) -> None:
+    """Case 12, forged: events naming a real upload but another file (wrong sha256, wrong url,
+    missing fields) are dead-lettered, and the upload still trains and never shows `rejected`.
+
+    The consumer is stopped while the genuine event and the forgeries are queued behind it, so
+    the forgeries are handled while the genuine upload is queued or training: the moment a
+    rejection report would have made it terminal.
+    """
+    settings = system.settings
+    dlq_end = topic_end(settings, settings.kafka_dlq_topic)
+    system.stack.child("upload consumer").stop()
+    try:
+        record = system.upload(system.sales_file(ROWS, seed=1202))
+        upload_id = record["upload_id"]
+        wait_until(
+            lambda: all(r["published_at"] for r in outbox_rows(system, upload_id)),
+            timeout=30,
+            what="the genuine event to be published",
+        )
+        genuine = json.loads(outbox_rows(system, upload_id)[-1]["payload"])
+        forgeries = {
+            "checksum_mismatch": {**genuine, "sha256": "f" * 64},
+            "invalid_key": {**genuine, "url": "file:///etc/passwd"},
+            "malformed_event": {"schema_version": 1, "upload_id": upload_id},
+        }
+        produce_all(
+            producer(settings),
+            settings.kafka_uploads_topic,
+            [(upload_id, json.dumps(v).encode()) for v in forgeries.values()],
+        )
+    finally:
+        system.stack.restart("upload consumer")
+
+    final = system.wait_terminal(upload_id)
+    assert final["status"] == "trained", final
+    assert final["error_code"] is None, final
+    letters = [
+        json.loads(r.value or b"")
+        for r in read_topic(
+            settings, settings.kafka_dlq_topic, expect=sum(dlq_end.values()) + len(forgeries)
+        )
+        if r.offset >= dlq_end.get(r.partition, 0)
+    ]
+    assert {letter["upload_id"] for letter in letters} == {upload_id}
+    assert sorted(letter["reason"] for letter in letters) == sorted(forgeries)
+    assert len(system.jobs(upload_id)) == 1
+    check_invariants(system, [upload_id])
+
+
+@pytest.mark.timeout(300)
 def test_a_burst_of_concurrent_uploads(system: System) -> None:
     """Case 15: 100 uploads at once (distinct small files) -> each 202 or 503 busy, never 500; one
     event per accepted upload; every stored object is exactly its own file. Busy clients retry,

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.slow
 
 TRAIN_ROWS = 5_000
 PREDICT_ROWS = 600
-#: Measured 85-132 s (local[2]) and 135-170 s (cluster) on the 2-core machine at load 8-18; 8 min per
-#: job leaves room for a busier machine and still fails long before the test's own timeout.
+#: Measured 85-132 s (local[2]) and 135-170 s (cluster) on the 2-core machine at load 8-18 with the
+#: default 20 trees and 3 backtest windows (now 5 and 1); 8 min per job leaves room for a busier
+#: machine and still fails long before the test's own timeout.
 JOB_TIMEOUT_S = 480
 #: Relative tolerance on the metrics. Both runs have 2 cores in total (local[2]; two 1-core
 #: workers), so the CSV is split into the same partitions and MLlib's per-partition bootstrap seeds
@@ -45,6 +46,10 @@ def _job_env(data_dir: Path, master: str) -> dict[str, str]:
         SALESFLOW_DATA_DIR=str(data_dir),
         SALESFLOW_SPARK_MASTER=master,
         SALESFLOW_SPARK_DRIVER_HOST="127.0.0.1",
+        # A small forest and one backtest window: the comparison needs the same job on both
+        # masters, not a good model, and each of the three jobs runs in a new JVM.
+        SALESFLOW_NUM_TREES="5",
+        SALESFLOW_BACKTEST_WINDOWS="1",
         # Executors start Python workers with this interpreter (the venv, which has salesflow).
         PYSPARK_PYTHON=sys.executable,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from salesflow.errors import NotFoundError
+from salesflow.errors import InputError, NotFoundError, ReportMismatchError
 from salesflow.services.upload.db import UploadDB
 
 TOPIC = "sales.uploads.test"
@@ -71,9 +71,36 @@ def test_duplicate_by_sha256_unless_forced_or_rejected(db: UploadDB) -> None:
     assert duplicate is False and forced["upload_id"] == record(3)["upload_id"]
 
     for upload in (first, forced):
-        db.update_status(upload["upload_id"], "rejected", error_code="bad_header")
+        db.update_status(
+            upload["upload_id"],
+            "rejected",
+            error_code="bad_header",
+            sha256=upload["sha256"],
+            size=upload["size"],
+        )
     fresh, duplicate = db.add_upload(record(4, sha="a" * 64), b"e", TOPIC)
     assert duplicate is False and fresh["upload_id"] == record(4)["upload_id"]
+
+
+def test_a_report_about_another_file_changes_nothing(db: UploadDB) -> None:
+    """A forged or corrupt event naming a real upload cannot reject it: the claim must match."""
+    upload, _ = db.add_upload(record(5), b"e", TOPIC)
+    uid, sha, size = upload["upload_id"], upload["sha256"], upload["size"]
+
+    with pytest.raises(ReportMismatchError, match="does not match"):
+        db.update_status(
+            uid, "rejected", error_code="checksum_mismatch", sha256="f" * 64, size=size
+        )
+    with pytest.raises(ReportMismatchError):
+        db.update_status(uid, "rejected", error_code="size_mismatch", sha256=sha, size=size + 1)
+    with pytest.raises(InputError, match="sha256 and size"):
+        db.update_status(uid, "rejected", error_code="object_missing")
+    assert db.get(uid)["status"] == "stored"
+
+    _, applied = db.update_status(
+        uid, "rejected", error_code="object_missing", sha256=sha, size=size
+    )
+    assert applied and db.get(uid)["status"] == "rejected"
 
 
 def test_concurrent_identical_uploads_create_one(db: UploadDB) -> None:

@@ -174,11 +174,19 @@ def test_status_transitions(client: TestClient) -> None:
 
 
 def test_rejected_upload_is_not_a_duplicate(client: TestClient) -> None:
-    first = post(client, CSV).json()["upload_id"]
-    client.post(
-        f"/uploads/{first}/status",
-        json={"status": "rejected", "error_code": "checksum_mismatch", "error": "changed"},
+    stored = post(client, CSV).json()
+    first = stored["upload_id"]
+    rejection = {"status": "rejected", "error_code": "checksum_mismatch", "error": "changed"}
+    forged = client.post(
+        f"/uploads/{first}/status", json={**rejection, "sha256": "0" * 64, "size": stored["size"]}
     )
+    assert forged.status_code == 409 and forged.json()["error"]["code"] == "report_mismatch"
+    assert client.get(f"/uploads/{first}").json()["status"] == "stored"
+    genuine = client.post(
+        f"/uploads/{first}/status",
+        json={**rejection, "sha256": stored["sha256"], "size": stored["size"]},
+    )
+    assert genuine.status_code == 200 and genuine.json()["status"] == "rejected"
     again = post(client, CSV)
     assert again.status_code == 202 and again.json()["upload_id"] != first
 

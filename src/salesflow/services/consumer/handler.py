@@ -5,6 +5,11 @@ OWN configured store (the URL in the event is compared, never fetched), asks the
 and answers with an `Outcome`: `Done`, `DeadLetter` (permanent: park the event) or `Retry`
 (transient: try the same event again later). Status reports to the upload service are best-effort
 and sent from a background thread, so a slow or absent upload service never holds up the stream.
+
+A rejection is reported only when the upload itself is at fault (its stored file is missing, changed or
+unusable, or the job server refused it), never for a malformed event or one pointing elsewhere: such an
+event may be forged and name someone else's upload. The report carries the event's sha256 and size,
+and the upload service applies it only if they are its own record's (see `UploadDB.update_status`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from salesflow.config import Settings
 from salesflow.errors import (
     HeaderError,
     InputError,
+    IntegrityError,
     InvalidEventError,
     NotFoundError,
     ObjectNotFoundError,
@@ -78,6 +84,9 @@ class DeadLetter:
     reason: str
     detail: str
     upload_id: str | None = None
+    #: The event's claim about the file (sha256, size), set only when the upload itself is at fault:
+    #: then the upload service is told of the rejection, and checks the claim against its record.
+    claim: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +214,7 @@ class StatusReporter:
                 return
             except UnavailableError as exc:
                 problem = f"{exc.code}: {exc}"
-            except (InputError, NotFoundError) as exc:
+            except (InputError, NotFoundError, IntegrityError) as exc:
                 # The upload service refused the report itself: retrying cannot help.
                 log.warning("status %s refused by the upload service: %s", report.status, exc)
                 return
@@ -262,10 +271,15 @@ class UploadHandler:
     def give_up(self, value: bytes | None, last: Retry) -> DeadLetter:
         """Turn a Retry that lasted too long into a dead letter (and report the rejection)."""
         minutes = self.settings.consumer_give_up_s / 60
+        try:
+            event: UploadEvent | None = UploadEvent.from_json(value)
+        except InvalidEventError:
+            event = None
         outcome = DeadLetter(
             last.reason,
             f"gave up after {minutes:g} min of retrying: {last.detail}",
             upload_id_of(value),
+            (event.sha256, event.size) if event is not None else None,
         )
         self._report_rejected(outcome)
         return outcome
@@ -280,9 +294,15 @@ class UploadHandler:
 
     def _report_rejected(self, outcome: DeadLetter) -> None:
         log.warning("event rejected (%s): %s", outcome.reason, outcome.detail)
-        if outcome.upload_id is not None:
+        if outcome.upload_id is not None and outcome.claim is not None:
+            sha256, size = outcome.claim
             self.reporter.submit(
-                outcome.upload_id, "rejected", error_code=outcome.reason, error=outcome.detail
+                outcome.upload_id,
+                "rejected",
+                error_code=outcome.reason,
+                error=outcome.detail,
+                sha256=sha256,
+                size=size,
             )
 
     def _decide(self, value: bytes | None) -> Outcome:
@@ -305,6 +325,7 @@ class UploadHandler:
     def _verify(self, event: UploadEvent) -> DeadLetter | None:
         """Check the event against the object in OUR store; a DeadLetter says what is wrong."""
         key = upload_key(event.upload_id)
+        claim = (event.sha256, event.size)
         expected_url = self.store.url_for(key)
         if event.url != expected_url:
             return DeadLetter(
@@ -317,24 +338,29 @@ class UploadHandler:
             head = self.store.read_head(key, HEADER_PROBE_BYTES)
         except ObjectNotFoundError:
             return DeadLetter(
-                "object_missing", "the uploaded file is not in the object store", event.upload_id
+                "object_missing",
+                "the uploaded file is not in the object store",
+                event.upload_id,
+                claim,
             )
         if info.size != event.size:
             return DeadLetter(
                 "size_mismatch",
                 f"the stored file has {info.size} bytes, the event says {event.size}",
                 event.upload_id,
+                claim,
             )
         if info.sha256 != event.sha256:
             return DeadLetter(
                 "checksum_mismatch",
                 f"the stored file's sha256 is {info.sha256}, the event says {event.sha256}",
                 event.upload_id,
+                claim,
             )
         try:
             check_header(head)
         except HeaderError as exc:
-            return DeadLetter("bad_header", str(exc), event.upload_id)
+            return DeadLetter("bad_header", str(exc), event.upload_id, claim)
         return None
 
     def _train(self, event: UploadEvent) -> Outcome:
@@ -344,7 +370,12 @@ class UploadHandler:
             return Retry("job_server_unavailable", f"the job server is unavailable: {exc}")
         except (InputError, NotFoundError) as exc:
             # The job server refused the request: the same request can never succeed.
-            return DeadLetter(str(getattr(exc, "code", "invalid_input")), str(exc), event.upload_id)
+            return DeadLetter(
+                str(getattr(exc, "code", "invalid_input")),
+                str(exc),
+                event.upload_id,
+                (event.sha256, event.size),
+            )
         except SalesflowError as exc:
             return Retry("job_server_unavailable", f"the job server failed ({exc.code})")
         job_id = job.get("job_id") if isinstance(job, dict) else None

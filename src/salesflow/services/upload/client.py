@@ -36,6 +36,7 @@ _BY_CODE: dict[str, type[errors.SalesflowError]] = {
     "not_found": errors.NotFoundError,
     "busy": errors.BusyError,
     "storage_full": errors.StorageFullError,
+    "report_mismatch": errors.ReportMismatchError,
 }
 
 

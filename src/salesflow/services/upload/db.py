@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from salesflow.errors import NotFoundError
+from salesflow.errors import InputError, NotFoundError, ReportMismatchError
 from salesflow.sqlite import SqliteFile
 
 __all__ = [
@@ -179,16 +179,27 @@ class UploadDB(SqliteFile):
         """Apply a status report if it moves the upload forward; `(record, applied)`.
 
         Terminal uploads never change; a report older than the current status (queued after
-        training) is ignored. Fields given as None keep their stored value.
+        training) is ignored. Fields given as None keep their stored value. A report that names
+        the file (`sha256`, `size`: the event it came from) must name this upload's file, and a
+        rejection must name it: a forged or corrupt event naming a real upload id can never
+        reject that upload (ReportMismatchError, HTTP 409).
         """
         if status not in _RANK or status == "stored":
             raise ValueError(f"not a reportable status: {status!r}")
+        claim = (fields.get("sha256"), fields.get("size"))
+        if status == "rejected" and None in claim:
+            raise InputError("a rejection must carry the event's sha256 and size")
         with self._transaction() as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,)
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"no upload {upload_id[:80]!r}")
+            if claim != (None, None) and claim != (row["sha256"], row["size"]):
+                raise ReportMismatchError(
+                    f"the {status} report is about another file than upload {upload_id}: "
+                    "the event it came from does not match the upload's sha256 and size"
+                )
             current = row["status"]
             if current in TERMINAL or _RANK[status] < _RANK[current]:
                 return _record(row), False

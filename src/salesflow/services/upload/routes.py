@@ -73,6 +73,9 @@ class StatusReport(BaseModel):
     error_code: str | None = Field(None, max_length=100)
     error: str | None = None
     metrics: dict[str, Any] | None = None
+    #: The consumer's rejections carry the event's claim about the file; it must be this upload's.
+    sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
+    size: int | None = Field(None, ge=0)
 
 
 @uploads.post("", status_code=202, openapi_extra=UPLOAD_BODY)
