@@ -325,9 +325,7 @@ class UploadHandler:
     def _verify(self, event: UploadEvent) -> DeadLetter | None:
         """Check the event against the object in OUR store; a DeadLetter says what is wrong."""
         key = upload_key(event.upload_id)
-        claim = (event.sha256, event.size)
-        expected_url = self.store.url_for(key)
-        if event.url != expected_url:
+        if event.url != self.store.url_for(key):
             return DeadLetter(
                 "invalid_key",
                 "the event's url is not this upload's location in the configured store",
@@ -337,30 +335,25 @@ class UploadHandler:
             info = self.store.checksum(key)
             head = self.store.read_head(key, HEADER_PROBE_BYTES)
         except ObjectNotFoundError:
-            return DeadLetter(
-                "object_missing",
-                "the uploaded file is not in the object store",
-                event.upload_id,
-                claim,
+            return _file_at_fault(
+                event, "object_missing", "the uploaded file is not in the object store"
             )
         if info.size != event.size:
-            return DeadLetter(
+            return _file_at_fault(
+                event,
                 "size_mismatch",
                 f"the stored file has {info.size} bytes, the event says {event.size}",
-                event.upload_id,
-                claim,
             )
         if info.sha256 != event.sha256:
-            return DeadLetter(
+            return _file_at_fault(
+                event,
                 "checksum_mismatch",
                 f"the stored file's sha256 is {info.sha256}, the event says {event.sha256}",
-                event.upload_id,
-                claim,
             )
         try:
             check_header(head)
         except HeaderError as exc:
-            return DeadLetter("bad_header", str(exc), event.upload_id, claim)
+            return _file_at_fault(event, "bad_header", str(exc))
         return None
 
     def _train(self, event: UploadEvent) -> Outcome:
@@ -370,15 +363,15 @@ class UploadHandler:
             return Retry("job_server_unavailable", f"the job server is unavailable: {exc}")
         except (InputError, NotFoundError) as exc:
             # The job server refused the request: the same request can never succeed.
-            return DeadLetter(
-                str(getattr(exc, "code", "invalid_input")),
-                str(exc),
-                event.upload_id,
-                (event.sha256, event.size),
-            )
+            return _file_at_fault(event, str(getattr(exc, "code", "invalid_input")), str(exc))
         except SalesflowError as exc:
             return Retry("job_server_unavailable", f"the job server failed ({exc.code})")
         job_id = job.get("job_id") if isinstance(job, dict) else None
         if not isinstance(job_id, str) or not job_id:
             return Retry("job_server_unavailable", "the job server's answer has no job_id")
         return Done(event.upload_id, job_id)
+
+
+def _file_at_fault(event: UploadEvent, reason: str, detail: str) -> DeadLetter:
+    """A dead letter about the upload's own file (or its refusal): the upload is reported rejected."""
+    return DeadLetter(reason, detail, event.upload_id, (event.sha256, event.size))
