@@ -1,7 +1,7 @@
 """Helpers of the fault suite: the broker's real process, independent Kafka clients, outbox reads.
 
-`fault_system` is one running system (tests/fixtures/system.py) shared by the broker and upload
-fault modules. The helpers let a fault test reach behind the services' backs: signal the Tansu
+`fault_system` is one running system (tests/fixtures/system.py) shared by the broker, upload and
+predict-load fault modules. The helpers let a fault test reach behind the services' backs: signal the Tansu
 process itself (the "broker" child is a Python wrapper that started Tansu in its own session, so a
 signal to the wrapper never reaches the broker), read a topic with a group of its own, publish with
 a producer of its own, move the consumer group's offsets, and read the upload service's outbox.
@@ -206,9 +206,9 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="package")
 def fault_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """One system (file:// store, cheap models) for the broker and upload fault modules.
+    """One system (file:// store, cheap models) for the broker, upload and predict-load modules.
 
-    A start costs ~15-30 s and the job server's first model ~3x a warm one, so the two modules
+    A start costs ~15-30 s and the job server's first model ~3x a warm one, so the modules
     share it; each of their tests takes it through `made_whole` and leaves it working.
     """
     with running_system(tmp_path_factory.mktemp("faults"), **CHEAP) as running:

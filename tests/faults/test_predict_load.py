@@ -11,7 +11,6 @@ import contextlib
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ import pytest
 from salesflow.auth import auth_headers
 from salesflow.demo import forecast_request
 from salesflow.generate import load_catalog
-from tests.faults.conftest import CHEAP
-from tests.fixtures.system import System, check_invariants, running_system
+from tests.faults.conftest import made_whole
+from tests.fixtures.system import System, check_invariants
 
 #: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
 #: but each training can take minutes when the machine is shared with other Spark work.
@@ -48,10 +47,10 @@ MAX_TREE_MIB = 4096
 REQUEST_TIMEOUT_S = 120.0
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(tmp_path_factory.mktemp("predict-load"), **CHEAP) as running:
-        yield running
+@pytest.fixture
+def system(fault_system: System) -> System:
+    """The fault suite's shared system (tests/faults/conftest.py), every child running."""
+    return made_whole(fault_system)
 
 
 def rss_mib(pid: int) -> float:
