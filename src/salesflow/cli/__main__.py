@@ -1,0 +1,5 @@
+"""`python -m salesflow.cli ...`: how `salesflow up` starts its children."""
+
+from salesflow.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""Sales files in: `generate`, `upload`, and `uploads` (what the upload service holds)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from salesflow.cli.app import JsonOption, app, settings
+from salesflow.cli.output import console, count_progress, emit, print_json, print_metrics
+
+__all__ = ["generate", "upload", "uploads"]
+
+#: Statuses the upload service knows, for --status's help.
+UPLOAD_STATUSES = "stored, queued, training, trained, failed, rejected"
+
+
+@app.command()
+def generate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV file to write.")] = Path(
+        "data/sales.csv"
+    ),
+    rows: Annotated[int, typer.Option(min=1, help="Number of sales rows.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    start: Annotated[str, typer.Option(help="First date, YYYY-MM-DD.")] = "2018-01-01",
+    end: Annotated[str, typer.Option(help="Last date, YYYY-MM-DD.")] = "2022-03-31",
+    delimiter: Annotated[str, typer.Option(help="',' ';' or 'tab'.")] = ",",
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalogue JSON file or mongodb:// URL (default: built-in).")
+    ] = None,
+    stores: Annotated[
+        int, typer.Option(help="Synthesise a catalogue of N stores (with --products).")
+    ] = 0,
+    products: Annotated[int, typer.Option(help="Synthesise a catalogue of N products.")] = 0,
+    timestamps: Annotated[
+        bool, typer.Option(help="Write dates as 'YYYY-MM-DD HH:MM:SS' like the original data.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate realistic seasonal sales from a catalogue of stores and products."""
+    from salesflow import generate as gen
+
+    if bool(stores) != bool(products):
+        raise typer.BadParameter("--stores and --products go together")
+    cat = gen.synthetic_catalog(stores, products, seed) if stores else gen.load_catalog(catalog)
+    sep = "\t" if delimiter in ("tab", "\\t") else delimiter
+    with count_progress("generating", rows) as update:
+        stats = gen.generate_sales(
+            output,
+            rows=rows,
+            seed=seed,
+            start=date.fromisoformat(start),
+            end=date.fromisoformat(end),
+            catalog=cat,
+            delimiter=sep,
+            timestamps=timestamps,
+            progress=update,
+        )
+    if as_json:
+        print_json({"path": str(output), **dataclasses.asdict(stats)})
+        return
+    console.print(f"wrote {stats.rows:,} sales to {output} ({stats.bytes / 1e6:,.1f} MB)")
+
+
+@app.command()
+def upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV file to upload.")],
+    force: Annotated[
+        bool, typer.Option(help="Upload even if the same content was uploaded.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Follow the upload until its model is trained.")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final record as JSON.")
+    ] = False,
+) -> None:
+    """Upload a CSV to the upload service and follow it through queued -> training -> trained."""
+    from salesflow.cli.output import err
+    from salesflow.followup import follow_upload, upload_with_progress
+
+    cfg = settings()
+    record = upload_with_progress(cfg, path, force=force, console=err)
+    if wait:
+        record = follow_upload(cfg, record["upload_id"], console=err)
+    if as_json:
+        print_json(record)
+    else:
+        _print_upload(record)
+    if record["status"] in ("failed", "rejected"):
+        raise typer.Exit(1)
+
+
+def _print_upload(record: dict[str, Any]) -> None:
+    console.print(f"upload {record['upload_id']}: [bold]{record['status']}[/]")
+    if record.get("model_version"):
+        console.print(f"model {record['model_version']}")
+    if record.get("metrics"):
+        print_metrics(record["metrics"])
+    if record.get("error"):
+        console.print(f"[red]{record.get('error_code')}[/]: {record['error']}")
+
+
+@app.command()
+def uploads(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only uploads in this state ({UPLOAD_STATUSES}).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent uploads and their states, from the upload service."""
+    from salesflow.services.upload.client import UploadClient
+
+    with UploadClient(settings()) as client:
+        records = client.list(limit=limit, status=status)
+    emit(
+        records,
+        [
+            ("upload", "upload_id"),
+            ("file", "filename"),
+            ("size", lambda r: f"{r['size']:,}" if isinstance(r.get("size"), int) else None),
+            ("status", "status"),
+            ("created", lambda r: str(r.get("created_at") or "")[:19]),
+            ("job", "job_id"),
+            ("model", "model_version"),
+            ("error", lambda r: r.get("error_code") or r.get("error")),
+        ],
+        as_json=as_json,
+        title="uploads, newest first",
+        empty="no uploads yet: run `salesflow upload FILE`",
+    )

@@ -1,0 +1,273 @@
+"""The running system: `up`, `serve ...`, `broker`, `demo`, and the looks at it: `status`, `jobs`,
+`config`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from salesflow.cli.app import JsonOption, app, serve_app, settings, state
+from salesflow.cli.output import console, emit, err, fmt, print_forecast_grid, print_json
+
+__all__ = ["jobs", "show_config", "status", "up"]
+
+#: Words in a setting's name (or in a key of a dict setting) whose value is never printed.
+_SECRET_WORDS = ("token", "password", "secret")
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+@app.command()
+def broker() -> None:
+    """Run the local Kafka-API broker (Tansu, in memory) on the configured bootstrap address."""
+    from salesflow.kafka import run_broker
+
+    run_broker(settings())
+
+
+@serve_app.command("upload")
+def serve_upload() -> None:
+    """The upload service (HTTP)."""
+    from salesflow.services.upload.app import serve
+
+    serve(settings())
+
+
+@serve_app.command("jobs")
+def serve_jobs() -> None:
+    """The job server (HTTP, keeps a warm SparkSession)."""
+    from salesflow.services.jobs.app import serve
+
+    serve(settings())
+
+
+@serve_app.command("dashboard")
+def serve_dashboard() -> None:
+    """The dashboard (HTTP): open the login link `salesflow up` prints."""
+    from salesflow.services.dashboard.app import serve
+
+    serve(settings())
+
+
+@serve_app.command("consumer")
+def serve_consumer() -> None:
+    """The upload consumer (Kafka consumer group)."""
+    from salesflow.services.consumer.worker import run
+
+    run(settings())
+
+
+@app.command()
+def up() -> None:
+    """Start everything (broker, job server, upload service, dashboard, consumer) until Ctrl-C."""
+    from salesflow.services.dashboard.app import login_url
+    from salesflow.supervisor import running_stack
+
+    cfg = settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with running_stack(cfg, on_ready=lambda c: err.print(f"[green]ready[/] {c.name} {c.url}")):
+        console.print(
+            f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
+        )
+        # The link carries the token: it goes to this terminal only, never to a log file.
+        console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
+        console.print("Press Ctrl-C to stop.")
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        console.print("stopping...")
+
+
+@app.command()
+def demo(
+    rows: Annotated[int, typer.Option(help="Sales rows to generate.")] = 20_000,
+) -> None:
+    """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop."""
+    from salesflow.cli.output import print_metrics
+    from salesflow.demo import run_demo
+    from salesflow.generate import load_catalog
+
+    records, record = run_demo(settings(), rows=rows, console=err)
+    catalog = load_catalog(None)
+    names = {s.id: s.name for s in catalog.stores} | {p.id: p.name for p in catalog.products}
+    print_forecast_grid(
+        records, names, f"12-month forecast (quantity) of model {record.get('model_version')}"
+    )
+    if record.get("metrics"):
+        print_metrics(record["metrics"])
+
+
+# --- looking at it -----------------------------------------------------------------------------
+
+
+@app.command()
+def status(as_json: JsonOption = False) -> None:
+    """Every service, the broker, the upload consumer, the active model; exit code 1 if one is down.
+
+    Required (exit code 1 when down): the upload service, the job server, the broker, and the
+    upload consumer (down when the broker reports its group without members). The dashboard and a
+    missing model are shown but do not fail. Each probe waits at most a few seconds.
+    """
+    from salesflow.status import system_status
+
+    if not state["debug"]:  # an unreachable broker is reported below, not as librdkafka noise
+        logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
+    with err.status("asking every part"):
+        answer = system_status(settings())
+    if as_json:
+        print_json(answer)
+    else:
+        _print_status(answer)
+    if not answer["ok"]:
+        raise typer.Exit(1)
+
+
+def status_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status answer as the table's rows: part, up, required, state, detail, address."""
+    from salesflow.status import REQUIRED
+
+    where = answer.get("endpoints") or {}
+    rows = [
+        {
+            "part": s["name"],
+            "up": s["ok"],
+            "state": s["status"],
+            "detail": ", ".join(f"{k}: {v}" for k, v in (s.get("checks") or {}).items()),
+            "address": where.get(s["name"], ""),
+        }
+        for s in answer["services"]
+    ]
+    broker = answer["broker"]
+    reachable = broker["reachable"]
+    rows.append(
+        {
+            "part": "broker",
+            "up": reachable,
+            "state": "reachable" if reachable else "unreachable",
+            "detail": "",
+            "address": broker["bootstrap"],
+        }
+    )
+    consumer = answer["consumer"]
+    lag = consumer.get("lag")
+    running = consumer.get("running")
+    rows.append(
+        {
+            "part": "upload consumer",
+            "up": running,
+            "state": {True: "running", False: "not running"}.get(running, "unknown"),
+            "detail": "lag unknown" if lag is None else f"lag {lag:,} event(s)",
+            "address": f"group {consumer['group']} on {consumer['topic']}",
+        }
+    )
+    for row in rows:
+        row["required"] = row["part"] in REQUIRED
+    return rows
+
+
+def _print_status(answer: dict[str, Any]) -> None:
+    table = Table("part", "up", "state", "detail", "address", title="salesflow status")
+    for row in status_rows(answer):
+        up = {True: "[green]yes[/]", False: "[red]no[/]"}.get(row["up"], "[yellow]?[/]")
+        name = row["part"] + ("" if row["required"] else " (optional)")
+        table.add_row(name, up, row["state"], row["detail"] or "-", row["address"])
+    console.print(table)
+    model = answer.get("active_model")
+    if model is None:
+        console.print("active model: none (upload a sales file to train one)")
+    else:
+        skill = (model.get("backtest") or {}).get("skill")
+        console.print(
+            f"active model: [bold]{model['version']}[/], trained "
+            f"{str(model.get('created_at') or '?')[:19]}, skill {fmt(skill)} "
+            f"(vs seasonal-naive), holdout WAPE {fmt(((model.get('metrics') or {}).get('model') or {}).get('wape'))}"
+            f" [dim](from the {model.get('source', 'job server')})[/]"
+        )
+    if answer["down"]:
+        console.print(f"[red]down:[/] {', '.join(answer['down'])}")
+    else:
+        console.print("[green]all required parts are up[/]")
+
+
+@app.command()
+def jobs(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+    status: Annotated[
+        str | None, typer.Option(help="Only jobs in this state (queued, running, ...).")
+    ] = None,
+    upload_id: Annotated[str | None, typer.Option("--upload", help="Only this upload's.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent training and prediction jobs, from the job server."""
+    from salesflow.services.jobs.client import JobServerClient
+
+    with JobServerClient(settings()) as client:
+        records = client.jobs(upload_id=upload_id, status=status, limit=limit)
+    emit(
+        records,
+        [
+            ("job", "job_id"),
+            ("kind", "kind"),
+            ("status", "status"),
+            ("upload", "upload_id"),
+            ("created", lambda j: str(j.get("created_at") or "")[:19]),
+            ("seconds", _duration),
+            ("model", "model_version"),
+            ("error", lambda j: j.get("error_code") or j.get("error")),
+        ],
+        as_json=as_json,
+        title="jobs, newest first",
+        empty="no jobs yet",
+    )
+
+
+def _duration(job: dict[str, Any]) -> str | None:
+    try:
+        started = datetime.fromisoformat(str(job["started_at"]))
+        finished = datetime.fromisoformat(str(job["finished_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"{(finished - started).total_seconds():,.1f}"
+
+
+@app.command("config")
+def show_config(
+    markdown: Annotated[bool, typer.Option(help="Print the README's configuration table.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show every setting with its current value (secrets hidden)."""
+    from salesflow.config import settings_table
+
+    if markdown:
+        console.print(settings_table(), markup=False, highlight=False, soft_wrap=True)
+        return
+    rows = [
+        {"setting": name, "variable": f"SALESFLOW_{name.upper()}", "value": _shown(name, value)}
+        for name, value in settings().model_dump().items()
+    ]
+    emit(
+        rows,
+        [("setting", "setting"), ("environment variable", "variable"), ("value", "value")],
+        as_json=as_json,
+    )
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A setting's value as printed: secrets as ***, other values as JSON-friendly data."""
+    if any(word in name for word in _SECRET_WORDS):
+        return "***" if value else value
+    if isinstance(value, dict):
+        return {k: _shown(k, v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str, list)):
+        return value
+    return str(value)

@@ -1,0 +1,180 @@
+"""`salesflow status` and `salesflow jobs` against real services: the upload service, the job server
+(on the test run's SparkSession), the upload consumer and the Tansu broker, on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr
+from pyspark.sql import SparkSession
+from typer.testing import CliRunner, Result
+
+from salesflow import cli
+from salesflow.cli.system import status_rows
+from salesflow.config import Settings, get_settings
+from salesflow.generate import generate_sales
+from salesflow.registry import ModelRegistry
+from salesflow.services.consumer.worker import build_handler, consume
+from salesflow.services.jobs.app import create_app as create_jobs_app
+from salesflow.services.jobs.runner import spark_engine
+from salesflow.services.upload.app import create_app as create_upload_app
+from salesflow.services.upload.client import UploadClient
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+#: Budget for the job server's Spark warm-up and one small training on local[2].
+READY_TIMEOUT_S = 120
+TRAIN_TIMEOUT_S = 240
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI, port: int) -> Iterator[None]:
+    """A service on 127.0.0.1:`port` in a thread."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15  # uvicorn binds in well under a second
+    while not server.started:
+        assert time.monotonic() < deadline, "a service did not start"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@contextlib.contextmanager
+def consuming(settings: Settings) -> Iterator[None]:
+    """The real upload consumer in a thread."""
+    handler, close = build_handler(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=consume, args=(settings, handler, stop), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        close()
+
+
+@pytest.fixture
+def system(
+    spark: SparkSession,
+    kafka_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Settings]:
+    """Upload service, job server, consumer and broker up (no dashboard); the CLI points at them."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        kafka_bootstrap_servers=kafka_settings.kafka_bootstrap_servers,
+        kafka_uploads_topic=kafka_settings.kafka_uploads_topic,
+        kafka_dlq_topic=kafka_settings.kafka_dlq_topic,
+        kafka_consumer_group=kafka_settings.kafka_consumer_group,
+        upload_port=free_port(),
+        jobs_port=free_port(),
+        dashboard_port=free_port(),
+        num_trees=5,  # accuracy is not this test's subject: a small, quick training
+        max_depth=5,
+        backtest_windows=1,
+        auth_token=SecretStr("cli-system-token-" + "x" * 20),
+        _env_file=None,
+    )
+    engine = spark_engine(settings, ModelRegistry(settings.warehouse_path / "models"))
+    reporter = UploadClient(settings)  # the job server's status reports, closed below
+
+    def report(upload_id: str, status: str, fields: dict[str, Any]) -> None:
+        reporter.report_status(upload_id, status, **fields)
+
+    jobs_app = create_jobs_app(
+        settings, engine=dataclasses.replace(engine, stop=lambda: None), report=report
+    )
+    monkeypatch.chdir(tmp_path)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        with (
+            serving(jobs_app, settings.jobs_port),
+            serving(create_upload_app(settings), settings.upload_port),
+            consuming(settings),
+        ):
+            yield settings
+    finally:
+        reporter.close()
+        get_settings.cache_clear()
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli.app, list(args), env={"COLUMNS": "220"})
+
+
+def wait_until(condition: Any, timeout: float, message: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.5)
+    raise AssertionError(message)
+
+
+def test_status_and_jobs_against_running_services(system: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "sales.csv"
+    generate_sales(source, rows=5000, seed=11)
+    with UploadClient(system) as client:
+        upload_id = client.upload(source)["upload_id"]
+
+        def terminal() -> dict[str, Any] | None:
+            record = client.get(upload_id)
+            return record if record["status"] in ("trained", "failed", "rejected") else None
+
+        record = wait_until(terminal, TRAIN_TIMEOUT_S, "the upload never finished")
+
+    def all_up() -> dict[str, Any] | None:
+        result = invoke("status", "--json")
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer if result.exit_code == 0 else None
+
+    answer = wait_until(all_up, READY_TIMEOUT_S, "status never reported every required part up")
+    table = invoke("status")
+    assert table.exit_code == 0, table.output
+    assert answer["down"] == [] and answer["ok"] is True
+    by_name = {s["name"]: s for s in answer["services"]}
+    assert by_name["upload service"]["ok"] and by_name["job server"]["ok"]
+    assert by_name["dashboard"]["status"] == "unreachable"  # optional: shown, not failing
+    assert answer["broker"]["reachable"] is True
+    assert answer["consumer"]["running"] is True and answer["consumer"]["lag"] == 0
+    active = ModelRegistry(system.warehouse_path / "models").active()
+    shown = answer["active_model"]
+    assert (shown and shown["version"]) == (active and active.version)
+    # The table shows the JSON's data: one line per part with its state and address.
+    lines = table.stdout.splitlines()
+    for row in status_rows(answer):
+        line = next(x for x in lines if f" {row['part']}" in x and row["address"] in x)
+        assert row["state"] in line and (" yes " in line) == (row["up"] is True), line
+    if active is not None:
+        assert f"active model: {active.version}" in table.stdout
+
+    listed = invoke("jobs", "--json")
+    jobs_table = invoke("jobs", "--upload", upload_id)
+    assert listed.exit_code == 0 and jobs_table.exit_code == 0, listed.output
+    jobs = [j for j in json.loads(listed.stdout) if j["upload_id"] == upload_id]
+    assert len(jobs) == 1 and jobs[0]["kind"] == "train"
+    assert jobs[0]["model_version"] == record.get("model_version")
+    line = next(x for x in jobs_table.stdout.splitlines() if jobs[0]["job_id"] in x)
+    assert jobs[0]["status"] in line and upload_id in line
