@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     )
     spark_csv_multiline: bool = Field(
         True,
-        description="Let a quoted CSV field hold a line break. False lets Spark split one big file "
-        "across tasks (faster with many cores), but such a field then breaks its row in two.",
+        description="Let a quoted CSV field hold a line break. A local file without one is read "
+        "split across cores anyway (it is scanned first); False also splits files that have one "
+        "(or s3a:// objects, which are not scanned), and such a field then breaks its row in two.",
     )
     spark_s3a: bool = Field(
         False,
@@ -88,7 +89,11 @@ class Settings(BaseSettings):
     max_reject_fraction: float = Field(
         0.05, ge=0, le=1, description="A job fails when more than this share of rows is rejected."
     )
-    granularity: Literal["month", "day"] = Field("month", description="Forecast granularity.")
+    granularity: Literal["month", "day", "both"] = Field(
+        "month",
+        description="Forecast granularity: month totals, day quantities, or both (month then day "
+        "from one read of the data, with a day-vs-month coherence check).",
+    )
     regressor: Literal["random_forest", "gbt"] = Field(
         "random_forest", description="MLlib regressor fitted on quantity."
     )

@@ -1,10 +1,18 @@
-"""Answers to "how many will store S sell of product P in month M?", from warm in-process models.
+"""Answers to "how many will store S sell of product P in month M (or on day D)?", from warm
+in-process models.
 
 No HTTP and no Spark: `ForecastService` keeps one `serving.Forecaster` per model version, follows
-the registry's active pointer (the next request after an activation loads the new version), and
+the registry's active pointers (the next request after an activation loads the new version), and
 answers each query with a quantity, a prediction interval per level, the basis of the answer
 (the model, or a fallback mean for ids the model never saw) and, once per response, the lineage
 of the model. What a version says and how a row is answered live in `salesflow.served`.
+
+Months are asked as `YYYY-MM` and answered by the active month model; dates as `YYYY-MM-DD` and
+answered by the active day model (`granularity: "day"`). When no day model is active, dates are
+answered with their month's forecast from the month model, the response stating
+`granularity: "month"` and a note saying how to get day answers (train with granularity day or
+both): an answer at the coarser grain, said so, is more useful than an error. A batch is answered
+by one model, so with a day model active it is either all dates or all months.
 """
 
 from __future__ import annotations
@@ -22,11 +30,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from salesflow.errors import InputError, ModelError, ModelNotFoundError, TooLargeError
+from salesflow.errors import InputError, ModelNotFoundError, TooLargeError
 from salesflow.registry import ModelRegistry, normalise_version
 from salesflow.served import ServedModel
 
-__all__ = ["MAX_QUERIES", "Answer", "ForecastBatch", "ForecastService", "Query", "parse_period"]
+__all__ = [
+    "MAX_QUERIES",
+    "Answer",
+    "ForecastBatch",
+    "ForecastService",
+    "Query",
+    "coherence_of",
+    "parse_day",
+    "parse_period",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +57,17 @@ MAX_ID_CHARS = 200
 _BLANKS = " \t\r\n"
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 _DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+
+
+def parse_day(text: str) -> date | None:
+    """The date of "YYYY-MM-DD"; None for anything else."""
+    match = _DAY.fullmatch(str(text).strip())
+    if not match:
+        return None
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
 
 
 def parse_period(text: str) -> tuple[int, int]:
@@ -70,11 +98,16 @@ def _clean_id(name: str, value: Any) -> str:
 
 @dataclass(frozen=True)
 class Query:
-    """One question: a store, a product and a month ("YYYY-MM"; a "YYYY-MM-DD" date means its month)."""
+    """One question: a store, a product and a month ("YYYY-MM") or a day ("YYYY-MM-DD")."""
 
     store_id: str
     product_id: str
     period: str
+
+    @property
+    def is_day(self) -> bool:
+        """True for a date ("YYYY-MM-DD") question."""
+        return parse_day(self.period) is not None
 
     @classmethod
     def of(
@@ -89,13 +122,13 @@ class Query:
         if (month is None) == (date is None):
             raise InputError("give exactly one of month (YYYY-MM) or date (YYYY-MM-DD)")
         year, number = parse_period(month if month is not None else str(date))
-        if date is not None and not _DAY.fullmatch(str(date).strip()):
-            raise InputError(f"date {str(date)[:40]!r} is not YYYY-MM-DD")
-        return cls(
-            _clean_id("store_id", store_id),
-            _clean_id("product_id", product_id),
-            f"{year:04d}-{number:02d}",
-        )
+        period = f"{year:04d}-{number:02d}"
+        if date is not None:
+            day = parse_day(str(date))
+            if day is None:
+                raise InputError(f"date {str(date)[:40]!r} is not YYYY-MM-DD")
+            period = day.isoformat()
+        return cls(_clean_id("store_id", store_id), _clean_id("product_id", product_id), period)
 
 
 @dataclass(frozen=True)
@@ -157,18 +190,19 @@ def _floats(values: NDArray[np.float64]) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]  # only NaN differs from itself
 
 
-def _active_name(registry: ModelRegistry) -> str:
-    """The active version from the registry's documented `<root>/ACTIVE` pointer.
+def _active_name(registry: ModelRegistry, granularity: str = "month") -> str:
+    """The active version of a granularity from the registry's pointer file.
 
     Read on every request (a ~10 us file read); `ModelRegistry.active()` would also parse the
     version's metadata, which can be megabytes of backtest detail.
     """
-    try:
-        name = (registry.root / "ACTIVE").read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        name = ""
+    name = registry.active_name(granularity)
     if not name:
-        raise ModelNotFoundError("no active model: train one first (upload a sales file)")
+        if granularity == "month":
+            raise ModelNotFoundError("no active model: train one first (upload a sales file)")
+        raise ModelNotFoundError(
+            f"no active {granularity} model: train one first (granularity {granularity} or both)"
+        )
     return name
 
 
@@ -192,9 +226,9 @@ class ForecastService:
         #: Seconds each load took, by version: the cost of a hot reload.
         self.load_seconds: dict[str, float] = {}
 
-    def model(self, version: str | None = None) -> ServedModel:
-        """A version (default: the active one now), loaded once and kept while in use."""
-        name = normalise_version(version) if version else _active_name(self.registry)
+    def model(self, version: str | None = None, granularity: str = "month") -> ServedModel:
+        """A version (default: the active one of `granularity` now), loaded once and kept."""
+        name = normalise_version(version) if version else _active_name(self.registry, granularity)
         with self._lock:
             if name in self._cache:
                 self._cache.move_to_end(name)
@@ -216,14 +250,29 @@ class ForecastService:
         """Answer `queries` (at most MAX_QUERIES) with one model version and its lineage."""
         if len(queries) > MAX_QUERIES:
             raise TooLargeError(f"{len(queries)} queries; at most {MAX_QUERIES} per request")
-        served = self.model(version)
+        served = self._model_for(queries, version)
         facts = served.facts
-        if facts.granularity != "month":
-            raise ModelError(f"model {facts.version} has granularity {facts.granularity!r}")
+        days = [parse_day(q.period) for q in queries]
+        by_day = facts.granularity == "day"
+        if by_day and any(d is None for d in days):
+            raise InputError(
+                f"model {facts.version} is a day model: ask for dates (YYYY-MM-DD), not months"
+            )
         periods = [parse_period(q.period) for q in queries]
         stores = [q.store_id for q in queries]
         products = [q.product_id for q in queries]
-        scored = served.score(stores, products, [y for y, _ in periods], [m for _, m in periods])
+        scored = served.score(
+            stores,
+            products,
+            [y for y, _ in periods],
+            [m for _, m in periods],
+            [d for d in days if d is not None] if by_day else None,
+        )
+        labels = (
+            [d.isoformat() for d in days if d is not None]
+            if by_day
+            else [f"{y:04d}-{m:02d}" for y, m in periods]
+        )
         # Plain lists first: indexing numpy arrays element by element is ~10x slower.
         bounds = {
             level: list(
@@ -233,7 +282,7 @@ class ForecastService:
         }
         columns = zip(
             queries,
-            periods,
+            labels,
             scored.predicted.tolist(),
             scored.clipped.tolist(),
             scored.basis.tolist(),
@@ -245,7 +294,7 @@ class ForecastService:
             Answer(
                 store_id=q.store_id,
                 product_id=q.product_id,
-                period=f"{y:04d}-{m:02d}",
+                period=label,
                 predicted_quantity=predicted,
                 intervals={level: list(pairs[i]) for level, pairs in bounds.items()},
                 clipped=clipped,
@@ -253,11 +302,52 @@ class ForecastService:
                 unknown_store=unknown_store,
                 unknown_product=unknown_product,
             )
-            for i, (q, (y, m), predicted, clipped, basis, unknown_store, unknown_product) in (
+            for i, (q, label, predicted, clipped, basis, unknown_store, unknown_product) in (
                 enumerate(columns)
             )
         ]
         notes = list(facts.notes)
+        if not by_day and any(d is not None for d in days):
+            notes.append(
+                "dates answered with their month's forecast from month model "
+                f"{facts.version}: no day model is active (train with granularity day or both)"
+            )
         if any(a.basis != "model" for a in answers):
             notes.append("fallback answers (basis other than 'model') have no interval")
         return ForecastBatch(facts.version, facts.granularity, answers, facts.lineage, notes)
+
+    def _model_for(self, queries: Sequence[Query], version: str | None) -> ServedModel:
+        """The model answering a batch: `version`, else the day model for dates when one is
+        active, else the month model (see the module docstring)."""
+        if version:
+            return self.model(version)
+        days = sum(q.is_day for q in queries)
+        if not days or self.registry.active_name("day") is None:
+            return self.model(granularity="month")
+        if days != len(queries):
+            raise InputError(
+                f"{days} of {len(queries)} queries are dates and the rest months: a batch is "
+                "answered by one model, so ask dates (day model) and months (month model) apart"
+            )
+        return self.model(granularity="day")
+
+
+def coherence_of(registry: ModelRegistry, version: str | None = None) -> dict[str, Any]:
+    """A day model's coherence check (default: the active day model's), as its metadata holds it.
+
+    ModelNotFoundError when there is no such version; InputError when it is a month model or a
+    day model trained without a month model beside it (granularity `day` instead of `both`).
+    """
+    found = registry.get(version) if version else registry.require_active("day")
+    if found.granularity != "day":
+        raise InputError(
+            f"model {found.version} is a {found.granularity} model: the coherence check is "
+            "recorded with day models"
+        )
+    block = found.metadata.get("coherence")
+    if not isinstance(block, dict):
+        raise InputError(
+            f"day model {found.version} has no coherence check: it is computed when one run "
+            "trains both granularities (granularity both)"
+        )
+    return {"model_version": found.version, **block}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from salesflow.errors import ModelError
 from salesflow.forecast import ForecastService
 from salesflow.preview import date_of, quantity_problem
 from salesflow.schema import HEADER_PROBE_BYTES, check_header
@@ -177,6 +178,11 @@ def predict_csv(service: ForecastService, path: Path, version: str | None = None
     monthly = read_monthly(path)
     served = service.model(version)
     facts = served.facts
+    if facts.granularity != "month":
+        raise ModelError(
+            f"model {facts.version} is a {facts.granularity} model: file predictions are monthly "
+            "and need a month model; ask day forecasts with date=YYYY-MM-DD queries"
+        )
     keys = monthly.keys
     scored = served.score(
         [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -48,8 +49,9 @@ BASES: tuple[str, ...] = ("model", "product_mean", "store_mean", "global_mean")
 DEFAULT_LEVELS: tuple[str, ...] = ("0.8", "0.95")
 #: Columns that carry the model's identity in every row of a prediction CSV.
 LINEAGE_COLUMNS: tuple[str, ...] = ("model_version", "trained_at")
-#: The only inputs a served model may need: they are what a query or a sales row gives.
-_FEATURES = frozenset({"store_id", "product_id", "year", "month"})
+#: The only inputs a served model may need: they are what a query or a sales row gives (day
+#: models also use the day of week and of month, derived from the query's date).
+_FEATURES = frozenset({"store_id", "product_id", "year", "month", "day_of_week", "day_of_month"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Float = NDArray[np.float64]
@@ -194,7 +196,8 @@ class ModelFacts:
         if not sources:
             sources = sorted({i["sha256"] for i in meta.get("inputs") or [] if i.get("sha256")})
         fallback = Fallback.parse(meta.get("fallback"))
-        if fallback is None and history_root is not None and sources:
+        # The curated history a root holds is monthly: it cannot back a day model's means.
+        if fallback is None and history_root is not None and sources and granularity == "month":
             fallback = Fallback.from_history(history_root, sources)
             if fallback is not None:
                 notes.append(f"fallback means of model {version} computed from its history")
@@ -217,6 +220,12 @@ class ModelFacts:
                 "skill": backtest.get("skill"),
             },
         }
+        raw_coherence = meta.get("coherence")
+        if granularity == "day" and isinstance(raw_coherence, Mapping):
+            lineage["coherence"] = {
+                "month_version": raw_coherence.get("month_version"),
+                "summary": raw_coherence.get("summary"),
+            }
         levels = tuple(half_widths) or DEFAULT_LEVELS
         return cls(version, granularity, lineage, half_widths, levels, fallback, tuple(notes))
 
@@ -270,8 +279,12 @@ class ServedModel:
         product_ids: Sequence[str | None],
         years: Sequence[int],
         months: Sequence[int],
+        dates: Sequence[date] | None = None,
     ) -> Scored:
         """Answer every row. Equal to `salesflow.spark.predict.predict_frame` on the same rows.
+
+        Day models need `dates` (their year and month must be `years` and `months`): the day of
+        week (Spark's dayofweek, 1 = Sunday) and day of month are derived from them.
 
         Both ids known -> the model (also for a store and product that never sold together:
         the model has seen both and answers from their learned effects, which is history enough).
@@ -281,9 +294,16 @@ class ServedModel:
         get no interval: the widths were calibrated on the model's errors, not on these means.
         """
         fc = self.forecaster
-        raw = fc.predict(
-            {"store_id": store_ids, "product_id": product_ids, "year": years, "month": months}
-        )
+        columns: dict[str, Sequence[Any]] = {
+            "store_id": store_ids,
+            "product_id": product_ids,
+            "year": years,
+            "month": months,
+        }
+        if dates is not None:
+            columns["day_of_week"] = [d.isoweekday() % 7 + 1 for d in dates]
+            columns["day_of_month"] = [d.day for d in dates]
+        raw = fc.predict(columns)
         unknown_store = fc.unknown_mask("store_id", store_ids)
         unknown_product = fc.unknown_mask("product_id", product_ids)
         predicted = np.maximum(raw, 0.0)  # demand is never negative

@@ -270,3 +270,61 @@ def test_fma_emulation_rounds_once_like_java() -> None:
     ]
     assert np.array_equal(got, np.array(exact))
     assert np.any(product + c != got)  # the cases include ones a multiply-then-add gets wrong
+
+
+@pytest.mark.slow
+def test_a_salesflow_day_model_served_from_dates_equals_spark(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The day pipeline salesflow trains, answered from query dates, matches Spark bit for bit."""
+    from pyspark.sql import functions as F
+
+    from salesflow.config import Settings
+    from salesflow.registry import ModelVersion
+    from salesflow.served import ServedModel
+    from salesflow.spark.pipeline import build_pipeline
+    from salesflow.spark.transforms import fill_missing_days, with_day_features
+
+    rng = np.random.default_rng(5)
+    days = [dt.date(2023, 1, 1) + dt.timedelta(days=i) for i in range(0, 400, 3)]
+    sold = spark.createDataFrame(
+        [
+            (s, p, d, _quantity(rng, s, p, d.month, d.weekday()))
+            for s in STORES[:2]
+            for p in PRODUCTS[:2]
+            for d in days
+        ],
+        "store_id string, product_id string, date date, quantity double",
+    )
+    history = sold.transform(fill_missing_days).drop("filled").transform(with_day_features)
+    settings = Settings(data_dir=tmp_path, num_trees=12, _env_file=None)  # type: ignore[call-arg]
+    folder = tmp_path / "v0001"
+    build_pipeline(settings, 2, 2, "day").fit(history).write().save(str(folder / "pipeline"))
+    served = ServedModel.load(ModelVersion("v0001", folder, {"granularity": "day"}, True))
+    assert set(served.forecaster.feature_columns) == set(DAY_COLUMNS)
+    assert served.facts.granularity == "day"
+
+    ask = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(0, 120, 5)]
+    keys = [(s, p, d) for s in [*STORES[:2], "s9"] for p in PRODUCTS[:2] for d in ask]
+    frame = spark.createDataFrame(
+        [(i, *k) for i, k in enumerate(keys)],
+        "row int, store_id string, product_id string, date date",
+    ).transform(with_day_features)
+    spark_rows = (
+        PipelineModel.load(str(folder / "pipeline"))
+        .transform(frame)
+        .select("row", F.greatest("prediction", F.lit(0.0)).alias("p"))
+        .collect()
+    )
+    expected = np.array([r.p for r in sorted(spark_rows, key=lambda r: r.row)])
+    scored = served.score(
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2].year for k in keys],
+        [k[2].month for k in keys],
+        [k[2] for k in keys],
+    )
+    # No fallback means in this metadata: the model answers the unseen store "s9" too, as Spark.
+    assert scored.unknown_store.sum() == 2 * len(ask) and set(scored.basis) == {"model"}
+    np.testing.assert_allclose(scored.predicted, expected, rtol=0, atol=1e-9)
+    assert np.array_equal(scored.predicted, expected)  # a forest's mean: the same bits

@@ -70,7 +70,7 @@ def _one(service: ForecastService, store: str, product: str, period: str = "2023
 def test_periods_are_months_and_dates_mean_their_month() -> None:
     assert parse_period("2023-03") == (2023, 3)
     assert parse_period("2023-03-31") == (2023, 3)
-    assert Query.of(" s1 ", "p1", date="2024-02-29") == Query("s1", "p1", "2024-02")
+    assert Query.of(" s1 ", "p1", date="2024-02-29") == Query("s1", "p1", "2024-02-29")
     for bad in ("2023-13", "2023-3", "2023-02-30", "March", ""):
         with pytest.raises(InputError, match="not a month YYYY-MM or a date"):
             parse_period(bad)
@@ -161,7 +161,8 @@ def test_known_ids_are_answered_by_the_model_with_intervals_and_lineage(served: 
     assert lineage["metrics"]["holdout"]["model"]["wape"] == 0.06
     assert lineage["metrics"]["backtest"]["model"]["wape"] == 0.05
     assert lineage["metrics"]["skill"] == pytest.approx(0.5455)
-    assert batch.notes == []
+    # The date is answered with its month (no day model is active), and the response says so.
+    assert len(batch.notes) == 1 and "no day model is active" in batch.notes[0]
 
 
 @pytest.mark.slow

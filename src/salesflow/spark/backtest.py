@@ -1,10 +1,15 @@
-"""Rolling-origin backtests of the monthly model, its baselines, and split-conformal intervals.
+"""Rolling-origin backtests of the monthly or daily model, its baselines, and split-conformal intervals.
 
 N windows of H months end at the last month of history; for each, the pipeline is refitted on the
 months up to the window's origin and predicts the window. The model, the naive forecast (the
 series' last month at the origin) and the seasonal-naive one (the same month a year earlier) are
 scored with RMSE, MAE, WAPE and MASE per window, overall and per store/product. Spark does the
 fitting and one collect of the (small) scored rows per run; every metric is numpy on those rows.
+
+Day models use the same windows, still measured in months (each window is H calendar months of
+days, the last one ending at the last day of history); their seasonal-naive forecast is the same
+weekday 52 weeks (364 days) earlier, which keeps the weekly pattern a same-date-last-year value
+would shift by a day or two.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta
 from functools import reduce
 from typing import Any
 
@@ -22,8 +28,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
-from salesflow.spark.pipeline import HistoryShape, pipeline_from_parameters
-from salesflow.spark.transforms import seasonal_changes, window_rows, with_period_index
+from salesflow.spark.pipeline import HistoryShape, period_indexer, pipeline_from_parameters
+from salesflow.spark.transforms import (
+    DAY_FEATURE_COLUMNS,
+    DAY_SEASON,
+    SEASON,
+    seasonal_changes,
+    window_rows,
+)
 
 __all__ = [
     "Backtest",
@@ -31,6 +43,7 @@ __all__ = [
     "Prepared",
     "Window",
     "conformal_half_width",
+    "day_label",
     "holdout_metrics",
     "intervals",
     "overall",
@@ -54,33 +67,84 @@ _KEYS = ["store_id", "product_id"]
 _EMPTY: dict[str, float | None] = {"rmse": None, "mae": None, "wape": None, "mase": None}
 
 
+_EPOCH = date(1970, 1, 1)
+
+
 def period_label(index: int) -> str:
     """A period index (months since year 0) as "YYYY-MM"."""
     year, month = divmod(index, 12)
     return f"{year:04d}-{month + 1:02d}"
 
 
+def day_label(index: int) -> str:
+    """A day index (days since 1970-01-01) as "YYYY-MM-DD"."""
+    return (_EPOCH + timedelta(days=index)).isoformat()
+
+
+def _day(index: int) -> date:
+    return _EPOCH + timedelta(days=index)
+
+
+def _month_of_day(index: int) -> int:
+    day = _day(index)
+    return day.year * 12 + day.month - 1
+
+
+def _first_day_of_month(month_index: int) -> int:
+    year, month = divmod(month_index, 12)
+    return (date(year, month + 1, 1) - _EPOCH).days
+
+
 @dataclass(frozen=True)
 class Window:
-    """One backtest window: fit on months <= `origin`, predict `months` (period indexes)."""
+    """One backtest window: fit on periods <= `origin`, predict `months` (period indexes).
+
+    For a day model the periods are days (days since 1970-01-01) spanning whole calendar months.
+    """
 
     origin: int
     months: tuple[int, ...]
+    granularity: str = "month"
 
     def to_dict(self) -> dict[str, Any]:
+        if self.granularity != "day":
+            return {
+                "origin": period_label(self.origin),
+                "months": [period_label(m) for m in self.months],
+            }
+        covered = sorted({_month_of_day(d) for d in self.months})
         return {
-            "origin": period_label(self.origin),
-            "months": [period_label(m) for m in self.months],
+            "origin": day_label(self.origin),
+            "months": [period_label(m) for m in covered],
+            "first": day_label(self.months[0]),
+            "last": day_label(self.months[-1]),
         }
+
+
+def _plan_day_windows(shape: HistoryShape, count: int, horizon: int) -> list[Window]:
+    """Windows of `horizon` calendar months of days; the last ends at the last day of history."""
+    assert shape.first_index is not None and shape.last_index is not None
+    last_month = _month_of_day(shape.last_index)
+    windows = []
+    for back in range(count - 1, -1, -1):
+        end_month = last_month - back * horizon
+        first = _first_day_of_month(end_month - horizon + 1)
+        last = min(_first_day_of_month(end_month + 1) - 1, shape.last_index)
+        if first - 1 >= shape.first_index:
+            windows.append(Window(first - 1, tuple(range(first, last + 1)), "day"))
+    return windows
 
 
 def plan_windows(shape: HistoryShape, count: int, horizon: int) -> list[Window]:
     """`count` windows of `horizon` months, the last ending at the last month, oldest first.
 
-    A window whose origin is before the first month has nothing to fit on and is left out.
+    A window whose origin is before the first month has nothing to fit on and is left out. Day
+    histories get windows of `horizon` calendar months of days (`_plan_day_windows`).
     """
     if shape.first_index is None or shape.last_index is None:
         return []
+    if shape.granularity == "day":
+        return _plan_day_windows(shape, count, horizon)
     windows = []
     for back in range(count - 1, -1, -1):
         end = shape.last_index - back * horizon
@@ -94,9 +158,9 @@ def plan_windows(shape: HistoryShape, count: int, horizon: int) -> list[Window]:
 class Prepared:
     """What every run on one history shares: windows, window rows, naive values, MASE scales."""
 
-    history: DataFrame  # the monthly history with `period_index`
+    history: DataFrame  # the monthly (or daily) history with `period_index`
     windows: list[Window]
-    rows: DataFrame  # checkpointed: window, KEYS, period_index, year, month, quantity, seasonal
+    rows: DataFrame  # checkpointed: window, KEYS, period_index, features, quantity, seasonal
     naive: dict[tuple[int, str, str], float]  # (window, store, product) -> last value at origin
     series_scale: dict[tuple[int, str, str], float | None]  # in-sample seasonal-naive MAE
     pooled_scale: list[float | None]  # per window, over every series of its fit part
@@ -104,7 +168,10 @@ class Prepared:
 
 def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -> Prepared:
     """Plan the windows; collect naive values and MASE scales; checkpoint the window rows."""
-    indexed = history.transform(with_period_index)
+    day = shape.granularity == "day"
+    season = DAY_SEASON if day else SEASON
+    calendar = list(DAY_FEATURE_COLUMNS[2:]) if day else ["year", "month"]
+    indexed = history.transform(period_indexer(shape.granularity))
     windows = plan_windows(shape, count, horizon)
     spark = history.sparkSession
     if not windows:
@@ -114,9 +181,9 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         "window int, origin int, first int, last int",
     )
     # Per series and window: the last value at the origin (naive) and the sum and count of
-    # |y(t) - y(t-12)| over the fit part (the MASE scale). One small aggregation, collected.
+    # |y(t) - y(t-season)| over the fit part (the MASE scale). One small aggregation, collected.
     stats = (
-        indexed.transform(seasonal_changes)
+        indexed.transform(seasonal_changes, season)
         .join(F.broadcast(bounds), F.col("period_index") <= F.col("origin"))
         .groupBy("window", *_KEYS)
         .agg(
@@ -147,8 +214,8 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         n, s = counts[which == i].sum(), sums[which == i].sum()
         pooled.append(float(s / n) if n and s > 0 else None)
     rows = (
-        bounds.transform(window_rows(indexed))
-        .select("window", *_KEYS, "year", "month", "period_index", "quantity", "seasonal")
+        bounds.transform(window_rows(indexed, season))
+        .select("window", *_KEYS, *calendar, "period_index", "quantity", "seasonal")
         .localCheckpoint()  # small; read once per fitted window
     )
     return Prepared(indexed, windows, rows, naive, series_scale, pooled)

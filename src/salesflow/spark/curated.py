@@ -1,7 +1,9 @@
-"""The curated monthly history: one Parquet partition per source file, added once per checksum.
+"""The curated monthly and daily histories: one Parquet partition per source file, added once per
+checksum.
 
     <warehouse>/curated/monthly/source_sha256=<sha>/part-*.parquet   store, product, year, month, qty
     <warehouse>/curated/monthly/source_sha256=<sha>/_source.json     the source's manifest
+    <warehouse>/curated/daily/source_sha256=<sha>/part-*.parquet     store, product, date, qty
 
 A partition appears by renaming a complete hidden folder, so readers never see half of one.
 """
@@ -17,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from salesflow.config import Settings
-from salesflow.spark.transforms import aggregate_monthly
+from salesflow.spark.transforms import aggregate_daily, aggregate_monthly
 
 __all__ = ["append_curated", "curated_path", "manifests", "read_history"]
 
@@ -35,15 +44,24 @@ _CURATED_SCHEMA = StructType(
         StructField("source_sha256", StringType()),
     ]
 )
+_DAILY_SCHEMA = StructType(
+    [
+        StructField("store_id", StringType()),
+        StructField("product_id", StringType()),
+        StructField("date", DateType()),
+        StructField("quantity", DoubleType()),
+        StructField("source_sha256", StringType()),
+    ]
+)
 
 
-def curated_path(settings: Settings) -> Path:
-    """The curated monthly history: Parquet partitioned by the source file's sha256."""
-    return settings.warehouse_path / "curated" / "monthly"
+def curated_path(settings: Settings, granularity: str = "month") -> Path:
+    """The curated monthly (or daily) history: Parquet partitioned by the source file's sha256."""
+    return settings.warehouse_path / "curated" / ("daily" if granularity == "day" else "monthly")
 
 
 def append_curated(root: Path, monthly: DataFrame, stats: dict[str, Any]) -> bool:
-    """Add one source's monthly rows as partition source_sha256=<sha>; False if already there."""
+    """Add one source's monthly (or daily) rows as partition source_sha256=<sha>; False if there."""
     partition = root / f"source_sha256={stats['sha256']}"
     if partition.exists():
         return False
@@ -74,7 +92,10 @@ def manifests(root: Path) -> list[dict[str, Any]]:
     return found
 
 
-def read_history(spark: SparkSession, root: Path) -> DataFrame:
-    """The whole curated history summed per store/product/month, checkpointed (it is small)."""
+def read_history(spark: SparkSession, root: Path, granularity: str = "month") -> DataFrame:
+    """The whole curated history summed per store/product/month (or date), checkpointed."""
+    if granularity == "day":
+        daily = spark.read.schema(_DAILY_SCHEMA).parquet(str(root))
+        return daily.transform(aggregate_daily).localCheckpoint()
     curated = spark.read.schema(_CURATED_SCHEMA).parquet(str(root))
     return curated.transform(aggregate_monthly).localCheckpoint()

@@ -1,4 +1,4 @@
-"""The MLlib pipeline (index stores and products, assemble month/year/store/product, regress), its
+"""The MLlib pipeline (index stores and products, assemble calendar/store/product, regress), its
 evaluation on held-out recent months against a seasonal-naive baseline, and the statistics a
 fitted model records: feature importances and the fallback means used for unknown ids.
 """
@@ -16,15 +16,18 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from salesflow.config import Settings
-from salesflow.spark.transforms import seasonal_naive, with_period_index
+from salesflow.spark.transforms import seasonal_naive, with_day_index, with_period_index
 
 __all__ = [
+    "DAY_FEATURES",
     "FEATURES",
     "HistoryShape",
     "build_pipeline",
     "evaluate",
     "fallback_statistics",
     "feature_importances",
+    "features_of",
+    "period_indexer",
     "pipeline_from_parameters",
     "pipeline_parameters",
     "refit_parameters",
@@ -32,6 +35,8 @@ __all__ = [
 
 #: Model inputs, in the order VectorAssembler packs them.
 FEATURES: tuple[str, ...] = ("month", "year", "store", "product")
+#: The day model's inputs, in the order VectorAssembler packs them (recorded in metadata).
+DAY_FEATURES: tuple[str, ...] = ("day_of_week", "day_of_month", "month", "year", "store", "product")
 #: Categories a StringIndexer with handleInvalid="keep" emits beyond the labels (the unknown one),
 #: plus one spare so maxBins is never exactly at the edge.
 _EXTRA_BINS = 2
@@ -41,20 +46,31 @@ _EXTRA_BINS = 2
 _FEATURE_SUBSET = "all"
 
 
+def features_of(granularity: str) -> tuple[str, ...]:
+    """The assembler inputs of a `month` or `day` model."""
+    return DAY_FEATURES if granularity == "day" else FEATURES
+
+
+def period_indexer(granularity: str) -> Callable[[DataFrame], DataFrame]:
+    """The transform adding `period_index`: months since year 0, or days since 1970-01-01."""
+    return with_day_index if granularity == "day" else with_period_index
+
+
 @dataclass(frozen=True)
 class HistoryShape:
-    """Size and time span of a monthly history (one aggregation pass, reused by every step)."""
+    """Size and time span of a monthly or daily history (one aggregation pass, reused by every step)."""
 
     rows: int
     stores: int
     products: int
-    first_index: int | None  # months since year 0 (transforms.with_period_index)
+    first_index: int | None  # months since year 0 (transforms.with_period_index), or days
     last_index: int | None
+    granularity: str = "month"
 
     @classmethod
-    def of(cls, history: DataFrame) -> HistoryShape:
+    def of(cls, history: DataFrame, granularity: str = "month") -> HistoryShape:
         row = (
-            history.transform(with_period_index)
+            history.transform(period_indexer(granularity))
             .agg(
                 F.count(F.lit(1)).alias("rows"),
                 F.count_distinct("store_id").alias("stores"),
@@ -65,11 +81,16 @@ class HistoryShape:
             .first()
         )
         assert row is not None
-        return cls(int(row["rows"]), int(row["stores"]), int(row["products"]), row[3], row[4])
+        return cls(
+            int(row["rows"]), int(row["stores"]), int(row["products"]), row[3], row[4], granularity
+        )
 
 
-def pipeline_parameters(settings: Settings, n_stores: int, n_products: int) -> dict[str, Any]:
-    """The regressor's parameters as recorded in model metadata."""
+def pipeline_parameters(
+    settings: Settings, n_stores: int, n_products: int, granularity: str | None = None
+) -> dict[str, Any]:
+    """The regressor's parameters as recorded in model metadata (`granularity`: month or day)."""
+    grain = granularity or ("month" if settings.granularity == "both" else settings.granularity)
     return {
         "regressor": settings.regressor,
         "numTrees": settings.num_trees,
@@ -77,14 +98,18 @@ def pipeline_parameters(settings: Settings, n_stores: int, n_products: int) -> d
         "maxBins": max(settings.max_bins, n_stores + _EXTRA_BINS, n_products + _EXTRA_BINS),
         "featureSubsetStrategy": _FEATURE_SUBSET,
         "seed": settings.seed,
-        "granularity": settings.granularity,
-        "features": list(FEATURES),
+        "granularity": grain,
+        "features": list(features_of(grain)),
     }
 
 
-def build_pipeline(settings: Settings, n_stores: int, n_products: int) -> Pipeline:
+def build_pipeline(
+    settings: Settings, n_stores: int, n_products: int, granularity: str | None = None
+) -> Pipeline:
     """A fresh, unfitted pipeline sized for a catalogue of `n_stores` stores and `n_products`."""
-    return pipeline_from_parameters(pipeline_parameters(settings, n_stores, n_products))
+    return pipeline_from_parameters(
+        pipeline_parameters(settings, n_stores, n_products, granularity)
+    )
 
 
 def refit_parameters(recorded: dict[str, Any], n_stores: int, n_products: int) -> dict[str, Any]:
@@ -101,7 +126,8 @@ def pipeline_from_parameters(params: dict[str, Any]) -> Pipeline:
     """
     stores = StringIndexer(inputCol="store_id", outputCol="store", handleInvalid="keep")
     products = StringIndexer(inputCol="product_id", outputCol="product", handleInvalid="keep")
-    assembler = VectorAssembler(inputCols=list(FEATURES), outputCol="features")
+    inputs = params.get("features") or features_of(str(params.get("granularity") or "month"))
+    assembler = VectorAssembler(inputCols=list(inputs), outputCol="features")
     common: dict[str, Any] = {
         "featuresCol": "features",
         "labelCol": "quantity",
@@ -128,7 +154,7 @@ def feature_importances(model: PipelineModel) -> dict[str, float]:
 
 
 def fallback_statistics(history: DataFrame) -> dict[str, Any]:
-    """Means of the monthly quantity overall, per product and per store, in one aggregation.
+    """Means of the history's quantity (monthly, or daily) overall, per product and per store.
 
     They answer for ids a model has not seen (contract key "fallback"); `store_level` is a
     store's mean relative to the overall mean.

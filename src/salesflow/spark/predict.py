@@ -125,6 +125,11 @@ def predict_frame(
     if missing:
         raise InputError(f"cannot predict: column(s) {', '.join(missing)} missing from the frame")
     facts = facts or ModelFacts.of(model_version)
+    if facts.granularity != "month":
+        raise ModelError(
+            f"model {facts.version} is a {facts.granularity} model: file predictions are monthly "
+            "and need a month model; ask day forecasts with date=YYYY-MM-DD queries"
+        )
     model = load_model(model_version)
     stores, products = model_labels(model)
     if "quantity" not in df.columns:

@@ -1,10 +1,13 @@
-"""The training job: sales files in, a new active model version out.
+"""The training job: sales files in, a new active model version (per granularity) out.
 
 header check -> read -> validate -> reject accounting -> clean -> aggregate -> append to the curated
-monthly history (once per file checksum) -> read the whole history -> rolling-origin backtest
-(holdout metrics, intervals) -> score the active version on the same windows -> refit on
-everything -> publish; the promotion gate decides whether the new version becomes the active one.
-A failed run creates no version and leaves the active model alone.
+monthly (and/or daily) history (once per file checksum) -> per granularity: read the whole history
+(days: zero-fill missing days) -> rolling-origin backtest (holdout metrics, intervals) -> score the
+active version of that granularity on the same windows -> refit on everything -> publish; the
+promotion gate decides whether the new version becomes the active one. With granularity `both`
+the month model is trained first, then the day model from the same read of each file, and the day
+model records the coherence of its daily forecasts with the month model's (spark/coherence.py).
+A failed run creates no version and leaves the active models alone.
 """
 
 from __future__ import annotations
@@ -14,46 +17,43 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pyspark.ml import PipelineModel
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from salesflow.config import Settings
-from salesflow.errors import ConfigurationError, InputError, SalesflowError, TooManyRejectsError
+from salesflow.errors import InputError, SalesflowError, TooManyRejectsError
 from salesflow.registry import ModelRegistry
 from salesflow.spark import backtest
-from salesflow.spark.curated import append_curated, curated_path, manifests, read_history
-from salesflow.spark.pipeline import (
-    HistoryShape,
-    build_pipeline,
-    evaluate,
-    fallback_statistics,
-    feature_importances,
-    pipeline_parameters,
-)
-from salesflow.spark.predict import model_labels, write_csv
-from salesflow.spark.promotion import gate
+from salesflow.spark.curated import append_curated, curated_path, manifests
+from salesflow.spark.predict import write_csv
 from salesflow.spark.read import SalesSource, file_sha256, open_sales, read_sales
+from salesflow.spark.train_granularity import (
+    Fitted,
+    Progress,
+    TrainResult,
+    timed,
+    train_granularity,
+)
 from salesflow.spark.transforms import (
+    DAY_KEYS,
     KEYS,
     aggregate_with_rejects,
     clean,
     rejected_rows,
     validate,
-    with_period_index,
 )
 
-__all__ = ["TrainInput", "TrainResult", "curated_path", "main", "train"]
+__all__ = ["TrainInput", "TrainResult", "curated_path", "granularities", "main", "train"]
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
+#: The aggregation keys of each granularity.
+_KEYS_OF = {"month": KEYS, "day": DAY_KEYS}
 
 
 @dataclass(frozen=True)
@@ -63,37 +63,6 @@ class TrainInput:
     url: str
     sha256: str | None = None
     upload_id: str | None = None
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced and measured."""
-
-    version: str
-    metrics: dict[str, Any]
-    rows_read: int
-    rows_rejected: int
-    rejects_by_reason: dict[str, int]
-    rejects_url: str | None
-    rows_aggregated: int
-    date_range: dict[str, str] | None
-    inputs: list[dict[str, Any]]
-    duration_s: float
-    timings: dict[str, float] = field(default_factory=dict)
-    promoted: bool = True  # the new version is the active one
-    promotion: dict[str, Any] = field(default_factory=dict)  # the gate's record (metadata key)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 3)
 
 
 def _percent(share: float) -> str:
@@ -112,17 +81,42 @@ def _check_rejects(stats: dict[str, Any], limit: float) -> None:
         )
 
 
+def granularities(settings: Settings) -> tuple[str, ...]:
+    """The granularities a run trains, in order: `both` is month then day."""
+    return ("month", "day") if settings.granularity == "both" else (settings.granularity,)
+
+
 def _summarise(
-    spark: SparkSession, settings: Settings, sales: SalesSource, item: TrainInput, sha256: str
-) -> tuple[DataFrame, dict[str, Any]]:
-    """One pass over the file: accepted monthly rows (checkpointed) and the reject accounting."""
+    spark: SparkSession,
+    settings: Settings,
+    sales: SalesSource,
+    item: TrainInput,
+    sha256: str,
+    grains: Sequence[str] = ("month",),
+) -> tuple[dict[str, DataFrame], dict[str, Any]]:
+    """One read of the file: accepted rows per granularity (checkpointed) and reject accounting.
+
+    With both granularities the validated rows are persisted and aggregated twice, per month
+    exactly as a month-only run does (so its model is the same: the forest's bootstrap depends
+    on row order) and per date.
+    """
     raw = read_sales(spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline)
-    # Small (one row per store/product/month, one per reason) and used several times below;
-    # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan. It is eager, so the
-    # rows no longer depend on a staged copy of the file once the caller's block ends.
-    summary = (
-        raw.transform(validate).transform(clean).transform(aggregate_with_rejects).localCheckpoint()
-    )
+    cleaned = raw.transform(validate).transform(clean)
+    several = len(grains) > 1
+    if several:
+        cleaned = cleaned.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # Small (one row per store/product/period, one per reason) and used several times below;
+        # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan. It is eager, so
+        # the rows no longer depend on a staged copy of the file once the caller's block ends.
+        summaries = {
+            g: cleaned.transform(aggregate_with_rejects, _KEYS_OF[g]).localCheckpoint()
+            for g in grains
+        }
+    finally:
+        if several:
+            cleaned.unpersist()
+    summary = summaries[grains[0]]
     counts = (
         summary.groupBy("reject_reason")
         .agg(
@@ -150,62 +144,11 @@ def _summarise(
     if by_reason:  # the second, filtered pass, only when something was rejected
         target = settings.warehouse_path / "rejects" / sha256 / "rejects.csv"
         stats["rejects_url"] = write_csv(raw.transform(rejected_rows), target).as_uri()
-    monthly = summary.filter(F.col("reject_reason").isNull()).select(*KEYS, "quantity")
-    return monthly, stats
-
-
-def _metadata(
-    spark: SparkSession,
-    settings: Settings,
-    model: PipelineModel,
-    shape: HistoryShape,
-    metrics: dict[str, Any],
-    input_stats: list[dict[str, Any]],
-    root: Path,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    """What a model version records: inputs, data seen, parameters, metrics, labels, `extra`."""
-    sources = manifests(root)  # every source in the history the model was fitted on
-    firsts = [m["first_date"] for m in sources if m.get("first_date")]
-    lasts = [m["last_date"] for m in sources if m.get("last_date")]
-    by_reason: dict[str, int] = {}
-    for stats in input_stats:
-        for reason, count in stats["rejects_by_reason"].items():
-            by_reason[reason] = by_reason.get(reason, 0) + count
-    stores, products = model_labels(model)
-    return {
-        "inputs": [
-            {k: s.get(k) for k in ("url", "sha256", "upload_id", "appended")} for s in input_stats
-        ],
-        "rows_read": sum(s["rows_read"] for s in input_stats),
-        "rows_rejected": sum(s["rows_rejected"] for s in input_stats),
-        "rejects_by_reason": by_reason,
-        "rows_aggregated": shape.rows,
-        "date_range": {"first": min(firsts), "last": max(lasts)} if firsts and lasts else None,
-        "parameters": pipeline_parameters(settings, shape.stores, shape.products),
-        "metrics": metrics,
-        "spark_version": spark.version,
-        "training_sources": sorted(m["sha256"] for m in sources),
-        "stores": stores,
-        "products": products,
-        "granularity": settings.granularity,
-        "feature_importances": feature_importances(model),
-        **extra,
+    accepted_rows = F.col("reject_reason").isNull()
+    frames = {
+        g: summaries[g].filter(accepted_rows).select(*_KEYS_OF[g], "quantity") for g in grains
     }
-
-
-def _failure_point(spark: SparkSession, settings: Settings, step: str) -> None:
-    """Fail a Spark task at `step` if settings.crash_point names it (fault tests only).
-
-    A task that fails on an executor, not a Python raise: the job server meets the same kind of
-    error (a Spark job aborted by a failed task) that a crashing executor gives it.
-    """
-    if settings.crash_point != step:
-        return
-    log.warning("crash point %s reached: failing a Spark task", step)
-    # `id >= 0` keeps the optimiser from folding raise_error into a driver-side constant.
-    failing = F.when(F.col("id") >= 0, F.raise_error(F.lit(f"simulated executor failure ({step})")))
-    spark.range(1).select(failing.alias("never")).collect()
+    return frames, stats
 
 
 def train(
@@ -223,32 +166,34 @@ def train(
     """Learn from `inputs` plus the curated history; publish a new version, active if it passes.
 
     The promotion gate (salesflow.spark.promotion) activates the version when its backtest beats the
-    seasonal-naive forecast and the active version; `force` activates it anyway, `activate=False`
-    never does. `fit_transform` alters every frame the candidate is fitted on (tests only).
+    seasonal-naive forecast and the active version of the same granularity; `force` activates it
+    anyway, `activate=False` never does. `fit_transform` alters every frame the candidate is
+    fitted on (tests only). With settings.granularity `both` the result is the month run's, with
+    the day run's result (and its coherence check) in `also`.
     """
     if not inputs:
         raise InputError("nothing to train on: give at least one sales file")
-    if settings.granularity != "month":
-        raise ConfigurationError(f"granularity {settings.granularity!r} is not supported yet")
     started = time.perf_counter()
     registry = registry or ModelRegistry(settings.warehouse_path / "models")
     say: Progress = progress or (lambda _stage: None)
     timings: dict[str, float] = {}
-    root = curated_path(settings)
-    known = {m["sha256"]: m for m in manifests(root)}
+    grains = granularities(settings)
+    roots = {g: curated_path(settings, g) for g in grains}
+    known_by = {g: {m["sha256"]: m for m in manifests(root)} for g, root in roots.items()}
 
-    with _timed(timings, "read_clean_aggregate"):
-        pending: list[tuple[DataFrame | None, dict[str, Any]]] = []
+    with timed(timings, "read_clean_aggregate"):
+        pending: list[tuple[dict[str, DataFrame] | None, dict[str, Any]]] = []
 
         def skip(item: TrainInput, sha256: str) -> bool:
             """True (and noted) when this file is already curated or already in this run."""
             if any(stats["sha256"] == sha256 for _, stats in pending):
                 return True
-            if sha256 not in known:
+            if any(sha256 not in known for known in known_by.values()):
                 return False
             say(f"{item.url.rsplit('/', 1)[-1]} is already in the curated history")
             log.info("%s (sha256 %s) is already in the curated history", item.url, sha256)
-            pending.append((None, {**known[sha256], "url": item.url, "appended": False}))
+            manifest = known_by[grains[0]][sha256]
+            pending.append((None, {**manifest, "url": item.url, "appended": False}))
             return True
 
         for item in inputs:
@@ -261,98 +206,41 @@ def train(
                 if item.sha256 is None and skip(item, sha256):
                     continue
                 say(f"reading, validating and aggregating {item.url.rsplit('/', 1)[-1]}")
-                monthly, stats = _summarise(spark, settings, sales, item, sha256)
+                frames, stats = _summarise(spark, settings, sales, item, sha256, grains)
             _check_rejects(stats, settings.max_reject_fraction)
-            pending.append((monthly, stats))
+            pending.append((frames, stats))
         say("adding to the curated history")
-        for new_rows, stats in pending:
-            if new_rows is not None:
-                stats["appended"] = append_curated(root, new_rows, stats)
-        history = read_history(spark, root)
-        shape = HistoryShape.of(history)
-        if shape.rows == 0:
-            raise InputError("no accepted rows to train on")
+        for new_frames, stats in pending:
+            if new_frames is not None:
+                added = [append_curated(roots[g], new_frames[g], stats) for g in grains]
+                stats["appended"] = any(added)
+    input_stats = [stats for _, stats in pending]
 
-    with _timed(timings, "evaluate"):
-        windows, horizon = settings.backtest_windows, settings.backtest_horizon
-        say(f"backtesting {windows} windows of {horizon} months")
-        params = pipeline_parameters(settings, shape.stores, shape.products)
-        prepared = backtest.prepare(history, shape, windows, horizon)
-        scored = backtest.run(prepared, params, fit_transform)
-        summary = backtest.summary(scored, horizon=horizon)
-        metrics = backtest.holdout_metrics(scored, settings.holdout_months, horizon)
-        if metrics is None:  # the holdout is not made of whole windows: one more fit
-            say(f"evaluating on the last {settings.holdout_months} months")
-            metrics = evaluate(history, settings, shape, fit_transform)
-        active = registry.active()
-        sources = sorted(m["sha256"] for m in manifests(root))
-        promotion = gate(
+    results: list[TrainResult] = []
+    month: Fitted | None = None
+    for grain in grains:
+        result, fitted = train_granularity(
+            spark,
             settings,
-            active,
-            prepared,
-            shape,
-            params,
-            summary,
-            sources,
-            force=force,
+            grain,
+            roots[grain],
+            input_stats,
+            registry,
+            say,
+            timings if grain == grains[0] else {},
+            actor=actor,
             activate=activate,
-            exact=fit_transform is None,
-            say=say,
+            force=force,
+            fit_transform=fit_transform,
+            month=month,
         )
-    with _timed(timings, "fit"):
-        say("fitting the final model on all data")
-        frame = (
-            history
-            if fit_transform is None
-            else fit_transform(history.transform(with_period_index))
-        )
-        model = build_pipeline(settings, shape.stores, shape.products).fit(frame)
-    with _timed(timings, "save"):
-        say("saving the model")
-        input_stats = [stats for _, stats in pending]
-        extra = {
-            "backtest": summary,
-            "intervals": backtest.intervals(scored, settings.interval_levels),
-            "fallback": fallback_statistics(history),
-            "promotion": promotion,
-        }
-        metadata = _metadata(spark, settings, model, shape, metrics, input_stats, root, extra)
-        with registry.staging() as staged:
-            model.write().save(str(staged / "pipeline"))
-            _failure_point(spark, settings, "train.before_publish")
-            trained_on = "trained on " + ", ".join(s["url"] for s in input_stats)
-            published = registry.publish(
-                staged,
-                metadata,
-                activate=promotion["promoted"],
-                reason=f"{promotion['reason']}; {trained_on}",
-                actor=actor,
-                expected_active=active.version if active else None,
-            )
-    result = TrainResult(
-        version=published.version,
-        metrics=metrics,
-        rows_read=metadata["rows_read"],
-        rows_rejected=metadata["rows_rejected"],
-        rejects_by_reason=metadata["rejects_by_reason"],
-        rejects_url=next((s["rejects_url"] for s in input_stats if s.get("rejects_url")), None),
-        rows_aggregated=shape.rows,
-        date_range=metadata["date_range"],
-        inputs=input_stats,
-        duration_s=round(time.perf_counter() - started, 3),
-        timings=timings,
-        promoted=published.active,
-        promotion=published.metadata.get("promotion", promotion),
-    )
-    log.info(
-        "trained model %s in %.1f s (%s: %s): %s",
-        result.version,
-        result.duration_s,
-        "active" if result.promoted else "candidate",
-        result.promotion["reason"],
-        metrics,
-    )
-    return result
+        if grain == "month":
+            month = fitted
+        results.append(result)
+    first = results[0]
+    first.also = [r.to_dict() for r in results[1:]]
+    first.duration_s = round(time.perf_counter() - started, 3)
+    return first
 
 
 def main(argv: Sequence[str] | None = None) -> int:

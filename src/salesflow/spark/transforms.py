@@ -1,4 +1,4 @@
-"""Pure DataFrame -> DataFrame steps from raw sales rows to monthly demand, chained with `.transform`.
+"""Pure DataFrame -> DataFrame steps from raw sales rows to monthly or daily demand (`.transform`).
 
 No reads, no writes, no actions: each function only describes a plan, so each is tested on a tiny
 frame and the job composes them. Spark 4 runs in ANSI mode, so every parse uses a `try_*` function:
@@ -15,12 +15,17 @@ from pyspark.sql import functions as F
 from salesflow.schema import QUANTITY_REASONS, REJECT_REASONS
 
 __all__ = [
+    "DAY_FEATURE_COLUMNS",
+    "DAY_KEYS",
+    "DAY_SEASON",
     "KEYS",
     "QUANTITY_REASONS",
     "REJECT_REASONS",
+    "aggregate_daily",
     "aggregate_monthly",
     "aggregate_with_rejects",
     "clean",
+    "fill_missing_days",
     "keep_for_prediction",
     "parse_date",
     "parse_quantity",
@@ -30,6 +35,8 @@ __all__ = [
     "seasonal_naive",
     "validate",
     "window_rows",
+    "with_day_features",
+    "with_day_index",
     "with_period",
     "with_period_index",
 ]
@@ -38,6 +45,18 @@ __all__ = [
 KEYS: tuple[str, ...] = ("store_id", "product_id", "year", "month")
 #: Months in a season: the seasonal-naive lag.
 SEASON = 12
+#: The grain of the daily aggregate.
+DAY_KEYS: tuple[str, ...] = ("store_id", "product_id", "date")
+#: Days in a day-level season: 52 weeks, so the seasonal-naive value falls on the same weekday.
+DAY_SEASON = 364
+#: Columns a daily row carries for the day pipeline (with `quantity`).
+DAY_FEATURE_COLUMNS: tuple[str, ...] = (
+    *DAY_KEYS,
+    "year",
+    "month",
+    "day_of_week",
+    "day_of_month",
+)
 _SERIES = ["store_id", "product_id"]
 
 _BLANKS = " \t\r\n"
@@ -111,20 +130,26 @@ def aggregate_monthly(df: DataFrame) -> DataFrame:
     return df.groupBy(*KEYS).agg(F.sum("quantity").alias("quantity"))
 
 
-def aggregate_with_rejects(df: DataFrame) -> DataFrame:
-    """One pass over cleaned rows giving both the monthly aggregate and the reject counts.
+def aggregate_daily(df: DataFrame) -> DataFrame:
+    """Total quantity per store, product and date (the day model's grain)."""
+    return df.groupBy(*DAY_KEYS).agg(F.sum("quantity").alias("quantity"))
 
-    Accepted rows group by `KEYS` (with `reject_reason` null); rejected rows collapse into one group
-    per reason with null keys. Every group carries its row count and first/last date.
+
+def aggregate_with_rejects(df: DataFrame, keys: tuple[str, ...] = KEYS) -> DataFrame:
+    """One pass over cleaned rows giving both the aggregate by `keys` and the reject counts.
+
+    Accepted rows group by `keys` (`KEYS` monthly, `DAY_KEYS` daily; `reject_reason` null);
+    rejected rows collapse into one group per reason with null keys. Every group carries its row
+    count and first/last date.
     """
     ok = F.col("reject_reason").isNull()
     keyed = df.select(
         "reject_reason",
-        *[F.when(ok, F.col(k)).alias(k) for k in KEYS],
+        *[F.when(ok, F.col(k)).alias(k) for k in keys if k != "date"],
         F.when(ok, F.col("quantity")).alias("quantity"),
         F.when(ok, F.col("date")).alias("date"),
     )
-    return keyed.groupBy("reject_reason", *KEYS).agg(
+    return keyed.groupBy("reject_reason", *keys).agg(
         F.sum("quantity").alias("quantity"),
         F.count(F.lit(1)).alias("rows"),
         F.min("date").alias("first_date"),
@@ -153,6 +178,43 @@ def with_period_index(df: DataFrame) -> DataFrame:
     return df.withColumn("period_index", F.col("year") * 12 + F.col("month") - 1)
 
 
+def with_day_index(df: DataFrame) -> DataFrame:
+    """Add `period_index`, days since 1970-01-01, for ordering daily rows by time."""
+    return df.withColumn("period_index", F.unix_date(F.col("date")))
+
+
+def with_day_features(df: DataFrame) -> DataFrame:
+    """Add the day model's calendar inputs from `date`: year, month, day_of_week, day_of_month.
+
+    `day_of_week` is Spark's dayofweek: 1 = Sunday ... 7 = Saturday.
+    """
+    return df.withColumns(
+        {
+            "year": F.year("date"),
+            "month": F.month("date"),
+            "day_of_week": F.dayofweek("date"),
+            "day_of_month": F.dayofmonth("date"),
+        }
+    )
+
+
+def fill_missing_days(df: DataFrame) -> DataFrame:
+    """Daily totals with every missing day of each series' span added as quantity 0.0.
+
+    The span is each store x product's own first to last sale date, not the upload's overall
+    span: a product launched late or delisted early is not taught that it sold nothing before
+    or after it existed. Adds `filled` (True for an added day) so callers can count the cells.
+    Needs `DAY_KEYS` and `quantity`.
+    """
+    spans = df.groupBy(*_SERIES).agg(F.min("date").alias("first"), F.max("date").alias("last"))
+    calendar = spans.select(*_SERIES, F.explode(F.sequence("first", "last")).alias("date"))
+    return calendar.join(df.withColumn("filled", F.lit(False)), list(DAY_KEYS), "left").select(
+        *DAY_KEYS,
+        F.coalesce(F.col("quantity"), F.lit(0.0)).alias("quantity"),
+        F.coalesce(F.col("filled"), F.lit(True)).alias("filled"),
+    )
+
+
 def seasonal_naive(df: DataFrame) -> DataFrame:
     """Add `baseline`: the quantity of the same store, product and month one year earlier."""
     earlier = df.select(
@@ -165,20 +227,20 @@ def seasonal_naive(df: DataFrame) -> DataFrame:
     return df.join(earlier, list(KEYS), "left")
 
 
-def _earlier(df: DataFrame, name: str, key: str) -> DataFrame:
-    """`df`'s quantity as `name`, keyed by series and `key` = the period it is SEASON months before."""
+def _earlier(df: DataFrame, name: str, key: str, season: int) -> DataFrame:
+    """`df`'s quantity as `name`, keyed by series and `key` = the period `season` periods later."""
     return df.select(
-        *_SERIES, (F.col("period_index") + SEASON).alias(key), F.col("quantity").alias(name)
+        *_SERIES, (F.col("period_index") + season).alias(key), F.col("quantity").alias(name)
     )
 
 
-def seasonal_changes(df: DataFrame) -> DataFrame:
-    """Add `change`: |quantity - the same series' quantity 12 months earlier| (null without one).
+def seasonal_changes(df: DataFrame, season: int = SEASON) -> DataFrame:
+    """Add `change`: |quantity - the same series' quantity a season earlier| (null without one).
 
-    Its mean over a fit period is the in-sample MAE of the seasonal-naive forecast (MASE's scale).
-    Needs `period_index`.
+    A season is 12 months (monthly rows) or `DAY_SEASON` days (daily rows). Its mean over a fit
+    period is the in-sample MAE of the seasonal-naive forecast (MASE's scale). Needs `period_index`.
     """
-    earlier = _earlier(df, "year_ago", "period_index")
+    earlier = _earlier(df, "year_ago", "period_index", season)
     return (
         df.join(earlier, [*_SERIES, "period_index"], "left")
         .withColumn("change", F.abs(F.col("quantity") - F.col("year_ago")))
@@ -186,11 +248,12 @@ def seasonal_changes(df: DataFrame) -> DataFrame:
     )
 
 
-def window_rows(history: DataFrame) -> Callable[[DataFrame], DataFrame]:
+def window_rows(history: DataFrame, season: int = SEASON) -> Callable[[DataFrame], DataFrame]:
     """Backtest windows (window, origin, first, last) -> `history`'s rows in each window.
 
     Each row gets `seasonal`, the seasonal-naive forecast made at the window's origin: the value
-    12 * ceil((t - origin) / 12) months before month t, the latest same-month value known then.
+    season * ceil((t - origin) / season) periods before period t, the latest same-season value
+    known then (12 months for monthly rows; 364 days, the same weekday, for daily rows).
     `history` needs `period_index`; the windows frame is small and broadcast.
     """
 
@@ -198,7 +261,7 @@ def window_rows(history: DataFrame) -> Callable[[DataFrame], DataFrame]:
         inside = (F.col("period_index") >= F.col("first")) & (
             F.col("period_index") <= F.col("last")
         )
-        lag = (F.floor((F.col("period_index") - F.col("origin") - 1) / SEASON) + 1) * SEASON
+        lag = (F.floor((F.col("period_index") - F.col("origin") - 1) / season) + 1) * season
         known = history.select(
             *_SERIES,
             F.col("period_index").alias("seasonal_from"),

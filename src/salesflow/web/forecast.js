@@ -131,7 +131,8 @@ async function show() {
       api("/history", { params: { store_id: store, product_id: product } }),
       api("/models").catch(() => null),
     ]);
-    const active = models?.models?.find((m) => m.active) || null;
+    // A day model can be active beside the month model: this explorer draws months.
+    const active = models?.models?.find((m) => m.active && (m.granularity || "month") === "month") || null;
     const actual = new Map(past.months.map((p) => [p.month, p.quantity]));
     const lastLearned = active?.date_range?.last ? String(active.date_range.last).slice(0, 7) : past.months.at(-1)?.month;
     const horizon = lastLearned ? monthRange(addMonths(lastLearned, 1), addMonths(lastLearned, HORIZON)) : [];

@@ -26,9 +26,9 @@ from salesflow.errors import (
     TooLargeError,
     UnavailableError,
 )
-from salesflow.forecast import MAX_QUERIES, ForecastService
+from salesflow.forecast import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.forecast import Query as ForecastQuery
-from salesflow.registry import ModelVersion, normalise_version
+from salesflow.registry import GRANULARITIES, ModelVersion, normalise_version
 from salesflow.schema import HEADER_PROBE_BYTES, check_header, upload_key
 from salesflow.services.jobs.db import MAX_LIST
 from salesflow.services.jobs.deps import (
@@ -72,7 +72,9 @@ class QueryBody(BaseModel):
     product_id: str
     month: str | None = Field(None, description="YYYY-MM (`period` is accepted too)")
     period: str | None = None
-    date: str | None = Field(None, description="YYYY-MM-DD: forecast for its month")
+    date: str | None = Field(
+        None, description="YYYY-MM-DD: the day model's forecast (its month's without one)"
+    )
 
 
 class ForecastRequest(BaseModel):
@@ -285,7 +287,10 @@ def get_forecast(
     store_id: str,
     product_id: str,
     month: Annotated[str | None, Query(description="YYYY-MM")] = None,
-    date: Annotated[str | None, Query(description="YYYY-MM-DD: forecast for its month")] = None,
+    date: Annotated[
+        str | None,
+        Query(description="YYYY-MM-DD: the day model's forecast (its month's without one)"),
+    ] = None,
     model: str | None = None,
 ) -> JSONResponse:
     """One forecast with its interval, basis and the model's lineage, from the warm model."""
@@ -313,6 +318,7 @@ def _model(version: ModelVersion) -> dict[str, Any]:
     meta = version.metadata
     return {
         "version": version.version,
+        "granularity": version.granularity,
         "active": version.active,
         "status": "active" if version.active else "candidate",
         "created_at": meta.get("created_at"),
@@ -333,10 +339,20 @@ def _model(version: ModelVersion) -> dict[str, Any]:
 
 @router.get("/models")
 def list_models(registry: RegistryDep) -> dict[str, Any]:
-    """Model versions, newest first, with their metrics; the active one is marked."""
+    """Model versions, newest first, with their metrics; the active ones are marked."""
     versions = registry.versions()
-    active = next((v.version for v in versions if v.active), None)
-    return {"active": active, "models": [_model(v) for v in reversed(versions)]}
+    active = {g: registry.active_name(g) for g in GRANULARITIES}
+    return {
+        "active": active["month"],
+        "active_by_granularity": active,
+        "models": [_model(v) for v in reversed(versions)],
+    }
+
+
+@router.get("/models/{version}/coherence")
+def get_coherence(version: str, registry: RegistryDep) -> dict[str, Any]:
+    """A day model's check of its daily forecasts summed per month against the month model's."""
+    return coherence_of(registry, None if version == "active" else version)
 
 
 @router.post("/models/{version}/activate")

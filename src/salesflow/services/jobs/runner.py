@@ -234,6 +234,10 @@ _RESULT_FIELDS = (
     "duration_s",
     "promoted",
     "promotion",
+    "granularity",
+    "filled_cells",
+    "coherence",
+    "also",  # granularity both: the day run's result (version, metrics, coherence, ...)
 )
 
 
