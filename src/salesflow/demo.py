@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from salesflow import generate as gen
+from salesflow.catalog import Catalog, load_catalog
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError, SalesflowError
 from salesflow.followup import follow_upload, upload_with_progress
@@ -21,7 +22,7 @@ __all__ = ["forecast_request", "run_demo"]
 DEMO_START, DEMO_END = date(2018, 1, 1), date(2022, 3, 31)
 
 
-def forecast_request(catalog: gen.Catalog, first: date, months: int, path: Path) -> Path:
+def forecast_request(catalog: Catalog, first: date, months: int, path: Path) -> Path:
     """A prediction CSV (no quantity) for every store x product over `months` months from `first`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -71,7 +72,7 @@ def run_demo(
 
     _check_ports(settings)
     work = settings.data_dir / "demo"
-    catalog = gen.load_catalog(None)
+    catalog = load_catalog(None)
     sales = work / f"sales-{rows}.csv"
     if not sales.exists():
         console.print(f"generating {rows:,} sales ({DEMO_START} .. {DEMO_END})")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
+from salesflow.catalog import load_catalog
 from salesflow.demo import forecast_request
-from salesflow.generate import load_catalog
 from salesflow.schema import upload_key
 from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.upload.client import UploadClient

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from salesflow.catalog import load_catalog
 from salesflow.config import Settings
 from salesflow.demo import forecast_request
-from salesflow.generate import load_catalog
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.jobs.db import JobDB

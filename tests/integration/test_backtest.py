@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
+from salesflow.catalog import catalog_from_dict
 from salesflow.config import Settings
-from salesflow.generate import catalog_from_dict, generate_sales
+from salesflow.generate import generate_sales
 from salesflow.registry import ModelVersion
 from salesflow.schema import check_header
 from salesflow.spark import backtest

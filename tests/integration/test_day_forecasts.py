@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
+from salesflow.catalog import synthetic_catalog
 from salesflow.config import Settings
 from salesflow.errors import InputError
 from salesflow.forecast import ForecastService, Query, coherence_of
-from salesflow.generate import generate_sales, synthetic_catalog
+from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
 from salesflow.spark.pipeline import DAY_FEATURES, FEATURES
 from salesflow.spark.train import TrainInput, TrainResult, train

@@ -29,11 +29,12 @@ from typer.testing import CliRunner
 
 from salesflow import cli
 from salesflow.auth import auth_headers
+from salesflow.catalog import load_catalog
 from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, NotFoundError
 from salesflow.forecast import MAX_QUERIES, ForecastService
 from salesflow.forecast_csv import predict_csv
-from salesflow.generate import generate_sales, load_catalog
+from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
 from salesflow.schema import new_upload_id, upload_key
 from salesflow.served import ModelFacts, ServedModel

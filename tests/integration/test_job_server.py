@@ -16,9 +16,10 @@ import uvicorn
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
+from salesflow.catalog import load_catalog
 from salesflow.config import Settings
 from salesflow.errors import TooManyRejectsError
-from salesflow.generate import generate_sales, load_catalog
+from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
 from salesflow.schema import new_upload_id, upload_key
 from salesflow.services.jobs.app import create_app

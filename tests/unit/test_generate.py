@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 
 import salesflow.generate as generate
-from salesflow.errors import InputError
-from salesflow.generate import (
+from salesflow.catalog import (
     Catalog,
     Product,
     Store,
     catalog_from_dict,
-    generate_sales,
     load_catalog,
     synthetic_catalog,
 )
+from salesflow.errors import InputError
+from salesflow.generate import generate_sales
 from salesflow.schema import REQUIRED_COLUMNS, check_header
 
 

@@ -41,11 +41,16 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate realistic seasonal sales from a catalogue of stores and products."""
+    from salesflow import catalog as catalogue
     from salesflow import generate as gen
 
     if bool(stores) != bool(products):
         raise typer.BadParameter("--stores and --products go together")
-    cat = gen.synthetic_catalog(stores, products, seed) if stores else gen.load_catalog(catalog)
+    cat = (
+        catalogue.synthetic_catalog(stores, products, seed)
+        if stores
+        else catalogue.load_catalog(catalog)
+    )
     sep = "\t" if delimiter in ("tab", "\\t") else delimiter
     with count_progress("generating", rows) as update:
         stats = gen.generate_sales(

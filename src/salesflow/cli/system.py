@@ -93,9 +93,9 @@ def demo(
     rows: Annotated[int, typer.Option(help="Sales rows to generate.")] = 20_000,
 ) -> None:
     """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop."""
+    from salesflow.catalog import load_catalog
     from salesflow.cli.output import print_metrics
     from salesflow.demo import run_demo
-    from salesflow.generate import load_catalog
 
     records, record = run_demo(settings(), rows=rows, console=err)
     catalog = load_catalog(None)
