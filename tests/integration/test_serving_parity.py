@@ -21,7 +21,8 @@ from pyspark.ml.regression import (
 from pyspark.sql import DataFrame, SparkSession
 
 from salesflow.errors import InputError, ModelError
-from salesflow.serving import Forecaster, _fma, _product_error, jvm_double_lanes
+from salesflow.jvm_float import fma, jvm_double_lanes, product_error
+from salesflow.serving import Forecaster
 
 STORES = ["s1", "s2", "s3"]
 PRODUCTS = ["p1", "p2", "p3"]
@@ -264,7 +265,7 @@ def test_fma_emulation_rounds_once_like_java() -> None:
     c = rng.normal(size=n) * 10.0 ** rng.integers(-9, 9, n)
     c[: n // 2] = -(a[: n // 2] * b[: n // 2]) * (1 + rng.normal(size=n // 2) * 1e-15)
     product = a * b
-    got = _fma(product, _product_error(a, b, product), c)
+    got = fma(product, product_error(a, b, product), c)
     exact = [
         float(Fraction(x) * Fraction(y) + Fraction(z)) for x, y, z in zip(a, b, c, strict=True)
     ]
