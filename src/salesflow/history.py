@@ -1,15 +1,20 @@
-"""The curated monthly history as plain Python: actuals per month for one series or totals, no Spark.
+"""The curated monthly and daily histories as plain Python: actuals per month (or day) for one
+series or totals, no Spark.
 
 The training job appends one Parquet partition per source file under
 `<warehouse>/curated/monthly/source_sha256=<sha>/` with columns store_id, product_id, year, month and
-quantity (salesflow.spark.train). The same store/product/month can appear in several sources; it is
-summed here exactly as the training job's aggregate does. Folders starting with "." (a write in
+quantity, and (granularity day or both) under `<warehouse>/curated/daily/...` with store_id,
+product_id, date and quantity (salesflow.spark.curated). The same store/product/period can appear
+in several sources; it is summed here exactly as the training job's aggregate does. Days without
+sales are not stored: the daily series is zero-filled between its first and last day, as the day
+model's training fills it. Folders starting with "." (a write in
 progress) or "_" and files starting with "_" or "." are skipped, as Spark skips them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,13 +23,43 @@ import pyarrow.dataset as ds
 
 from salesflow.errors import InputError
 
-__all__ = ["ALL", "MonthlyHistory", "Series", "curated_root", "read_monthly", "series_ids"]
+__all__ = [
+    "ALL",
+    "DailyHistory",
+    "MonthlyHistory",
+    "Series",
+    "curated_root",
+    "daily_root",
+    "read_daily",
+    "read_monthly",
+    "series_ids",
+]
 
 #: The id that means "every store" or "every product" (totals).
 ALL = "all"
 #: Longest id accepted in a query; real ids are short, this only bounds what a caller can send.
 MAX_ID_LENGTH = 200
+#: Most days one daily answer carries (ten years): bounds the JSON for a long history.
+MAX_DAYS = 3660
 _COLUMNS = ["store_id", "product_id", "year", "month", "quantity"]
+# Explicit schemas: old partitions may have been written with other integer widths.
+_MONTHLY_SCHEMA = pa.schema(
+    [
+        ("store_id", pa.string()),
+        ("product_id", pa.string()),
+        ("year", pa.int32()),
+        ("month", pa.int32()),
+        ("quantity", pa.float64()),
+    ]
+)
+_DAILY_SCHEMA = pa.schema(
+    [
+        ("store_id", pa.string()),
+        ("product_id", pa.string()),
+        ("date", pa.date32()),
+        ("quantity", pa.float64()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -55,9 +90,34 @@ class MonthlyHistory:
         }
 
 
+@dataclass(frozen=True)
+class DailyHistory:
+    """Actual quantities per day ("YYYY-MM-DD", ascending, no gaps) of one store/product, or totals."""
+
+    store_id: str
+    product_id: str
+    dates: list[str]
+    quantities: list[float]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "store_id": self.store_id,
+            "product_id": self.product_id,
+            "granularity": "day",
+            "days": [
+                {"date": d, "quantity": q} for d, q in zip(self.dates, self.quantities, strict=True)
+            ],
+        }
+
+
 def curated_root(warehouse: Path) -> Path:
     """Where the training job keeps the curated monthly history inside a local warehouse folder."""
     return warehouse / "curated" / "monthly"
+
+
+def daily_root(warehouse: Path) -> Path:
+    """Where the training job keeps the curated daily history (granularity day or both)."""
+    return warehouse / "curated" / "daily"
 
 
 def _files(root: Path) -> list[str]:
@@ -73,21 +133,19 @@ def _files(root: Path) -> list[str]:
     )
 
 
-def _dataset(root: Path) -> ds.Dataset | None:
+def _dataset(root: Path, schema: pa.Schema = _MONTHLY_SCHEMA) -> ds.Dataset | None:
     files = _files(root)
     if not files:
         return None
-    # An explicit schema: old partitions may have been written with other integer widths.
-    schema = pa.schema(
-        [
-            ("store_id", pa.string()),
-            ("product_id", pa.string()),
-            ("year", pa.int32()),
-            ("month", pa.int32()),
-            ("quantity", pa.float64()),
-        ]
-    )
     return ds.dataset(files, format="parquet", schema=schema)
+
+
+def _series_filter(condition: pc.Expression, store_id: str, product_id: str) -> pc.Expression:
+    if store_id != ALL:
+        condition = condition & (pc.field("store_id") == store_id)
+    if product_id != ALL:
+        condition = condition & (pc.field("product_id") == product_id)
+    return condition
 
 
 def _check_id(name: str, value: str) -> str:
@@ -111,10 +169,7 @@ def read_monthly(root: Path, store_id: str = ALL, product_id: str = ALL) -> Mont
     if dataset is None:
         return MonthlyHistory(store_id, product_id, [], [])
     condition = pc.field("year").is_valid() & pc.field("month").is_valid()
-    if store_id != ALL:
-        condition = condition & (pc.field("store_id") == store_id)
-    if product_id != ALL:
-        condition = condition & (pc.field("product_id") == product_id)
+    condition = _series_filter(condition, store_id, product_id)
     table = dataset.to_table(columns=_COLUMNS, filter=condition)
     totals = table.group_by(["year", "month"]).aggregate([("quantity", "sum")])
     rows = sorted(
@@ -130,6 +185,39 @@ def read_monthly(root: Path, store_id: str = ALL, product_id: str = ALL) -> Mont
         product_id,
         [f"{year:04d}-{month:02d}" for year, month, _ in rows],
         [float(quantity or 0.0) for _, _, quantity in rows],
+    )
+
+
+def read_daily(
+    root: Path, store_id: str = ALL, product_id: str = ALL, last_days: int | None = None
+) -> DailyHistory:
+    """Daily actuals of one store/product (or totals), zero-filled from its first to its last day.
+
+    `last_days` keeps only the most recent days (the dashboard draws a recent window); at most
+    MAX_DAYS are returned either way. Unknown ids give an empty series, as `read_monthly` does.
+    """
+    store_id = _check_id("store_id", store_id)
+    product_id = _check_id("product_id", product_id)
+    if last_days is not None and not 1 <= last_days <= MAX_DAYS:
+        raise InputError(f"last_days is {last_days}: give 1 to {MAX_DAYS} days")
+    dataset = _dataset(root, _DAILY_SCHEMA)
+    if dataset is None:
+        return DailyHistory(store_id, product_id, [], [])
+    condition = _series_filter(pc.field("date").is_valid(), store_id, product_id)
+    table = dataset.to_table(columns=["date", "quantity"], filter=condition)
+    totals = table.group_by(["date"]).aggregate([("quantity", "sum")])
+    sold: dict[date, float] = {
+        d: float(q or 0.0)
+        for d, q in zip(totals["date"].to_pylist(), totals["quantity_sum"].to_pylist(), strict=True)
+    }
+    if not sold:
+        return DailyHistory(store_id, product_id, [], [])
+    last = max(sold)
+    span = (last - min(sold)).days + 1
+    keep = min(span, last_days or MAX_DAYS, MAX_DAYS)
+    days = [last - timedelta(days=back) for back in range(keep - 1, -1, -1)]
+    return DailyHistory(
+        store_id, product_id, [d.isoformat() for d in days], [sold.get(d, 0.0) for d in days]
     )
 
 

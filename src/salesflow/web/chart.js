@@ -36,6 +36,22 @@ function label(month) {
   return `${MONTHS[Number(m) - 1]} ${year}`;
 }
 
+/** "2024-03-01" -> "Mar 1"; with the year when asked (the first tick, a new year). */
+function dayLabel(day, withYear = false) {
+  const [year, m, d] = day.split("-");
+  return `${MONTHS[Number(m) - 1]} ${Number(d)}${withYear ? ` ${year}` : ""}`;
+}
+
+/** The x-axis ticks of a daily axis: about 8 dates, on Mondays when a tick is a week or more apart. */
+function dayTicks(days) {
+  const every = days.length > 150 ? 28 : days.length > 60 ? 14 : days.length > 20 ? 7 : days.length > 10 ? 2 : 1;
+  const weekday = (day) => new Date(`${day}T00:00:00Z`).getUTCDay();
+  const start = every >= 7 ? Math.max(0, days.findIndex((day) => weekday(day) === 1)) : 0;
+  const ticks = [];
+  for (let i = start; i < days.length; i += every) ticks.push(i);
+  return ticks;
+}
+
 function titled(root, title, description) {
   chartCount += 1;
   const titleId = `chart-title-${chartCount}`;
@@ -46,8 +62,8 @@ function titled(root, title, description) {
 }
 
 /**
- * A monthly chart into `container` (replacing its content); returns the <svg>.
- * data: {months: ["YYYY-MM", ...] (the x axis, contiguous),
+ * A monthly (or, with `daily: true`, daily) chart into `container` (replacing its content); returns the <svg>.
+ * data: {months: ["YYYY-MM", ...] or ["YYYY-MM-DD", ...] when daily (the x axis, contiguous),
  *        actual: Map month -> number, forecast: Map month -> {value, lo, hi} (lo/hi may be null),
  *        windows: [{label, months: [...]}] (shaded), title, description}
  */
@@ -70,10 +86,11 @@ export function monthlyChart(container, data) {
   const y = (v) => m.top + plotH - (v / yMax) * plotH;
 
   const root = svg("svg", {
-    class: "monthly-chart", viewBox: `0 0 ${width} ${height}`, width, height,
-    "data-months": months.length,
+    class: data.daily ? "monthly-chart daily-chart" : "monthly-chart", viewBox: `0 0 ${width} ${height}`, width, height,
+    "data-months": data.daily ? undefined : months.length, "data-days": data.daily ? months.length : undefined,
+    "data-granularity": data.daily ? "day" : "month",
   });
-  titled(root, data.title || "Monthly quantities", data.description || "");
+  titled(root, data.title || (data.daily ? "Daily quantities" : "Monthly quantities"), data.description || "");
 
   // Backtest windows, shaded behind everything else.
   const windows = svg("g", { class: "windows" });
@@ -99,14 +116,24 @@ export function monthlyChart(container, data) {
     grid.append(svg("line", { x1: m.left, x2: m.left + plotW, y1: y(t), y2: y(t) }));
     grid.append(svg("text", { class: "tick y", x: m.left - 8, y: y(t) + 4, "text-anchor": "end" }, compact.format(t)));
   }
-  const every = months.length > 36 ? 12 : months.length > 18 ? 6 : months.length > 8 ? 3 : 1;
-  months.forEach((month, i) => {
-    const monthNo = Number(month.slice(5));
-    if ((monthNo - 1) % every !== 0) return;
+  const xTick = (i, text) => {
     grid.append(svg("line", { class: "x-tick", x1: x(i), x2: x(i), y1: m.top + plotH, y2: m.top + plotH + 5 }));
-    const text = every >= 12 ? month.slice(0, 4) : label(month);
     grid.append(svg("text", { class: "tick x", x: x(i), y: m.top + plotH + 20, "text-anchor": "middle" }, text));
-  });
+  };
+  if (data.daily) {
+    // Few ticks on a narrow chart: a "Mar 14" label needs about 56 px.
+    let ticks = dayTicks(months);
+    const room = Math.max(2, Math.floor(plotW / 56));
+    if (ticks.length > room) ticks = ticks.filter((_, k) => k % Math.ceil(ticks.length / room) === 0);
+    ticks.forEach((i, k) => xTick(i, dayLabel(months[i], k === 0 || months[i].slice(5) < months[ticks[k - 1]].slice(5))));
+  } else {
+    const every = months.length > 36 ? 12 : months.length > 18 ? 6 : months.length > 8 ? 3 : 1;
+    months.forEach((month, i) => {
+      const monthNo = Number(month.slice(5));
+      if ((monthNo - 1) % every !== 0) return;
+      xTick(i, every >= 12 ? month.slice(0, 4) : label(month));
+    });
+  }
   grid.append(svg("line", { class: "axis", x1: m.left, x2: m.left + plotW, y1: m.top + plotH, y2: m.top + plotH }));
   root.append(grid);
 
@@ -156,7 +183,7 @@ export function monthlyChart(container, data) {
       const value = valueOf(v);
       points.append(svg("circle", {
         class: `point ${kind}`, cx: x(index.get(mm)).toFixed(1), cy: y(value).toFixed(1), r: months.length > 60 ? 2 : 3,
-        "data-month": mm, "data-value": value,
+        "data-month": data.daily ? undefined : mm, "data-date": data.daily ? mm : undefined, "data-period": mm, "data-value": value,
       }));
     }
   }
@@ -188,7 +215,7 @@ function hoverLayer({ months, data, x, m, plotW, plotH, step }) {
     const local = point.matrixTransform(rootSvg.getScreenCTM().inverse());
     const i = Math.max(0, Math.min(months.length - 1, Math.round((local.x - m.left) / step)));
     const month = months[i];
-    const lines = [label(month)];
+    const lines = [data.daily ? dayLabel(month, true) : label(month)];
     if (data.actual.has(month)) lines.push(`actual ${full.format(data.actual.get(month))}`);
     const f = data.forecast.get(month);
     if (f) {

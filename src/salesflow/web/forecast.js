@@ -1,12 +1,16 @@
 // Forecast explorer: a store and a product (or all) -> monthly actuals, the next 12 months' forecast
-// with its 80% interval, the active model's backtest windows, a table and a CSV download.
+// with its 80% interval, the active model's backtest windows, a table and a CSV download. When a day
+// model is active a Month/Day switch appears: the day view draws the last 90 days of daily actuals
+// and the day model's next 28 days; the table and the CSV follow the switch.
 
 import { api } from "./api.js";
 import { monthlyChart } from "./chart.js";
 import { el, fill, toast } from "./dom.js";
-import { addMonths, monthLabel, monthRange, num, pct, when } from "./format.js";
+import { addDays, addMonths, dayLabel, dayRange, monthLabel, monthRange, num, pct, when } from "./format.js";
 
 const HORIZON = 12; // months forecast after the last month the model learned from
+const DAY_HORIZON = 28; // days forecast after the last day the day model learned from: four weeks
+const DAY_WINDOW = 90; // days of daily actuals drawn: about a quarter, readable at one point a day
 const BAND_LEVEL = "0.8";
 const BATCH = 10000; // the job server's largest POST /forecast batch
 const MAX_SINGLE_GETS = 120; // without POST /forecast, at most this many GETs
@@ -14,8 +18,9 @@ const MAX_SINGLE_GETS = 120; // without POST /forecast, at most this many GETs
 export const interval = 0; // nothing moves by itself here: redrawn on a change of selection
 
 let series = null;
-let shown = null; // "store|product" drawn now
+let shown = null; // "store|product|granularity" drawn now
 let rows = [];
+let rowsGranularity = "month"; // what `rows` hold (the CSV's first column)
 let resizeObserver = null;
 let redraw = null;
 let drawing = 0; // the latest show() call: an older one that finishes later draws nothing
@@ -27,7 +32,18 @@ export async function enter({ query }) {
   const product = query.get("product") || document.getElementById("product-select").value || "all";
   setSelect("store-select", store);
   setSelect("product-select", product);
-  if (shown !== `${store}|${product}`) await show();
+  if (query.get("view") === "day" || query.get("view") === "month") setGranularity(query.get("view"));
+  if (shown !== `${store}|${product}|${granularity()}`) await show();
+}
+
+/** The switch's choice; "month" while the switch is hidden (no day model active). */
+function granularity() {
+  if (document.getElementById("granularity-switch").hidden) return "month";
+  return document.getElementById("granularity-day").checked ? "day" : "month";
+}
+
+function setGranularity(value) {
+  document.getElementById(`granularity-${value === "day" ? "day" : "month"}`).checked = true;
 }
 
 export async function refresh() {}
@@ -38,7 +54,9 @@ function wire() {
     event.preventDefault();
     show();
   });
-  for (const id of ["store-select", "product-select"]) document.getElementById(id).addEventListener("change", () => show());
+  for (const id of ["store-select", "product-select", "granularity-month", "granularity-day"]) {
+    document.getElementById(id).addEventListener("change", () => show());
+  }
   document.getElementById("download-csv").addEventListener("click", download);
   let lastWidth = 0;
   resizeObserver = new ResizeObserver((entries) => {
@@ -84,8 +102,8 @@ export function intervalOf(answer, level = BAND_LEVEL) {
   return [Number(pair[0]), Number(pair[1])];
 }
 
-function periodOf(answer) {
-  return String(answer.period || answer.month || answer.date || "").slice(0, 7);
+function periodOf(answer, daily = false) {
+  return String(answer.period || answer.month || answer.date || "").slice(0, daily ? 10 : 7);
 }
 
 async function fetchForecast(queries) {
@@ -118,29 +136,41 @@ async function fetchForecast(queries) {
 async function show() {
   const store = document.getElementById("store-select").value;
   const product = document.getElementById("product-select").value;
-  shown = `${store}|${product}`;
   const ticket = ++drawing;
-  const hash = `#/forecast?store=${encodeURIComponent(store)}&product=${encodeURIComponent(product)}`;
-  if (window.location.hash !== hash) window.history.replaceState(null, "", hash);
   const figure = document.getElementById("forecast-figure");
   figure.setAttribute("aria-busy", "true");
   const note = document.getElementById("forecast-note");
   note.hidden = true;
   try {
-    const [past, models] = await Promise.all([
-      api("/history", { params: { store_id: store, product_id: product } }),
-      api("/models").catch(() => null),
-    ]);
-    // A day model can be active beside the month model: this explorer draws months.
-    const active = models?.models?.find((m) => m.active && (m.granularity || "month") === "month") || null;
-    const actual = new Map(past.months.map((p) => [p.month, p.quantity]));
-    const lastLearned = active?.date_range?.last ? String(active.date_range.last).slice(0, 7) : past.months.at(-1)?.month;
-    const horizon = lastLearned ? monthRange(addMonths(lastLearned, 1), addMonths(lastLearned, HORIZON)) : [];
+    const models = await api("/models").catch(() => null);
+    // One active model per granularity: the switch shows only when a day model is active.
+    const dayActive = models?.active_by_granularity?.day || null;
+    document.getElementById("granularity-switch").hidden = !dayActive;
+    const daily = granularity() === "day";
+    shown = `${store}|${product}|${daily ? "day" : "month"}`;
+    const hash = `#/forecast?store=${encodeURIComponent(store)}&product=${encodeURIComponent(product)}${daily ? "&view=day" : ""}`;
+    if (window.location.hash !== hash) window.history.replaceState(null, "", hash);
+    const want = daily ? "day" : "month";
+    const active = models?.models?.find((m) => m.active && (m.granularity || "month") === want) || null;
+    const past = await api("/history", {
+      params: { store_id: store, product_id: product, ...(daily ? { granularity: "day", days: DAY_WINDOW } : {}) },
+    });
+    const actual = daily
+      ? new Map((past.days || []).map((p) => [p.date, p.quantity]))
+      : new Map(past.months.map((p) => [p.month, p.quantity]));
+    const lastKnown = [...actual.keys()].at(-1);
+    const lastLearned = active?.date_range?.last ? String(active.date_range.last).slice(0, daily ? 10 : 7) : lastKnown;
+    const next = daily ? (n) => addDays(lastLearned, n) : (n) => addMonths(lastLearned, n);
+    const horizon = lastLearned ? (daily ? dayRange : monthRange)(next(1), next(daily ? DAY_HORIZON : HORIZON)) : [];
     const stores = store === "all" ? series.stores : [store];
     const products = product === "all" ? series.products : [product];
     const single = stores.length === 1 && products.length === 1;
     const queries = [];
-    for (const s of stores) for (const p of products) for (const month of horizon) queries.push({ store_id: s, product_id: p, month });
+    for (const s of stores) {
+      for (const p of products) {
+        for (const period of horizon) queries.push(daily ? { store_id: s, product_id: p, date: period } : { store_id: s, product_id: p, month: period });
+      }
+    }
 
     const forecast = new Map();
     const messages = [];
@@ -150,7 +180,7 @@ async function show() {
         const result = await fetchForecast(queries);
         lineage = result.lineage;
         for (const a of result.answers) {
-          const month = periodOf(a);
+          const month = periodOf(a, daily);
           const entry = forecast.get(month) || { value: 0, lo: null, hi: null, basis: new Set(), n: 0 };
           entry.value += Number(a.predicted_quantity);
           entry.n += 1;
@@ -168,13 +198,15 @@ async function show() {
       messages.push("No active model yet: upload a sales file to train one.");
     }
     if (ticket !== drawing) return; // the selection changed meanwhile
-    const windows = (active?.backtest?.windows || []).map((w, i) => ({
+    // Backtest windows are shaded on the month axis only (a day model's windows span whole months).
+    const windows = (daily ? [] : active?.backtest?.windows || []).map((w, i) => ({
       label: `backtest window ${i + 1}: fitted up to ${w.origin}, scored ${w.months?.[0]} → ${w.months?.at(-1)}`,
       short: `bt ${i + 1}`,
       months: w.months || [],
     }));
     const all = [...actual.keys(), ...forecast.keys()].sort();
-    const months = all.length ? monthRange(all[0], all.at(-1)) : [];
+    const months = all.length ? (daily ? dayRange : monthRange)(all[0], all.at(-1)) : [];
+    rowsGranularity = daily ? "day" : "month";
     rows = months.map((month) => {
       const f = forecast.get(month);
       return {
@@ -193,15 +225,17 @@ async function show() {
         fill(chartBox, el("p", { class: "muted" }, "No history yet for this selection."));
         return;
       }
+      const unit = daily ? "days" : "months";
+      const first = [...forecast.keys()][0];
       monthlyChart(chartBox, {
-        months, actual, forecast, windows, bandLevel: BAND_LEVEL,
-        title: `Monthly quantity: ${name}`,
-        description: `${actual.size} months of actuals and ${forecast.size} forecast months${forecast.size ? ` from ${monthLabel([...forecast.keys()][0])}` : ""}.`,
+        months, actual, forecast, windows, bandLevel: BAND_LEVEL, daily,
+        title: `${daily ? "Daily" : "Monthly"} quantity: ${name}`,
+        description: `${actual.size} ${unit} of actuals and ${forecast.size} forecast ${unit}${first ? ` from ${(daily ? dayLabel : monthLabel)(first)}` : ""}.`,
       });
     };
     redraw();
     renderLegend(single && [...forecast.values()].some((f) => f.lo !== null), windows.length > 0);
-    renderLineage(lineage, active);
+    renderLineage(lineage, active, daily);
     renderTable();
     document.getElementById("download-csv").disabled = !rows.length;
     if (messages.length) {
@@ -221,7 +255,7 @@ function renderLegend(band, windows) {
     band ? key("band", "80% interval") : null, windows ? key("window", "backtest windows") : null);
 }
 
-function renderLineage(lineage, active) {
+function renderLineage(lineage, active, daily) {
   const version = lineage?.model_version || active?.version;
   if (!version) {
     fill("forecast-lineage");
@@ -230,9 +264,10 @@ function renderLineage(lineage, active) {
   const range = lineage?.date_range || active?.date_range;
   const skill = lineage?.metrics?.skill ?? active?.backtest?.skill;
   const sources = lineage?.training_sources?.length ?? active?.inputs?.length;
+  const cut = daily ? 10 : 7;
   fill("forecast-lineage",
-    `Model ${version}, trained ${when(lineage?.trained_at || active?.created_at)}`,
-    range ? ` on ${String(range.first).slice(0, 7)} → ${String(range.last).slice(0, 7)}` : "",
+    `${daily ? "Day model" : "Model"} ${version}, trained ${when(lineage?.trained_at || active?.created_at)}`,
+    range ? ` on ${String(range.first).slice(0, cut)} → ${String(range.last).slice(0, cut)}` : "",
     sources ? ` (${sources} source file${sources === 1 ? "" : "s"})` : "",
     skill !== undefined && skill !== null ? `; backtest skill vs seasonal-naive ${pct(skill)}` : "", ".");
 }
@@ -246,12 +281,13 @@ function renderTable() {
     fill("forecast-table", el("p", { class: "muted" }, "Nothing to show."));
     return;
   }
-  const head = ["Month", "Actual", "Forecast", "Low 80%", "High 80%", "Basis"];
+  const daily = rowsGranularity === "day";
+  const head = [daily ? "Day" : "Month", "Actual", "Forecast", "Low 80%", "High 80%", "Basis"];
   fill("forecast-table", el("div", { class: "table-scroll tall", tabindex: "0", "aria-label": "forecast numbers" }, el("table", { id: "forecast-numbers" },
-    el("caption", { class: "visually-hidden" }, "Monthly actuals and forecast"),
+    el("caption", { class: "visually-hidden" }, `${daily ? "Daily" : "Monthly"} actuals and forecast`),
     el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 5 ? "num" : "" }, h)))),
-    el("tbody", {}, rows.map((r) => el("tr", { dataset: { month: r.month, kind: r.forecast !== null ? "forecast" : "actual" } },
-      el("th", { scope: "row" }, monthLabel(r.month)),
+    el("tbody", {}, rows.map((r) => el("tr", { dataset: { [daily ? "date" : "month"]: r.month, period: r.month, kind: r.forecast !== null ? "forecast" : "actual" } },
+      el("th", { scope: "row" }, daily ? dayLabel(r.month) : monthLabel(r.month)),
       cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
       el("td", { dataset: { col: "basis" } }, r.basis)))))));
 }
@@ -260,12 +296,13 @@ function download() {
   const store = document.getElementById("store-select").value;
   const product = document.getElementById("product-select").value;
   const quote = (v) => (/[",\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
-  const lines = ["month,actual_quantity,predicted_quantity,lo_80,hi_80,basis"];
+  const daily = rowsGranularity === "day";
+  const lines = [`${daily ? "date" : "month"},actual_quantity,predicted_quantity,lo_80,hi_80,basis`];
   for (const r of rows) {
     lines.push([r.month, r.actual ?? "", r.forecast ?? "", r.lo ?? "", r.hi ?? "", quote(r.basis)].join(","));
   }
   const url = URL.createObjectURL(new Blob([`${lines.join("\n")}\n`], { type: "text/csv" }));
-  const link = el("a", { href: url, download: `forecast-${store}-${product}.csv`.replace(/[^\w.-]/g, "_") });
+  const link = el("a", { href: url, download: `forecast-${store}-${product}${daily ? "-daily" : ""}.csv`.replace(/[^\w.-]/g, "_") });
   document.body.append(link);
   link.click();
   link.remove();

@@ -78,3 +78,24 @@ export function monthLabel(month) {
 export function shortId(id) {
   return id ? String(id).slice(0, 8) : "–";
 }
+
+/** "2024-02-28" + n days (UTC calendar days, so no daylight-saving surprises). */
+export function addDays(day, n) {
+  const date = new Date(`${day}T00:00:00Z`);
+  date.setUTCDate(date.getUTCDate() + n);
+  return date.toISOString().slice(0, 10);
+}
+
+/** Every day from `first` to `last` inclusive (at most ten years of them). */
+export function dayRange(first, last) {
+  const out = [];
+  for (let d = first; d <= last && out.length < 3660; d = addDays(d, 1)) out.push(d);
+  return out;
+}
+
+/** "2024-03-01" -> "Fri 1 Mar 2024". */
+export function dayLabel(day) {
+  const date = new Date(`${day}T00:00:00Z`);
+  const weekday = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][date.getUTCDay()];
+  return `${weekday} ${date.getUTCDate()} ${MONTH_NAMES[date.getUTCMonth()]} ${date.getUTCFullYear()}`;
+}

@@ -1,5 +1,6 @@
-// Models: every version with its metrics, one version's backtest and feature importances, and
-// activation (rollback) behind a confirmation dialog.
+// Models: every version with its granularity and metrics (one active version per granularity), one
+// version's backtest, feature importances and (day models) day/month coherence, and activation
+// (rollback) behind a confirmation dialog.
 
 import { api } from "./api.js";
 import { barChart } from "./chart.js";
@@ -9,6 +10,9 @@ import { skillOf } from "./overview.js";
 
 let selected = null;
 let lastModels = [];
+const coherence = new Map(); // version -> the job server's coherence answer (or {error}); fixed per version
+
+const granularityOf = (m) => m.granularity || "month";
 
 export const interval = 10000;
 
@@ -22,7 +26,9 @@ export async function refresh() {
   lastModels = body.models || [];
   if (!selected || !lastModels.some((m) => m.version === selected)) selected = body.active || lastModels[0]?.version || null;
   fill("models-table", table([
-    { label: "Version", value: (m) => el("span", {}, el("strong", {}, m.version), m.active ? el("span", { class: "badge status-active" }, "active") : null) },
+    { label: "Version", value: (m) => el("span", {}, el("strong", {}, m.version), m.active
+      ? el("span", { class: "badge status-active", title: `the active ${granularityOf(m)} model` }, `active (${granularityOf(m)})`) : null) },
+    { label: "Granularity", value: (m) => el("span", { dataset: { granularity: granularityOf(m) } }, granularityOf(m)) },
     { label: "Trained", value: (m) => el("span", { title: m.created_at || "" }, ago(m.created_at)) },
     { label: "Rows", value: (m) => num(m.rows_read), num: true },
     { label: "Holdout WAPE", value: (m) => pct(m.metrics?.model?.wape), num: true },
@@ -40,7 +46,14 @@ export async function refresh() {
     rowProps: (m) => ({ class: m.version === selected ? "selected" : "", dataset: { version: m.version } }),
   }));
   renderDetail();
+  renderActive(body.active_by_granularity || { month: body.active || null });
   renderHistory(body.history || []);
+}
+
+/** "Active: month v0003 · day v0004" above the table. */
+function renderActive(byGranularity) {
+  const parts = Object.entries(byGranularity).map(([g, v]) => el("span", { dataset: { granularity: g } }, `${g} `, el("strong", {}, v || "none")));
+  fill("models-active", "Active: ", parts.flatMap((part, i) => (i ? [" · ", part] : [part])));
 }
 
 /** Promoted / forced / kept as a candidate, with the gate's reason as a tooltip. */
@@ -62,7 +75,7 @@ function renderDetail() {
   const levels = Object.entries(model.intervals?.levels || {});
   const chartBox = el("div", { class: "chart small-chart", id: "importance-chart" });
   fill("model-detail",
-    el("h2", {}, `Model ${model.version}`),
+    el("h2", {}, `Model ${model.version} (${granularityOf(model)})`),
     el("p", { class: "muted" }, `Trained ${when(model.created_at)} on ${num(model.rows_read)} rows, `,
       model.date_range ? `${String(model.date_range.first).slice(0, 7)} to ${String(model.date_range.last).slice(0, 7)}` : "",
       `; ${num(model.stores)} stores × ${num(model.products)} products.`),
@@ -81,11 +94,32 @@ function renderDetail() {
     model.intervals?.coverage_last_window
       ? ` (coverage on the last window: ${Object.entries(model.intervals.coverage_last_window).map(([l, c]) => `${pct(Number(l), 0)} → ${pct(c)}`).join(", ")})`
       : "") : null,
+    granularityOf(model) === "day" ? el("div", { id: "coherence-detail" }, coherenceOf(model)) : null,
     el("h3", {}, "Feature importances"),
     importances.length ? chartBox : el("p", { class: "muted" }, "Not recorded for this version."));
   if (importances.length) {
     barChart(chartBox, importances, { title: `Feature importances of ${model.version}`, format: (v) => pct(v) });
   }
+}
+
+/** A day model's day-vs-month check: loaded once per version, then drawn from the cache. */
+function coherenceOf(model) {
+  const found = coherence.get(model.version);
+  if (!found) {
+    coherence.set(model.version, { loading: true });
+    api(`/models/${encodeURIComponent(model.version)}/coherence`)
+      .then((body) => coherence.set(model.version, body))
+      .catch((error) => coherence.set(model.version, { error: error.message }))
+      .finally(() => { if (selected === model.version) renderDetail(); });
+    return el("p", { class: "muted" }, "Loading the day/month coherence check…");
+  }
+  if (found.loading) return el("p", { class: "muted" }, "Loading the day/month coherence check…");
+  if (found.error) return el("p", { class: "muted" }, `Coherence with the month model: ${found.error}`);
+  const s = found.summary || {};
+  return el("p", {},
+    el("strong", {}, "Coherence with month model "), found.month_version || "?", ": daily forecasts summed per month are ",
+    `${pct(s.total_ratio)} of the month model's over ${(found.months || []).join(", ") || "the horizon"}`,
+    ` (per series: median ${pct(s.ratio_median)}, ${pct(s.ratio_min)} to ${pct(s.ratio_max)}; mean absolute difference ${num(s.mean_abs_diff, 1)}).`);
 }
 
 function renderHistory(history) {

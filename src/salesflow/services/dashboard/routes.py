@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,7 +14,15 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from salesflow.auth import token_matches
 from salesflow.config import Settings
-from salesflow.history import ALL, curated_root, read_monthly, series_ids
+from salesflow.history import (
+    ALL,
+    MAX_DAYS,
+    curated_root,
+    daily_root,
+    read_daily,
+    read_monthly,
+    series_ids,
+)
 from salesflow.services.dashboard.models import complete_models
 from salesflow.services.dashboard.proxy import Upstream, UpstreamError
 from salesflow.services.dashboard.session import COOKIE, SESSION_TTL_S, SessionStore
@@ -169,6 +177,14 @@ async def list_models(state: StateDep) -> Response:
     return JSONResponse(body, status_code=code)
 
 
+@api.get("/models/{version}/coherence")
+async def model_coherence(
+    version: Annotated[str, PathParam(pattern=VERSION_PATTERN)], request: Request, state: StateDep
+) -> Response:
+    """A day model's check of its daily forecasts summed per month against the month model's."""
+    return await state.jobs.forward(request, f"/models/{version}/coherence")
+
+
 @api.post("/models/{version}/activate")
 async def activate_model(
     version: Annotated[str, PathParam(pattern=VERSION_PATTERN)], request: Request, state: StateDep
@@ -209,10 +225,20 @@ async def history(
     state: StateDep,
     store_id: Annotated[str, Query(max_length=200)] = ALL,
     product_id: Annotated[str, Query(max_length=200)] = ALL,
+    granularity: Annotated[Literal["month", "day"], Query()] = "month",
+    days: Annotated[
+        int | None, Query(ge=1, le=MAX_DAYS, description="day: the last N days")
+    ] = None,
 ) -> Response:
-    """Monthly actuals ("YYYY-MM") of one store/product from the curated history; "all" for totals."""
+    """Actuals of one store/product from the curated history ("all" for totals): per month
+    ("YYYY-MM"), or with granularity=day per day ("YYYY-MM-DD", zero-filled, the last `days`)."""
     if state.warehouse is None:
         return _no_warehouse()
+    if granularity == "day":
+        daily = await anyio.to_thread.run_sync(
+            read_daily, daily_root(state.warehouse), store_id, product_id, days
+        )
+        return JSONResponse(daily.to_dict())
     found = await anyio.to_thread.run_sync(
         read_monthly, curated_root(state.warehouse), store_id, product_id
     )
