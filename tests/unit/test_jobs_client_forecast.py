@@ -59,3 +59,17 @@ def test_forecast_errors_keep_their_code(
     with pytest.raises(error, match="answered") as raised:
         client.forecast_many([])
     assert raised.value.code == code
+
+
+def test_coherence_asks_the_models_route_with_the_version_escaped(settings: Settings) -> None:
+    seen: list[httpx.Request] = []
+    body = {"model_version": "v0002", "summary": {"total_ratio": 0.98}, "rows": []}
+    client = JobServerClient(settings, transport=_recording(seen, body))
+    assert client.coherence() == body
+    client.coherence("v0002")
+    client.coherence("../jobs")
+    assert [r.url.raw_path for r in seen] == [
+        b"/models/active/coherence",
+        b"/models/v0002/coherence",
+        b"/models/..%2Fjobs/coherence",
+    ]

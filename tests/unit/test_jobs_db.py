@@ -121,3 +121,36 @@ def test_find_filters_and_orders_newest_first(db: JobDB) -> None:
 def test_unknown_job_is_not_found(db: JobDB) -> None:
     with pytest.raises(NotFoundError, match="no job"):
         db.get("f" * 32)
+
+
+def test_a_train_jobs_dict_carries_granularity_filled_cells_coherence_and_the_day_run(
+    db: JobDB,
+) -> None:
+    job, _ = db.create_train(UPLOAD, "file:///u.csv", SHA)
+    assert db.claim_next() is not None
+    day_run = {"version": "v0002", "granularity": "day", "filled_cells": 40, "promoted": True}
+    result = {
+        "rows_read": 10,
+        "granularity": "month",
+        "filled_cells": None,
+        "coherence": None,
+        "also": [{**day_run, "coherence": {"total_ratio": 0.97}}],
+    }
+    done = db.succeed(job.job_id, model_version="v0001", result=result, log_tail=[]).to_dict()
+    assert (done["granularity"], done["filled_cells"], done["coherence"]) == ("month", None, None)
+    assert done["also"] == [{**day_run, "coherence": {"total_ratio": 0.97}}]
+    assert db.get(job.job_id).to_dict()["also"][0]["version"] == "v0002"  # read back from SQLite
+
+
+def test_rows_from_before_day_models_read_as_month_jobs_without_a_day_run(db: JobDB) -> None:
+    job, _ = db.create_train(UPLOAD, "file:///u.csv", SHA)
+    assert job.to_dict()["granularity"] is None and job.to_dict()["also"] == []  # queued: unknown
+    assert db.claim_next() is not None
+    old = db.succeed(job.job_id, model_version="v0001", result={"rows_read": 10}, log_tail=[])
+    body = old.to_dict()
+    assert (body["granularity"], body["filled_cells"], body["coherence"], body["also"]) == (
+        "month",
+        None,
+        None,
+        [],
+    )

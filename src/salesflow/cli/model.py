@@ -1,21 +1,21 @@
-"""Models: `train` and `predict` in this process, `forecast` and `retrain` through the job server,
-`models` (list, history, activate) from the registry."""
+"""Models: `train` and `predict` in this process, `forecast` and `retrain` through the job server
+(`models` lives in cli/models.py)."""
 
 from __future__ import annotations
 
 import dataclasses
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from salesflow.cli.app import JsonOption, app, models_app, settings
+from salesflow.cli.app import JsonOption, app, settings
+from salesflow.cli.models import coherence_line
 from salesflow.cli.output import (
     StageProgress,
     as_url,
     console,
-    emit,
     err,
     fmt,
     print_forecast,
@@ -23,15 +23,15 @@ from salesflow.cli.output import (
     print_metrics,
 )
 
-__all__ = ["forecast", "models", "models_activate", "models_history", "predict", "retrain", "train"]
+__all__ = ["Granularity", "forecast", "predict", "retrain", "train"]
 
 #: Training stages and the core's progress messages (salesflow.spark.train) that start them.
 TRAIN_STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("start", ()),
     ("read", ("reading",)),
     ("aggregate", ("adding to the curated",)),
-    ("backtest", ("backtesting", "evaluating")),
-    ("fit", ("fitting",)),
+    ("backtest", ("backtesting", "evaluating", "filling days")),
+    ("fit", ("fitting", "checking the daily")),
     ("save", ("saving",)),
 ]
 #: Prediction stages; the CLI reports them itself around the core's one call.
@@ -42,18 +42,35 @@ PREDICT_STAGES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+class Granularity(StrEnum):
+    """What `train --granularity` accepts (Settings.granularity's values)."""
+
+    month = "month"
+    day = "day"
+    both = "both"
+
+
 @app.command()
 def train(
     sources: Annotated[list[str], typer.Argument(help="CSV paths or file:// / s3:// URLs.")],
     force: Annotated[
         bool, typer.Option("--force", help="Make the new version active even if the gate says no.")
     ] = False,
+    granularity: Annotated[
+        Granularity | None,
+        typer.Option(
+            "--granularity",
+            help="month totals, day quantities, or both (and check their coherence); "
+            "default: the granularity setting.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a new model version on the curated history plus these files, in this process.
 
-    It becomes the active version only if its backtest beats the seasonal-naive forecast and the
-    active version (or with --force); otherwise it is kept as a candidate.
+    It becomes the active version of its granularity only if its backtest beats the
+    seasonal-naive forecast and the active version (or with --force); otherwise it is kept as a
+    candidate. With --granularity both, a month and a day model are trained from one read.
     """
     from salesflow.registry import ModelRegistry
     from salesflow.spark.session import get_spark
@@ -61,6 +78,8 @@ def train(
     from salesflow.spark.train import train as run_train
 
     cfg = settings()
+    if granularity is not None:
+        cfg = cfg.model_copy(update={"granularity": granularity.value})
     inputs = [TrainInput(as_url(s)) for s in sources]
     with StageProgress(TRAIN_STAGES) as progress:
         progress("starting Spark")
@@ -75,13 +94,45 @@ def train(
     if as_json:
         print_json(dataclasses.asdict(result))
         return
+    print_train(dataclasses.asdict(result))
+
+
+def print_train(result: dict[str, Any]) -> None:
+    """A training result (TrainResult.to_dict()) for people: each model trained, its holdout,
+    whether it became active, and for day models the zero-filled days and the coherence check."""
+    grain = result.get("granularity") or "month"
     console.print(
-        f"model [bold]{result.version}[/] trained on {result.rows_read:,} rows "
-        f"({result.rows_rejected:,} rejected) in {result.duration_s:.1f} s"
+        f"{grain} model [bold]{result['version']}[/] trained on {result['rows_read']:,} rows "
+        f"({result['rows_rejected']:,} rejected) in {result['duration_s']:.1f} s"
     )
-    print_metrics(result.metrics)
-    state = "[green]active[/]" if result.promoted else "[yellow]kept as a candidate[/]"
-    console.print(f"{result.version} is {state}: {result.promotion.get('reason', '')}")
+    _print_model_outcome(result)
+    for other in result.get("also") or []:
+        console.print(
+            f"{other.get('granularity') or 'day'} model [bold]{other['version']}[/] trained on the "
+            f"same rows in {other.get('duration_s') or 0:.1f} s"
+        )
+        _print_model_outcome(other)
+
+
+def _print_model_outcome(result: dict[str, Any]) -> None:
+    """One model's holdout table, day facts, and whether it is active."""
+    grain = result.get("granularity") or "month"
+    if result.get("metrics"):
+        print_metrics(result["metrics"], f"store/product/{grain}s")
+    if result.get("filled_cells") is not None:
+        console.print(f"{result['filled_cells']:,} store/product/days without sales filled with 0")
+    if result.get("coherence"):
+        console.print(f"coherence with the month model: {coherence_line(result['coherence'])}")
+        console.print(f"  per store/product/month: salesflow models coherence {result['version']}")
+    if result.get("promoted") is None:
+        return  # a job recorded before promotions: nothing to say
+    promotion = result.get("promotion") or {}
+    state = (
+        f"[green]the active {grain} model[/]"
+        if result.get("promoted")
+        else "[yellow]kept as a candidate[/]"
+    )
+    console.print(f"{result['version']} is {state}: {promotion.get('reason', '')}")
 
 
 @app.command()
@@ -129,14 +180,20 @@ def forecast(
     product: Annotated[str, typer.Option("--product", help="Product id.")],
     month: Annotated[str | None, typer.Option("--month", help="Month, YYYY-MM.")] = None,
     day: Annotated[
-        str | None, typer.Option("--date", help="A date, YYYY-MM-DD (forecasts its month).")
+        str | None,
+        typer.Option(
+            "--date",
+            help="A date, YYYY-MM-DD: the day model's forecast (its month's when no day model "
+            "is active, said in a note).",
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Model version (default: active).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
 ) -> None:
-    """One forecast from the job server's warm model: quantity, interval, basis, model version."""
+    """One forecast from the job server's warm model: quantity, interval, basis, granularity and
+    model version; notes (e.g. a date answered by the month model) go to stderr."""
     from salesflow.services.jobs.client import JobServerClient
 
     if (month is None) == (day is None):
@@ -158,13 +215,14 @@ def _print_answer(answer: dict[str, Any]) -> None:
         if lo is not None and hi is not None
     ]
     lineage = answer.get("lineage") or {}
+    grain = answer.get("granularity") or "month"
     console.print(
-        f"store {one['store_id']}, product {one['product_id']}, {one['period']}: "
+        f"store {one['store_id']}, product {one['product_id']}, {one['period']} ({grain}): "
         f"[bold]{one['predicted_quantity']:,.1f}[/]"
         + (f"  ({', '.join(bounds)})" if bounds else "  (no interval)")
     )
     console.print(
-        f"basis {one['basis']}{' (clipped at 0)' if one['clipped'] else ''}; model "
+        f"basis {one['basis']}{' (clipped at 0)' if one['clipped'] else ''}; {grain} model "
         f"{answer['model_version']} trained {lineage.get('trained_at') or '?'}"
     )
     for note in answer.get("notes") or []:
@@ -190,83 +248,12 @@ def retrain(
         return
     console.print(f"job {job['job_id']} ({job.get('job_key')}): [bold]{job['status']}[/]")
     if job.get("model_version"):
-        console.print(f"model {job['model_version']}")
-    if job.get("metrics"):
-        print_metrics(job["metrics"])
+        console.print(f"{job.get('granularity') or 'month'} model {job['model_version']}")
+        _print_model_outcome({**job, "version": job["model_version"]})
+    for other in job.get("also") or []:
+        console.print(f"{other.get('granularity') or 'day'} model {other['version']}")
+        _print_model_outcome(other)
     if job.get("error"):
         console.print(f"[red]{job.get('error_code')}[/]: {job['error']}")
     if job["status"] == "failed":
         raise typer.Exit(1)
-
-
-# --- models ------------------------------------------------------------------------------------
-
-
-def _registry() -> Any:
-    from salesflow.registry import ModelRegistry
-
-    return ModelRegistry(settings().warehouse_path / "models")
-
-
-@models_app.callback()
-def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List model versions: holdout metrics, backtest skill, top features; the active one is marked.
-
-    Skill is 1 - WAPE(model) / WAPE(seasonal-naive) over the rolling-origin backtest (above 0:
-    better than repeating last year's month).
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    versions = _registry().versions()
-    if as_json:
-        print_json([{"version": v.version, "active": v.active, **v.metadata} for v in versions])
-        return
-    table = Table(
-        "version", "active", "created", "rows", "WAPE", "baseline WAPE", "RMSE", "skill",
-        "top features",
-    )  # fmt: skip
-    for v in versions:
-        m = v.metadata.get("metrics", {})
-        importances = v.metadata.get("feature_importances") or {}
-        top = sorted(importances.items(), key=lambda kv: -kv[1])[:2]  # two fit the table
-        table.add_row(
-            v.version,
-            "*" if v.active else "",
-            str(v.metadata.get("created_at", ""))[:19],
-            f"{v.metadata.get('rows_read', 0):,}",
-            fmt(m.get("model", {}).get("wape")),
-            fmt(m.get("baseline", {}).get("wape")),
-            fmt(m.get("model", {}).get("rmse")),
-            fmt((v.metadata.get("backtest") or {}).get("skill")),
-            ", ".join(f"{name} {weight:.2f}" for name, weight in top) or "-",
-        )
-    console.print(table if versions else "no models yet: run `salesflow train FILE`")
-
-
-@models_app.command("history")
-def models_history(as_json: JsonOption = False) -> None:
-    """Every activation, oldest first: when, which version, the one before, why, by whom."""
-    emit(
-        _registry().history(),
-        [
-            ("at", lambda h: str(h.get("at") or "")[:19]),
-            ("version", "version"),
-            ("previous", "previous"),
-            ("granularity", "granularity"),
-            ("actor", "actor"),
-            ("reason", "reason"),
-        ],
-        as_json=as_json,
-        title="activations, oldest first",
-        empty="no activations yet",
-    )
-
-
-@models_app.command("activate")
-def models_activate(
-    version: Annotated[str, typer.Argument(help="Version to make active, e.g. v0002.")],
-    reason: Annotated[str, typer.Option(help="Why (kept in the activation history).")] = "manual",
-) -> None:
-    """Make a version the active one (rollback or roll forward)."""
-    _registry().activate(version, reason=reason, actor="cli")
-    console.print(f"{version} is now active")

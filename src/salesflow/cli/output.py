@@ -153,11 +153,11 @@ class StageProgress:
 # --- shared renderings -------------------------------------------------------------------------
 
 
-def print_metrics(metrics: dict[str, Any]) -> None:
-    """Holdout metrics of a model against the seasonal-naive baseline."""
+def print_metrics(metrics: dict[str, Any], cells: str = "store/product/months") -> None:
+    """Holdout metrics of a model against the seasonal-naive baseline (`cells`: what a row is)."""
     table = Table(
         title=f"holdout: last {metrics.get('holdout_months', '?')} months, "
-        f"{metrics.get('holdout_rows', '?')} store/product/months"
+        f"{metrics.get('holdout_rows', '?')} {cells}"
     )
     table.add_column("")
     for name in ("rmse", "mae", "wape"):

@@ -222,13 +222,20 @@ def jobs(
             ("upload", "upload_id"),
             ("created", lambda j: str(j.get("created_at") or "")[:19]),
             ("seconds", _duration),
-            ("model", "model_version"),
+            ("granularity", "granularity"),
+            ("model", _models_of),
             ("error", lambda j: j.get("error_code") or j.get("error")),
         ],
         as_json=as_json,
         title="jobs, newest first",
         empty="no jobs yet",
     )
+
+
+def _models_of(job: dict[str, Any]) -> str | None:
+    """The job's model version, and the day version a `both` run trained beside it."""
+    extra = [f"day {a['version']}" for a in job.get("also") or [] if a.get("version")]
+    return ", ".join([v for v in [job.get("model_version")] if v] + extra) or None
 
 
 def _duration(job: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -214,8 +215,15 @@ class JobServerClient:
     # --- models --------------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        """`{"active": version | None, "models": [...]}`, newest first."""
+        """`{"active": month version | None, "active_by_granularity": {...}, "models": [...]}`,
+        newest first."""
         result: dict[str, Any] = self._json("GET", "/models")
+        return result
+
+    def coherence(self, version: str = "active") -> dict[str, Any]:
+        """A day model's day-vs-month coherence check (`active`: the active day model's)."""
+        path = f"/models/{quote(version, safe='')}/coherence"  # an id never reaches another route
+        result: dict[str, Any] = self._json("GET", path)
         return result
 
     def activate(self, version: str, reason: str | None = None) -> dict[str, Any]:

@@ -120,6 +120,7 @@ class Job:
             "timings": result.get("timings"),
             "promoted": result.get("promoted"),
             "promotion": result.get("promotion"),
+            **self._granularity_fields(),
             "error_code": self.error_code,
             "error": self.error,
             "attempts": self.attempts,
@@ -133,6 +134,24 @@ class Job:
             body["notes"] = result.get("notes")
             body["output"] = f"/jobs/{self.job_id}/output" if self.status == "succeeded" else None
         return body
+
+    def _granularity_fields(self) -> dict[str, Any]:
+        """A train result's granularity, filled days, coherence summary and `both`'s day run.
+
+        Rows written before day models record none of these: a finished train job of theirs
+        trained a month model (granularity "month"), with no day run (`also` empty).
+        """
+        result = self.result
+        granularity = result.get("granularity")
+        if granularity is None and self.kind == "train" and self.model_version:
+            granularity = "month"
+        also = result.get("also")
+        return {
+            "granularity": granularity,
+            "filled_cells": result.get("filled_cells"),
+            "coherence": result.get("coherence"),
+            "also": also if isinstance(also, list) else [],
+        }
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
