@@ -75,7 +75,8 @@ async def gather(
         group.start_soon(run, "upload", lambda: _service("upload service", upload))
         group.start_soon(run, "jobs", lambda: _service("job server", jobs))
         group.start_soon(run, "kafka", lambda: _kafka(settings))
-        group.start_soon(run, "models", lambda: _active_model(jobs, models_root))
+        group.start_soon(run, "models", lambda: _active_model(jobs, models_root, "month"))
+        group.start_soon(run, "day_model", lambda: _active_model(jobs, models_root, "day"))
     own = {"name": "dashboard", "ok": True, "status": "ready", "checks": {}}
     services = [results.get("dashboard", own), results["upload"], results["jobs"]]
     broker, consumer = results["kafka"]
@@ -84,6 +85,7 @@ async def gather(
         "broker": broker,
         "consumer": consumer,
         "active_model": results["models"],
+        "active_day_model": results["day_model"],
         "endpoints": endpoints(settings),
     }
     answer["down"] = down_parts(answer)
@@ -172,20 +174,24 @@ def group_state(settings: Settings, timeout: float = PROBE_TIMEOUT_S) -> str | N
     return str(described.state.name).lower()
 
 
-async def _active_model(jobs: Getter, models_root: Path | None) -> dict[str, Any] | None:
-    """The active version from the job server, completed from the registry; when the job server
-    does not answer, read straight from the registry folder (when it is local)."""
+async def _active_model(
+    jobs: Getter, models_root: Path | None, granularity: str
+) -> dict[str, Any] | None:
+    """The active version of a granularity from the job server, completed from the registry; when
+    the job server does not answer, read straight from the registry folder (when it is local)."""
     from salesflow.services.dashboard.models import complete_models  # a pure registry helper
 
     answer = await jobs("/models", PROBE_TIMEOUT_S)
     found: list[dict[str, Any]] = []
     source = "job server"
     if answer is not None and answer[0] == 200 and isinstance(answer[1], dict):
-        active = answer[1].get("active")
+        active = (answer[1].get("active_by_granularity") or {}).get(granularity)
+        if active is None and granularity == "month":
+            active = answer[1].get("active")  # a job server from before day models
         found = [m for m in answer[1].get("models") or [] if m.get("version") == active]
     elif models_root is not None:
         source = "registry"
-        found = await _in_thread(lambda: _registry_active(models_root)) or []
+        found = await _in_thread(lambda: _registry_active(models_root, granularity)) or []
     if not found:
         return None
     completed = await anyio.to_thread.run_sync(
@@ -197,19 +203,26 @@ async def _active_model(jobs: Getter, models_root: Path | None) -> dict[str, Any
     return model
 
 
-def _registry_active(root: Path) -> list[dict[str, Any]]:
+def _registry_active(root: Path, granularity: str) -> list[dict[str, Any]]:
     """The active version as the job server's /models shows it, read from the registry folder."""
     if not root.exists():
         return []
     try:
-        active = ModelRegistry(root).active()
+        active = ModelRegistry(root).active(granularity=granularity)
     except (SalesflowError, OSError, ValueError):
         return []
     if active is None:
         return []
     meta = active.metadata
     keys = ("created_at", "metrics", "rows_read", "rows_rejected", "date_range")
-    return [{"version": active.version, "active": True, **{k: meta.get(k) for k in keys}}]
+    return [
+        {
+            "version": active.version,
+            "active": True,
+            "granularity": granularity,
+            **{k: meta.get(k) for k in keys},
+        }
+    ]
 
 
 async def _in_thread(fn: Callable[[], Any]) -> Any:

@@ -111,10 +111,17 @@ def test_status_reads_the_active_model_from_the_registry_when_the_job_server_is_
         (staged / "pipeline").mkdir()
         meta = {"created_at": "2026-11-27T10:00:00+00:00", "backtest": {"skill": 0.125}}
         registry.publish(staged, meta, reason="test", actor="t", activate=True)
-    model = system_status(cli_settings)["active_model"]
-    assert model is not None
+    with registry.staging() as staged:
+        (staged / "pipeline").mkdir()
+        meta = {"created_at": "2026-11-27T10:01:00+00:00", "granularity": "day"}
+        registry.publish(staged, meta, reason="test", actor="t", activate=True)
+    answer = system_status(cli_settings)
+    model, day = answer["active_model"], answer["active_day_model"]
+    assert model is not None and day is not None
     assert (model["version"], model["source"]) == ("v0001", "registry")
     assert model["backtest"]["skill"] == 0.125
+    assert (day["version"], day["granularity"]) == ("v0002", "day")
+    assert "active day model: v0002" in invoke("status").stdout
 
 
 @contextlib.contextmanager

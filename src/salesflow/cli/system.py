@@ -193,6 +193,13 @@ def _print_status(answer: dict[str, Any]) -> None:
             f"(vs seasonal-naive), holdout WAPE {fmt(((model.get('metrics') or {}).get('model') or {}).get('wape'))}"
             f" [dim](from the {model.get('source', 'job server')})[/]"
         )
+    day = answer.get("active_day_model")
+    if day is not None:
+        skill = (day.get("backtest") or {}).get("skill")
+        console.print(
+            f"active day model: [bold]{day['version']}[/], trained "
+            f"{str(day.get('created_at') or '?')[:19]}, skill {fmt(skill)} (vs seasonal-naive)"
+        )
     if answer["down"]:
         console.print(f"[red]down:[/] {', '.join(answer['down'])}")
     else:
