@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke audit clean check-java install browser-deps
+.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke bench-scale audit clean check-java install browser-deps
 
 help:
 	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy on src/"
 	@echo "make bench       benchmarks (prints tables, writes bench/results/*.json)"
 	@echo "make bench-smoke a quick run of every benchmark (CI runs it)"
+	@echo "make bench-scale training growth up to 50M rows (hours; not in CI)"
 	@echo "make audit       pip-audit of the installed packages (needs PyPI's JSON API or OSV)"
 
 check-java:
@@ -67,6 +68,9 @@ bench: check-java $(STAMP)
 
 bench-smoke: check-java $(STAMP)
 	$(PY) -m bench.run --smoke
+
+bench-scale: check-java $(STAMP)
+	$(PY) -m bench.run --only growth --scale
 
 # Not in CI: it needs a vulnerability database (PyPI's JSON API or OSV) that the build machine cannot reach.
 audit: $(STAMP)

@@ -2,22 +2,39 @@
 
 Each size is trained by `python -m salesflow.spark.train` in a fresh process (so the peak memory of
 python + JVM is that run's alone, sampled from /proc), on a catalogue large enough that the
-aggregate and the model grow with the rows. Writes growth.png next to the JSON. Full mode only:
-`python -m bench.run --only growth`.
+aggregate and the model grow with the rows. Writes growth.png next to the JSON and, from a full
+run, to docs/growth.png (the README shows it). Full mode only: `python -m bench.run --only growth`
+(20k to 20M rows; SALESFLOW_BENCH_GROWTH_MAX_ROWS stops earlier); `make bench-scale` adds 50M.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context, Report, missing_module, python_argv, run_process
+from bench.common import (
+    BENCH_DIR,
+    Context,
+    Report,
+    machine_info,
+    missing_module,
+    python_argv,
+    run_process,
+)
 
 NAME = "growth"
 TITLE = "Growth: training time and peak memory vs rows (200 stores x 2,000 products)"
 
-SIZES: tuple[int, ...] = (20_000, 200_000, 2_000_000)
+SIZES: tuple[int, ...] = (20_000, 200_000, 2_000_000, 20_000_000)
+#: Added by `make bench-scale` (--scale): about 2.6 GB of CSV.
+SCALE_SIZES: tuple[int, ...] = (50_000_000,)
+#: Set to stop at a smaller size when the machine is busy (e.g. 2000000): sizes above it are skipped.
+MAX_ROWS_ENV = "SALESFLOW_BENCH_GROWTH_MAX_ROWS"
 STORES, PRODUCTS = 200, 2_000
+#: Where the README's plot lives.
+DOCS_PNG = BENCH_DIR.parent / "docs" / "growth.png"
 
 
 def train_once(ctx: Context, sales: Path, rows: int) -> dict[str, Any]:
@@ -55,10 +72,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(x, [r["wall_s"] for r in rows], "o-", label="wall (new process)")
     left.plot(x, [r["train_s"] for r in rows], "s--", label="train() only")
+    if all(r.get("evaluate_s") is not None for r in rows):
+        left.plot(x, [r["evaluate_s"] for r in rows], "^:", label="of which backtest")
     left.set(xscale="log", xlabel="rows", ylabel="seconds", title="training time")
+    left.set_ylim(bottom=0)
     left.legend()
     right.plot(x, [r["peak_mb"] for r in rows], "o-", color="tab:red")
     right.set(xscale="log", xlabel="rows", ylabel="MB", title="peak RSS, python + JVM")
+    right.set_ylim(bottom=0)
+    for r in rows:
+        left.annotate(f"{r['wall_s']:.0f} s", (r["rows"], r["wall_s"]), textcoords="offset points",
+                      xytext=(0, 6), ha="center")  # fmt: skip
+        right.annotate(f"{r['peak_mb']:,.0f} MB", (r["rows"], r["peak_mb"]),
+                       textcoords="offset points", xytext=(0, 6), ha="center")  # fmt: skip
     fig.suptitle(f"salesflow training growth, {STORES} stores x {PRODUCTS:,} products")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,23 +93,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     return None
 
 
-def run(ctx: Context) -> Report:
-    from salesflow.generate import synthetic_catalog
-
-    report = Report(NAME, TITLE, ctx.mode)
-    catalog = synthetic_catalog(STORES, PRODUCTS, seed=0)
-    done: list[dict[str, Any]] = []
-    for rows in SIZES:
-        sales = ctx.sales_file(rows, catalog=catalog, tag=f"{STORES}x{PRODUCTS}")
-        try:
-            done.append(report.add(**train_once(ctx, sales, rows)))
-        except RuntimeError as exc:  # a size that fails (e.g. out of memory) is a finding
-            lines = [line for line in str(exc).splitlines() if line.strip()]
-            report.skip(f"{rows:,} rows", " | ".join(lines[:1] + lines[-1:])[:300])
+def _finish(ctx: Context, report: Report, done: list[dict[str, Any]]) -> None:
+    """Headlines, ratio and plot from the sizes done so far."""
+    report.summary.clear()
     for row in done:
         report.headline(
             f"train {row['rows']:,} rows ({STORES}x{PRODUCTS:,} catalogue), new process",
-            f"{row['wall_s']:.0f} s, peak {row['peak_mb']:,.0f} MB",
+            f"{row['wall_s']:.0f} s, peak {row['peak_mb']:,.0f} MB, "
+            f"{row['rows_aggregated']:,} monthly rows",
         )
     if len(done) >= 2:
         first, last = done[0], done[-1]
@@ -91,9 +108,37 @@ def run(ctx: Context) -> Report:
             last["wall_s"] / first["wall_s"], 1
         )
     if done:
-        why = plot(done, ctx.results_dir / "growth.png")
+        png = ctx.results_dir / "growth.png"
+        why = plot(done, png)
         if why:
             report.skip("growth.png", why)
         else:
-            report.notes.append(f"plot: {ctx.results_dir / 'growth.png'}")
+            if f"plot: {png}" not in report.notes:
+                report.notes.append(f"plot: {png}")
+            if not ctx.smoke:
+                DOCS_PNG.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(png, DOCS_PNG)
+
+
+def run(ctx: Context) -> Report:
+    from salesflow.catalog import synthetic_catalog
+
+    report = Report(NAME, TITLE, ctx.mode)
+    catalog = synthetic_catalog(STORES, PRODUCTS, seed=0)
+    done: list[dict[str, Any]] = []
+    limit = int(os.environ.get(MAX_ROWS_ENV) or 0)
+    sizes = SIZES + (SCALE_SIZES if ctx.scale else ())
+    for rows in sizes:
+        if limit and rows > limit:
+            report.skip(f"{rows:,} rows", f"above {MAX_ROWS_ENV}={limit:,}")
+            continue
+        sales = ctx.sales_file(rows, catalog=catalog, tag=f"{STORES}x{PRODUCTS}")
+        try:
+            done.append(report.add(**train_once(ctx, sales, rows)))
+        except RuntimeError as exc:  # a size that fails (e.g. out of memory) is a finding
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            report.skip(f"{rows:,} rows", " | ".join(lines[:1] + lines[-1:])[:300])
+        # Written after every size: a run stopped during a long size keeps the smaller ones.
+        _finish(ctx, report, done)
+        report.write(ctx.results_dir, machine_info())
     return report

@@ -264,6 +264,8 @@ def _service(
             "storage_url": settings.storage_url,
             "s3_endpoint_url": settings.s3_endpoint_url,
             "s3_region": settings.s3_region,
+            "s3_part_size": settings.s3_part_size,
+            "s3_max_concurrency": settings.s3_max_concurrency,
             "upload_port": port,
             "kafka_bootstrap_servers": kafka,
             "_env_file": None,

@@ -27,8 +27,8 @@ from bench.report import Report, Target, console, fmt
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from salesflow.catalog import Catalog
     from salesflow.config import Settings
-    from salesflow.generate import Catalog
     from salesflow.registry import ModelVersion
 
 __all__ = [
@@ -122,6 +122,7 @@ class Context:
     results_dir: Path
     work: Path
     cache_dir: Path
+    scale: bool = False  # `make bench-scale`: the growth benchmark goes on to 50M rows
     _memo: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -42,6 +42,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="growth goes on to 50M rows (~2.6 GB of CSV; hours on 2 cores; `make bench-scale`)",
+    )
     parser.add_argument("--results", type=Path, default=None, help="where JSON results go")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="generated-input cache")
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
@@ -104,7 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
     results_dir = args.results or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
     work = Path(tempfile.mkdtemp(prefix="salesflow-bench-"))
-    ctx = Context(smoke=args.smoke, results_dir=results_dir, work=work, cache_dir=args.cache)
+    ctx = Context(
+        smoke=args.smoke,
+        results_dir=results_dir,
+        work=work,
+        cache_dir=args.cache,
+        scale=args.scale,
+    )
     crashed: list[str] = []
     started = time.perf_counter()
     try:

@@ -161,3 +161,28 @@ def test_a_child_that_overruns_is_stopped_with_its_whole_group(tmp_path: Path) -
     while alive():
         assert time.monotonic() < deadline, "the grandchild outlived the timeout"
         time.sleep(0.1)
+
+
+def test_forecast_over_http_sends_month_as_year_month() -> None:
+    """The job server's GET /forecast takes `month` as "YYYY-MM" (optional, like `date`)."""
+    from bench.bench_serving import _forecast_over_http
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+    from fastapi.testclient import TestClient
+
+    seen: list[tuple[str, str, str | None, str | None]] = []
+    app = FastAPI()
+
+    @app.get("/forecast")
+    def forecast(
+        store_id: str, product_id: str, month: str | None = None, date: str | None = None
+    ) -> dict[str, float]:
+        seen.append((store_id, product_id, month, date))
+        return {"predicted_quantity": 1.0}
+
+    route = next(r for r in app.routes if isinstance(r, APIRoute))
+    report = Report("serving", "Serving", "smoke")
+    with TestClient(app) as client:
+        _forecast_over_http(report, client, route, [("s1", "p1", 2022, 4), ("s2", "p2", 2023, 11)])
+    assert seen == [("s1", "p1", "2022-04", None), ("s2", "p2", "2023-11", None)]
+    assert report.rows[0]["samples"] == 2

@@ -4,18 +4,27 @@ The header check (`schema.check_header` on the first bytes) runs before any Spar
 file fails in milliseconds with a message naming the missing columns. Spark then reads with an
 explicit all-string schema in the file's own column order: types are parsed later by
 `transforms.validate` with `try_*` functions, so a bad value becomes a reject, never an exception.
+
+Spark's `multiLine` mode (a quoted field may hold a line break) reads each file in ONE task, on one
+core. Most files have no such field, so a local file is first scanned for one (`needs_multiline`,
+~1 GB/s from the page cache): without one, Spark splits the file across every core and the rows are
+the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -24,12 +33,27 @@ from salesflow.errors import InputError, ObjectNotFoundError
 from salesflow.schema import HEADER_PROBE_BYTES, HeaderInfo, check_header
 from salesflow.storage import local_path_of, open_store
 
-__all__ = ["SalesSource", "file_sha256", "open_sales", "read_sales", "spark_columns"]
+__all__ = [
+    "SalesSource",
+    "file_sha256",
+    "needs_multiline",
+    "open_sales",
+    "read_sales",
+    "spark_columns",
+]
 
 log = logging.getLogger(__name__)
 
 #: Read size when hashing a local file.
 _CHUNK = 1024 * 1024
+#: Read size when scanning for quoted line breaks: big enough that the quote-free fast path is
+#: memchr-bound, small enough that a chunk with quotes costs a few MB of numpy index arrays.
+_SCAN_CHUNK = 4 * 1024 * 1024
+#: Scan verdicts kept, keyed by (path, size, mtime): a file is read by several jobs and passes.
+_SCAN_CACHE_SIZE = 64
+_QUOTE, _LF, _CR = ord('"'), ord("\n"), ord("\r")
+_scanned: dict[tuple[str, int, int], bool] = {}
+_scanned_lock = threading.Lock()  # the job server reads files from several threads
 
 
 @dataclass(frozen=True)
@@ -54,15 +78,75 @@ def spark_columns(header: HeaderInfo) -> list[str]:
     return names
 
 
+def _scan(handle: BinaryIO, chunk_size: int) -> bool:
+    """True when the bytes hold a line break inside quotes, a bare CR, or an unclosed quote."""
+    inside = False  # within a quoted field at the start of the chunk
+    cr_pending = False  # the previous chunk ended with CR (a CRLF may straddle two chunks)
+    while chunk := handle.read(chunk_size):
+        if cr_pending and not chunk.startswith(b"\n"):
+            return True
+        crs = chunk.count(b"\r")
+        cr_pending = chunk.endswith(b"\r")
+        if crs and crs - chunk.count(b"\r\n") - cr_pending:
+            return True  # a bare CR: line splitting then differs between Spark's two readers
+        if b'"' not in chunk:
+            if inside and (b"\n" in chunk or crs):
+                return True
+            continue
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        quotes = np.flatnonzero(data == _QUOTE)
+        breaks = np.flatnonzero((data == _LF) | (data == _CR))
+        # RFC 4180 doubles a quote inside a quoted field, so the count of quote characters
+        # before a byte is odd exactly when that byte is inside quotes.
+        before = np.searchsorted(quotes, breaks) + int(inside)
+        if np.any(before & 1):
+            return True
+        inside = bool((len(quotes) + int(inside)) & 1)
+    return inside or cr_pending
+
+
+def needs_multiline(path: Path, *, chunk_size: int = _SCAN_CHUNK) -> bool:
+    """Whether Spark needs `multiLine` to read this local CSV right (verdicts cached per version).
+
+    True when a quoted field holds a line break, when a bare CR ends a line, or when a quote is
+    never closed; then only the one-task multi-line reader splits records as RFC 4180 says.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _scanned_lock:
+        known = _scanned.get(key)
+    if known is not None:
+        return known
+    with path.open("rb") as handle:
+        verdict = _scan(handle, chunk_size)
+    with _scanned_lock:
+        if len(_scanned) >= _SCAN_CACHE_SIZE:
+            _scanned.pop(next(iter(_scanned)))
+        _scanned[key] = verdict
+    return verdict
+
+
+def _multiline_for(path: str, multiline: bool) -> bool:
+    """`multiline`, turned off for a local file without quoted line breaks (same rows, split)."""
+    if not multiline or not os.path.isfile(path):  # s3a:// or a folder: cannot scan cheaply
+        return multiline
+    needed = needs_multiline(Path(path))
+    if not needed:
+        log.debug("%s has no quoted line breaks: reading it split, without multiLine", path)
+    return needed
+
+
 def read_sales(
     spark: SparkSession, path: str, header: HeaderInfo, *, multiline: bool = True
 ) -> DataFrame:
     """Read a sales CSV with every column as a string, named as in `header` (file order).
 
     Quotes follow RFC 4180 (a doubled quote inside a quoted field); with `multiline` a quoted field
-    may hold a line break (Spark then reads each file in one task instead of splitting it).
+    may hold a line break. Spark's multi-line reader takes a whole file in one task, so it is used
+    only when a local file needs it (`needs_multiline`) or cannot be scanned (s3a://).
     """
     schema = StructType([StructField(n, StringType(), True) for n in spark_columns(header)])
+    multiline = _multiline_for(path, multiline)
     return spark.read.csv(
         path,
         schema=schema,
