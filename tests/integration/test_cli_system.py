@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
@@ -30,31 +28,13 @@ from salesflow.services.jobs.runner import spark_engine
 from salesflow.services.upload.app import create_app as create_upload_app
 from salesflow.services.upload.client import UploadClient
 from tests.conftest import free_port
+from tests.fixtures.servers import serving
 
 pytestmark = pytest.mark.slow
 
 #: Budget for the job server's Spark warm-up and one small training on local[2].
 READY_TIMEOUT_S = 120
 TRAIN_TIMEOUT_S = 240
-
-
-@contextlib.contextmanager
-def serving(app: FastAPI, port: int) -> Iterator[None]:
-    """A service on 127.0.0.1:`port` in a thread."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15  # uvicorn binds in well under a second
-    while not server.started:
-        assert time.monotonic() < deadline, "a service did not start"
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @contextlib.contextmanager

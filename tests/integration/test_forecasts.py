@@ -13,7 +13,6 @@ import io
 import json
 import math
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
@@ -45,6 +43,7 @@ from salesflow.spark.predict import predict, predict_frame
 from salesflow.spark.train import curated_path
 from salesflow.storage import store_for
 from tests.conftest import free_port
+from tests.fixtures.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -97,17 +96,10 @@ def system(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
     app = create_app(
         settings, engine=dataclasses.replace(engine, stop=lambda: None), report=lambda *_: None
     )
-    uv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.jobs_port, log_config=None)
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not uv.started:
-        assert time.monotonic() < deadline, "the job server did not start"
-        time.sleep(0.05)
-    client = JobServerClient(settings)
-    try:
+    with (
+        serving(app, settings.jobs_port, timeout=START_TIMEOUT_S),
+        JobServerClient(settings) as client,
+    ):
         first, second = tmp / "first.csv", tmp / "second.csv"
         generate_sales(first, rows=4000, seed=1)
         generate_sales(
@@ -124,10 +116,6 @@ def system(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
         jobs.append(json.loads(replayed.output))
         assert jobs[-1]["status"] == "succeeded", jobs[-1]
         yield System(settings, client, registry, upload_id, jobs)
-    finally:
-        client.close()
-        uv.should_exit = True
-        thread.join(30)
 
 
 @contextmanager

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
@@ -27,6 +25,7 @@ from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.jobs.runner import spark_engine
 from salesflow.storage import store_for
 from tests.conftest import free_port
+from tests.fixtures.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -62,22 +61,11 @@ def server(spark: SparkSession, tmp_path: Path) -> Iterator[Server]:
         engine=dataclasses.replace(engine, stop=lambda: None),
         report=lambda upload_id, status, fields: reports.append((upload_id, status, fields)),
     )
-    uv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.jobs_port, log_config=None)
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not uv.started:
-        assert time.monotonic() < deadline, "the job server did not start"
-        time.sleep(0.05)
-    client = JobServerClient(settings)
-    try:
+    with (
+        serving(app, settings.jobs_port, timeout=START_TIMEOUT_S),
+        JobServerClient(settings) as client,
+    ):
         yield Server(settings, client, reports)
-    finally:
-        client.close()
-        uv.should_exit = True
-        thread.join(30)
 
 
 def store_upload(settings: Settings, source: Path) -> tuple[str, str]:

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import socket
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from confluent_kafka import Consumer
 from fastapi import FastAPI
 
@@ -27,6 +25,7 @@ from salesflow.services.upload.client import UploadClient
 from salesflow.storage import local_path_of
 from tests.conftest import free_port
 from tests.fixtures.s3 import S3_PREFIX, bucket_of, s3_client_for
+from tests.fixtures.servers import serving
 
 HEADER = b"product_id,product_name,product_price,store_id,store_name,quantity,date\n"
 ROW = b"1,Widget,2.50,7,Main St,3,2024-01-01\n"
@@ -41,17 +40,8 @@ def running(settings: Settings) -> Iterator[tuple[Settings, FastAPI]]:
         update={"upload_port": port, "upload_service_url": f"http://127.0.0.1:{port}"}
     )
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 15, "the upload service did not start")
+    with serving(app, port):
         yield settings, app
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:

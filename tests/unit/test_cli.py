@@ -8,15 +8,12 @@ import contextlib
 import datetime as dt
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
@@ -35,6 +32,7 @@ from salesflow.services.upload.client import UploadClient
 from salesflow.spark.train import TrainResult
 from salesflow.status import system_status
 from tests.conftest import free_port
+from tests.fixtures.servers import serving
 from tests.unit.test_jobs_api import FakeSpark
 
 #: Wide enough that no table cell wraps (assertions look for whole values on one line).
@@ -129,25 +127,6 @@ def upload_service(settings: Settings) -> Iterator[None]:
     """The real upload service on settings.upload_port, in a thread."""
     with serving(create_app(settings), settings.upload_port):
         yield
-
-
-@contextlib.contextmanager
-def serving(app: FastAPI, port: int) -> Iterator[None]:
-    """A real service app on 127.0.0.1:`port`, in a thread."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15  # it binds in well under a second
-    while not server.started:
-        assert time.monotonic() < deadline, f"the service on port {port} did not start"
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_uploads_lists_the_upload_services_records_as_table_and_json(
