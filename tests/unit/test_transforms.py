@@ -10,6 +10,7 @@ import pytest
 from pyspark.ml.feature import StringIndexer, VectorAssembler
 from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from salesflow.config import Settings
 from salesflow.errors import HeaderError, InputError, ObjectNotFoundError
@@ -168,6 +169,46 @@ def test_rejected_rows_keep_the_original_text(spark: SparkSession) -> None:
         df.select("store_id", "quantity", "reject_reason"), [(" s2", "-2", "negative_quantity")]
     )
     assert df.columns == [*REQUIRED_COLUMNS, "reject_reason"]
+
+
+def test_reject_reasons_keep_their_precedence_when_several_apply(spark: SparkSession) -> None:
+    rows = [
+        sale("x", "15/01/2021", store_id=" ", product_id=""),
+        sale("", "15/01/2021", product_id="\r"),
+        sale("", "2021-13-01"),
+        sale(" \t"),
+        sale("NaN"),
+        sale("1e999"),
+        sale("-1e-300"),
+        sale(" -0 ", "2021-01-15 23:59:59"),
+    ]
+    df = _text_frame(spark, rows).transform(validate)
+    assert_df_equal(
+        df.select("reject_reason"),
+        [
+            ("missing_store_id",),
+            ("missing_product_id",),
+            ("bad_date",),
+            ("missing_quantity",),
+            ("bad_quantity",),
+            ("bad_quantity",),
+            ("negative_quantity",),
+            (None,),
+        ],
+    )
+
+
+def test_validate_parses_each_field_once_and_leaves_no_helper_columns(
+    spark: SparkSession,
+) -> None:
+    raw = _text_frame(spark, [sale("3")]).withColumn("extra", F.lit("x"))
+    df = raw.transform(validate)
+    assert df.columns == [*REQUIRED_COLUMNS, "extra", "reject_reason"]
+    # The optimised plan (JVM side; PySpark has no public accessor): one trim per field and
+    # one date parse / quantity cast in all, not one per CASE WHEN branch that needs it.
+    plan = df._jdf.queryExecution().optimizedPlan().toString()
+    counts = {name: plan.count(name) for name in ("trim(", "try_to_date", "try_cast", "isnan(")}
+    assert counts == {"trim(": 4, "try_to_date": 1, "try_cast": 1, "isnan(": 1}
 
 
 # --- clean and aggregate ---------------------------------------------------------------------

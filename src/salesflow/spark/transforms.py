@@ -63,6 +63,19 @@ _BLANKS = " \t\r\n"
 _DATE_FORMATS = ("yyyy-MM-dd", "yyyy-MM-dd HH:mm:ss")
 
 
+#: Fields `validate` trims and types, and the temporary column each one's typed value lives in.
+_TYPED = {
+    "store_id": "__salesflow_store_id",
+    "product_id": "__salesflow_product_id",
+    "date": "__salesflow_date",
+    "quantity": "__salesflow_quantity",
+}
+#: Temporary columns: the trimmed date and quantity texts, and the quantity cast before its checks.
+_DATE_TEXT = "__salesflow_date_text"
+_QUANTITY_TEXT = "__salesflow_quantity_text"
+_QUANTITY_CAST = "__salesflow_quantity_cast"
+
+
 def _text(name: str) -> Column:
     """A text column trimmed of blanks (incl. a stray CR), with empty meaning null."""
     return F.nullif(F.trim(F.col(name), F.lit(_BLANKS)), F.lit(""))
@@ -76,41 +89,75 @@ def parse_date(text: Column) -> Column:
 
 def parse_quantity(text: Column) -> Column:
     """An integer or decimal quantity as a double; null for text, NaN and infinities."""
-    value = text.try_cast("double")
+    return _finite(text.try_cast("double"))
+
+
+def _finite(value: Column) -> Column:
+    """A double column with NaN and infinities turned into null."""
     return F.when(~F.isnan(value) & (F.abs(value) < F.lit(float("inf"))), value)
 
 
-def reject_reason() -> Column:
-    """The first reason (see REJECT_REASONS) the raw text row is unusable; null when it is fine."""
-    quantity_text = _text("quantity")
-    quantity = parse_quantity(quantity_text)
+def reject_reason(
+    store_id: Column, product_id: Column, day: Column, quantity_text: Column, quantity: Column
+) -> Column:
+    """The first reason (see REJECT_REASONS) a row is unusable, from its typed fields; null if fine.
+
+    Takes the trimmed ids, the parsed date, the trimmed quantity text and the parsed quantity, so
+    each parse runs once per row: Spark does not share a parse between a `CASE WHEN`'s branches.
+    """
     return (
-        F.when(_text("store_id").isNull(), F.lit("missing_store_id"))
-        .when(_text("product_id").isNull(), F.lit("missing_product_id"))
-        .when(parse_date(_text("date")).isNull(), F.lit("bad_date"))
+        F.when(store_id.isNull(), F.lit("missing_store_id"))
+        .when(product_id.isNull(), F.lit("missing_product_id"))
+        .when(day.isNull(), F.lit("bad_date"))
         .when(quantity_text.isNull(), F.lit("missing_quantity"))
         .when(quantity.isNull(), F.lit("bad_quantity"))
         .when(quantity < 0, F.lit("negative_quantity"))
     )
 
 
+def _with_typed(df: DataFrame) -> DataFrame:
+    """`df` plus temporary columns: each field trimmed, then parsed, once per row, and the reason.
+
+    One projection per step: Spark keeps them apart rather than copy a parse into every place that
+    uses it (its CollapseProject rule will not duplicate an expensive expression).
+    """
+    store, product, day, quantity = (F.col(_TYPED[name]) for name in _TYPED)
+    return (
+        df.withColumns(
+            {
+                _TYPED["store_id"]: _text("store_id"),
+                _TYPED["product_id"]: _text("product_id"),
+                _DATE_TEXT: _text("date"),
+                _QUANTITY_TEXT: _text("quantity"),
+            }
+        )
+        .withColumns(
+            {
+                _TYPED["date"]: parse_date(F.col(_DATE_TEXT)),
+                _QUANTITY_CAST: F.col(_QUANTITY_TEXT).try_cast("double"),
+            }
+        )
+        .withColumn(_TYPED["quantity"], _finite(F.col(_QUANTITY_CAST)))
+        .withColumn(
+            "reject_reason", reject_reason(store, product, day, F.col(_QUANTITY_TEXT), quantity)
+        )
+    )
+
+
+def _drop_typed(df: DataFrame) -> DataFrame:
+    """`df` without `_with_typed`'s temporary columns."""
+    return df.drop(*_TYPED.values(), _DATE_TEXT, _QUANTITY_TEXT, _QUANTITY_CAST)
+
+
 def validate(df: DataFrame) -> DataFrame:
     """Add `reject_reason` and type the row: trimmed ids, `quantity` double, `date` date."""
-    return df.withColumn("reject_reason", reject_reason()).withColumns(
-        {
-            "store_id": _text("store_id"),
-            "product_id": _text("product_id"),
-            "date": parse_date(_text("date")),
-            "quantity": parse_quantity(_text("quantity")),
-        }
-    )
+    typed = _with_typed(df)
+    return _drop_typed(typed.withColumns({name: F.col(tmp) for name, tmp in _TYPED.items()}))
 
 
 def rejected_rows(df: DataFrame) -> DataFrame:
     """The raw text rows that fail validation, unchanged, with their `reject_reason`."""
-    return df.withColumn("reject_reason", reject_reason()).filter(
-        F.col("reject_reason").isNotNull()
-    )
+    return _drop_typed(_with_typed(df)).filter(F.col("reject_reason").isNotNull())
 
 
 def clean(df: DataFrame) -> DataFrame:
