@@ -42,8 +42,9 @@ demo: check-java $(STAMP)
 up: check-java $(STAMP)
 	$(VENV)/bin/salesflow up
 
+# --durations: the slowest tests, so a CI log shows where the suite's time goes.
 test: check-java browser-deps $(STAMP)
-	$(PYTEST) tests
+	$(PYTEST) tests --durations=25
 
 test-fast: check-java $(STAMP)
 	$(PYTEST) tests -m "not slow and not e2e"
