@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from salesflow import storage
 from salesflow.config import Settings
 from salesflow.storage import S3Store, store_for
+from salesflow.storage import s3 as s3_store
 from tests.fixtures.s3 import S3_PREFIX, bucket_of
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ MIB = 1024 * 1024
 KEY = "uploads/00000000000000000000000000000001.csv"
 
 
-class Counting(storage._PartBuffers):
+class Counting(s3_store._PartBuffers):
     """The pool, counting buffers out at once and buffers ever allocated."""
 
     def __init__(self, keep: int) -> None:
@@ -47,7 +47,7 @@ def test_parts_reuse_a_bounded_set_of_buffers(
     s3_settings: Settings, s3_client: S3Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool = Counting(keep=2)
-    monkeypatch.setattr(storage, "_PARTS", pool)
+    monkeypatch.setattr(s3_store, "_PARTS", pool)
     settings = s3_settings.model_copy(update={"s3_part_size": 5 * MIB, "s3_max_concurrency": 2})
     store = store_for(settings)
     assert isinstance(store, S3Store)
