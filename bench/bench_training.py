@@ -7,8 +7,10 @@ All three run on the same generated file one after another, so the ratios share 
 state. Stage timings come from the jobs themselves (TrainResult.timings, the seed job's JSON):
 startup (interpreter, imports, JVM and session; 0 warm) / read+clean+aggregate / evaluate (the
 rolling-origin backtest refits, conformal intervals and the promotion gate; the seed job has none) /
-fit / save. `plain_s` is the wall time without `evaluate`: the same work the seed job does, so
-seed / plain is the like-for-like ratio and seed / wall the ratio with salesflow's extra checks.
+fit (the wait for the final fit, which runs alongside the backtest; `final_fit` is its own fit
++ save time) / save. `plain_s` is the wall time without `evaluate`, the final fit counted in full:
+the same work the seed job does, so seed / plain is the like-for-like ratio and seed / wall the
+ratio with salesflow's extra checks.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ REPS = {"smoke": {20_000: 1}, "full": {20_000: 3, 2_000_000: 1, 10_000_000: 1}}
 WARM_REPS = {"smoke": {20_000: 2}, "full": {20_000: 5, 2_000_000: 2, 10_000_000: 1}}
 #: Stages of the jobs, in order. "startup" is the wall time outside the job's own stages: the
 #: interpreter, imports, JVM and SparkSession start (and the JVM's stop); 0 for the warm variant.
-STAGES = ("startup", "read_clean_aggregate", "evaluate", "fit", "save")
+STAGES = ("startup", "read_clean_aggregate", "evaluate", "fit", "save", "final_fit")
 #: Goals from the project's issue, for the 20k-row file.
 TARGET_WARM_RATIO, TARGET_COLD_RATIO, TARGET_WARM_S = 10.0, 2.5, 5.0
 
@@ -91,13 +93,19 @@ def salesflow_warm(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, 
     }
 
 
+def _plain(run: dict[str, Any]) -> float:
+    """Wall time without the backtest: the final fit, which runs alongside it, counts in full."""
+    overlapped = (run.get("final_fit") or 0.0) - (run.get("fit") or 0.0)
+    return run["wall_s"] - (run.get("evaluate") or 0.0) + max(overlapped, 0.0)
+
+
 def _median_row(variant: str, rows: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"variant": variant, "rows": rows, "runs": len(runs)}
     row["wall_s"] = median([r["wall_s"] for r in runs])
     for stage in STAGES:
         values = [r[stage] for r in runs if stage in r]
         row[f"{stage}_s"] = median(values) if values else None
-    row["plain_s"] = median([r["wall_s"] - (r.get("evaluate") or 0.0) for r in runs])
+    row["plain_s"] = median([_plain(r) for r in runs])
     if any("peak_mb" in r for r in runs):
         row["peak_mb"] = max(r.get("peak_mb", 0.0) for r in runs)
     row["rows_aggregated"] = runs[-1]["agg"]
@@ -166,10 +174,11 @@ def run(ctx: Context) -> Report:
             )
             stages = medians["salesflow warm (in-process)"]
             report.headline(
-                "warm 20k stages: read+aggregate / evaluate (backtest) / fit / save",
+                "warm 20k stages: read+aggregate / evaluate (backtest) / fit wait / save; "
+                "final fit+save (alongside the backtest)",
                 " / ".join(
                     f"{stages.get(f'{k}_s') or 0.0:.1f} s"
-                    for k in ("read_clean_aggregate", "evaluate", "fit", "save")
+                    for k in ("read_clean_aggregate", "evaluate", "fit", "save", "final_fit")
                 ),
             )
         else:

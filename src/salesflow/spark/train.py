@@ -3,7 +3,8 @@
 header check -> read -> validate -> reject accounting -> clean -> aggregate -> append to the curated
 monthly (and/or daily) history (once per file checksum) -> per granularity: read the whole history
 (days: zero-fill missing days) -> rolling-origin backtest (holdout metrics, intervals) -> score the
-active version of that granularity on the same windows -> refit on everything -> publish; the
+active version of that granularity on the same windows -> publish the model refitted on everything
+(fitted and saved alongside the backtest, which it does not depend on); the
 promotion gate decides whether the new version becomes the active one. With granularity `both`
 the month model is trained first, then the day model from the same read of each file, and the day
 model records the coherence of its daily forecasts with the month model's (spark/coherence.py).

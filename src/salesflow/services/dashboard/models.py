@@ -32,11 +32,16 @@ HISTORY_LIMIT = 200
 
 
 def _slim(key: str, value: Any) -> Any:
-    """Leave out what the page never draws: per-series backtest rows (stores x products of them)."""
+    """Leave out what the page never draws: per-series backtest rows (up to 1,000 of them).
+
+    `series` stays the number of series backtested: the metadata's own count, which the list
+    (the best-selling ones only) can fall short of, or the list's length in older metadata.
+    """
     if key == "backtest" and isinstance(value, dict) and "per_series" in value:
         rows = value.get("per_series") or []
-        value = {k: v for k, v in value.items() if k != "per_series"}
-        value["series"] = len(rows) if isinstance(rows, list) else None
+        value = {k: v for k, v in value.items() if k not in ("per_series", "per_series_note")}
+        if not isinstance(value.get("series"), int):  # written before summaries counted them
+            value["series"] = len(rows) if isinstance(rows, list) else None
     return value
 
 
