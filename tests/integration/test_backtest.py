@@ -18,7 +18,7 @@ from salesflow.config import Settings
 from salesflow.generate import generate_sales
 from salesflow.registry import ModelVersion
 from salesflow.schema import check_header
-from salesflow.spark import backtest
+from salesflow.spark import backtest, scoring
 from salesflow.spark.pipeline import (
     FEATURES,
     HistoryShape,
@@ -78,7 +78,7 @@ def test_backtest_baselines_and_mase_by_hand(spark: SparkSession, tmp_path: Path
     ]
     params = pipeline_parameters(_settings(tmp_path, num_trees=3), shape.stores, shape.products)
     bt = backtest.run(prepared, params)
-    found = backtest.summary(bt, horizon=2)
+    found = scoring.summary(bt, horizon=2)
     # Each window has 2 months x 3 series; s1/p2 has no seasonal-naive value: 4 compared rows.
     assert [(w["rows"], w["rows_total"]) for w in found["windows"]] == [(4, 6), (4, 6)]
     # Naive = the value at the origin: s1/p1 errors 1, 2 per window, s2/p1 errors 2, 4.
@@ -106,11 +106,11 @@ def test_backtest_baselines_and_mase_by_hand(spark: SparkSession, tmp_path: Path
     errors = np.abs(bt.model[mask] - bt.actual[mask])
     assert overall["model"]["mae"] == round(float(errors.mean()), 4)
     assert overall["model"]["wape"] == round(float(errors.sum()) / 294, 4)
-    assert found["skill"] == backtest.skill(
+    assert found["skill"] == scoring.skill(
         overall["model"]["wape"], overall["seasonal_naive"]["wape"]
     )
     assert bool(np.all(bt.model >= 0)) and len(bt.model) == 12
-    holdout = backtest.holdout_metrics(bt, months=2, horizon=2)
+    holdout = scoring.holdout_metrics(bt, months=2, horizon=2)
     assert holdout is not None and holdout["baseline"]["mae"] == 18.0
     assert holdout["holdout_rows"] == 4 and holdout["holdout_rows_total"] == 6
 
@@ -172,7 +172,7 @@ def test_the_active_version_is_scored_on_the_candidates_windows(
     shape = HistoryShape.of(history)
     prepared = backtest.prepare(history, shape, count=2, horizon=2)
     params = pipeline_parameters(_settings(tmp_path, num_trees=3), shape.stores, shape.products)
-    mine = backtest.summary(backtest.run(prepared, params), horizon=2)
+    mine = scoring.summary(backtest.run(prepared, params), horizon=2)
 
     def version(metadata: dict[str, Any]) -> ModelVersion:
         return ModelVersion("v0001", tmp_path, metadata, True)
@@ -194,7 +194,7 @@ def test_the_active_version_is_scored_on_the_candidates_windows(
     other = {**recorded, "parameters": {**params, "numTrees": 2, "maxBins": 2}}
     wape, how = active_wape(version(other), prepared, shape, params, mine, ["a"], exact=True)
     refit = {**params, "numTrees": 2, "maxBins": 4}  # raised to 2 stores + 2 extra bins
-    expected = backtest.overall(backtest.run(prepared, refit))["model"]["wape"]
+    expected = scoring.overall(backtest.run(prepared, refit))["model"]["wape"]
     assert (wape, how) == (expected, "refitted v0001's parameters on these windows")
     wape, how = active_wape(version({}), prepared, shape, params, mine, ["a"], exact=True)
     assert (wape, how) == (None, "v0001 records no parameters to refit")
@@ -249,7 +249,7 @@ def test_conformal_coverage_on_generated_data(spark: SparkSession, tmp_path: Pat
     assert (shape.stores, shape.products, shape.rows) == (STORES, PRODUCTS, STORES * PRODUCTS * 39)
     params = pipeline_parameters(_settings(tmp_path, num_trees=5), shape.stores, shape.products)
     bt = backtest.run(backtest.prepare(history, shape, count=3, horizon=3), params)
-    found = backtest.intervals(bt, [0.8, 0.95])
+    found = scoring.intervals(bt, [0.8, 0.95])
     assert found["coverage_rows"] == 3 * STORES * PRODUCTS
     assert found["calibration_rows"] == 9 * STORES * PRODUCTS
     coverage = found["coverage_last_window"]

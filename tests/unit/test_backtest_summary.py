@@ -14,13 +14,9 @@ import numpy as np
 
 from salesflow.registry import ModelRegistry
 from salesflow.services.dashboard.models import complete_models
-from salesflow.spark.backtest import (
-    PER_SERIES_MAX,
-    Backtest,
-    Window,
-    scores,
-    summary,
-)
+from salesflow.spark.backtest import Backtest
+from salesflow.spark.scoring import PER_SERIES_MAX, scores, summary
+from salesflow.spark.windows import Window
 
 JAN_2021 = 2021 * 12  # period index of 2021-01
 NAMES = ("model", "naive", "seasonal_naive")

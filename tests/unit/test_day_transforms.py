@@ -14,7 +14,6 @@ from pyspark.sql import DataFrame, SparkSession
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
 from salesflow.schema import REQUIRED_COLUMNS
-from salesflow.spark.backtest import day_label, plan_windows
 from salesflow.spark.coherence import horizon_months
 from salesflow.spark.pipeline import (
     DAY_FEATURES,
@@ -33,6 +32,7 @@ from salesflow.spark.transforms import (
     with_day_features,
     with_day_index,
 )
+from salesflow.spark.windows import day_label, plan_windows
 from tests.fixtures.data import assert_df_equal, sale
 
 D = dt.date

@@ -17,19 +17,18 @@ from typer.testing import CliRunner
 from salesflow import cli
 from salesflow.config import Settings, get_settings
 from salesflow.registry import ModelRegistry
-from salesflow.spark.backtest import (
-    Backtest,
-    Window,
+from salesflow.spark.backtest import Backtest
+from salesflow.spark.pipeline import HistoryShape
+from salesflow.spark.promotion import decide_promotion, gate
+from salesflow.spark.scoring import (
     conformal_half_width,
     holdout_metrics,
     intervals,
-    plan_windows,
     scores,
     skill,
     summary,
 )
-from salesflow.spark.pipeline import HistoryShape
-from salesflow.spark.promotion import decide_promotion, gate
+from salesflow.spark.windows import Window, plan_windows
 
 JAN_2021 = 2021 * 12  # period index of 2021-01
 

@@ -23,6 +23,7 @@ from salesflow.spark.transforms import (
     aggregate_with_rejects,
     clean,
     keep_for_prediction,
+    parse_date,
     rejected_rows,
     seasonal_naive,
     validate,
@@ -163,6 +164,33 @@ def test_validate_names_every_reject_reason_and_types_good_rows(spark: SparkSess
     assert dict(df.dtypes)["quantity"] == "double" and dict(df.dtypes)["date"] == "date"
 
 
+def test_parse_date_answers_as_the_two_formats_do(spark: SparkSession) -> None:
+    """The shape check + cast gives what `yyyy-MM-dd` then `yyyy-MM-dd HH:mm:ss` formats give,
+    except for negative years, which are now a bad date."""
+    texts = [
+        "2021-01-15", "2024-02-29", "2023-02-29", "2021-02-30", "2021-13-01", "2021-00-10",
+        "2021-01-00", "2021-1-5", "2021-01-5", "21-01-15", "02021-01-15", "+2021-01-15",
+        "-2021-01-15", "2021-01-15 10:00:00", "2021-01-15 24:00:00", "2021-01-15T10:00:00",
+        "2021-01-15 junk", "2021-01-15 ", "2021", "2021-01", "15/01/2021", "2021/01/15",
+        "\uff12\uff10\uff12\uff11-01-15", "0000-01-01", "0001-01-01", "9999-12-31", "", None,
+    ]  # fmt: skip
+    day, stamp = "yyyy-MM-dd", "yyyy-MM-dd HH:mm:ss"
+    frame = spark.createDataFrame([(t,) for t in texts], "text string")
+    found = frame.select(
+        "text",
+        parse_date(F.col("text")).alias("new"),
+        F.coalesce(
+            F.try_to_date(F.col("text"), day), F.to_date(F.try_to_timestamp("text", F.lit(stamp)))
+        ).alias("formats"),
+    )
+    differ = found.filter(~F.col("new").eqNullSafe(F.col("formats")))
+    # One deliberate difference: the format reads a leading minus as a year before Christ.
+    as_text = differ.select(*(F.col(c).cast("string") for c in found.columns)).collect()
+    assert [tuple(r) for r in as_text] == [("-2021-01-15", None, "-2021-01-15")]
+    found = found.select(F.col("new").isNotNull().alias("new")).collect()
+    assert sum(r.new is not None for r in found) >= 6  # the valid ones did parse
+
+
 def test_rejected_rows_keep_the_original_text(spark: SparkSession) -> None:
     df = _text_frame(spark, [sale("3"), sale("-2", store_id=" s2")]).transform(rejected_rows)
     assert_df_equal(
@@ -205,10 +233,12 @@ def test_validate_parses_each_field_once_and_leaves_no_helper_columns(
     df = raw.transform(validate)
     assert df.columns == [*REQUIRED_COLUMNS, "extra", "reject_reason"]
     # The optimised plan (JVM side; PySpark has no public accessor): one trim per field and
-    # one date parse / quantity cast in all, not one per CASE WHEN branch that needs it.
+    # one date parse (shape check, date cast, timestamp fallback) and one quantity cast in all,
+    # not one per CASE WHEN branch that needs it.
     plan = df._jdf.queryExecution().optimizedPlan().toString()
-    counts = {name: plan.count(name) for name in ("trim(", "try_to_date", "try_cast", "isnan(")}
-    assert counts == {"trim(": 4, "try_to_date": 1, "try_cast": 1, "isnan(": 1}
+    names = ("trim(", "RLIKE", "try_to_timestamp", "try_cast", "isnan(")
+    counts = {name: plan.count(name) for name in names}
+    assert counts == {"trim(": 4, "RLIKE": 1, "try_to_timestamp": 1, "try_cast": 2, "isnan(": 1}
 
 
 # --- clean and aggregate ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from salesflow.config import Settings
 from salesflow.registry import ModelVersion
-from salesflow.spark import backtest
+from salesflow.spark import backtest, scoring
 from salesflow.spark.pipeline import HistoryShape, refit_parameters
 
 __all__ = ["REFIT_KEYS", "active_wape", "decide_promotion", "gate"]
@@ -57,7 +57,7 @@ def active_wape(
             f"{active.version} has the same parameters: refitting them here repeats the "
             "candidate's own fits"
         )
-    scored = backtest.overall(backtest.run(prepared, refit))
+    scored = scoring.overall(backtest.run(prepared, refit))
     return scored["model"]["wape"], f"refitted {active.version}'s parameters on these windows"
 
 

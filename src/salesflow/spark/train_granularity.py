@@ -26,7 +26,7 @@ from pyspark.util import inheritable_thread_target
 from salesflow.config import Settings
 from salesflow.errors import InputError
 from salesflow.registry import ModelRegistry
-from salesflow.spark import backtest
+from salesflow.spark import backtest, scoring
 from salesflow.spark.coherence import coherence
 from salesflow.spark.curated import manifests, read_history
 from salesflow.spark.pipeline import (
@@ -214,8 +214,8 @@ def train_granularity(
             )
             prepared = backtest.prepare(history, shape, windows, horizon)
             scored = backtest.run(prepared, params, fit_transform)
-            summary = backtest.summary(scored, horizon=horizon)
-            metrics = backtest.holdout_metrics(scored, settings.holdout_months, horizon)
+            summary = scoring.summary(scored, horizon=horizon)
+            metrics = scoring.holdout_metrics(scored, settings.holdout_months, horizon)
             if metrics is None and grain == "day":
                 metrics = _no_day_holdout(settings)
             elif metrics is None:  # the holdout is not made of whole windows: one more fit
@@ -242,7 +242,7 @@ def train_granularity(
         with timed(timings, "save"):
             extra: dict[str, Any] = {
                 "backtest": summary,
-                "intervals": backtest.intervals(scored, settings.interval_levels),
+                "intervals": scoring.intervals(scored, settings.interval_levels),
                 "fallback": fallback_statistics(history),
                 "promotion": promotion,
             }
