@@ -9,6 +9,7 @@ run, to docs/growth.png (the README shows it). Full mode only: `python -m bench.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +33,9 @@ SIZES: tuple[int, ...] = (20_000, 200_000, 2_000_000, 20_000_000)
 SCALE_SIZES: tuple[int, ...] = (50_000_000,)
 #: Set to stop at a smaller size when the machine is busy (e.g. 2000000): sizes above it are skipped.
 MAX_ROWS_ENV = "SALESFLOW_BENCH_GROWTH_MAX_ROWS"
+#: Set to measure only these sizes (e.g. 20000000) and keep the other sizes' rows from the last
+#: growth.json (each row says when it was measured): one long size without redoing the short ones.
+ONLY_ENV = "SALESFLOW_BENCH_GROWTH_ONLY"
 STORES, PRODUCTS = 200, 2_000
 #: Where the README's plot lives.
 DOCS_PNG = BENCH_DIR.parent / "docs" / "growth.png"
@@ -73,7 +77,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     left.plot(x, [r["wall_s"] for r in rows], "o-", label="wall (new process)")
     left.plot(x, [r["train_s"] for r in rows], "s--", label="train() only")
     if all(r.get("evaluate_s") is not None for r in rows):
-        left.plot(x, [r["evaluate_s"] for r in rows], "^:", label="of which backtest")
+        left.plot(
+            x,
+            [r["evaluate_s"] for r in rows],
+            "^:",
+            label="of which backtest (final fit alongside)",
+        )
     left.set(xscale="log", xlabel="rows", ylabel="seconds", title="training time")
     left.set_ylim(bottom=0)
     left.legend()
@@ -120,6 +129,16 @@ def _finish(ctx: Context, report: Report, done: list[dict[str, Any]]) -> None:
                 shutil.copyfile(png, DOCS_PNG)
 
 
+def _earlier_rows(ctx: Context) -> list[dict[str, Any]]:
+    """The rows of the last full growth run (none if there is none)."""
+    path = ctx.results_dir / f"{NAME}.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    stamp = data.get("machine", {}).get("timestamp")
+    return [{**row, "measured": row.get("measured", stamp)} for row in data.get("rows", [])]
+
+
 def run(ctx: Context) -> Report:
     from salesflow.catalog import synthetic_catalog
 
@@ -128,13 +147,21 @@ def run(ctx: Context) -> Report:
     done: list[dict[str, Any]] = []
     limit = int(os.environ.get(MAX_ROWS_ENV) or 0)
     sizes = SIZES + (SCALE_SIZES if ctx.scale else ())
+    only = {int(n) for n in os.environ.get(ONLY_ENV, "").split(",") if n.strip()}
+    if only:
+        sizes = tuple(sorted(only))
+        done = [r for r in _earlier_rows(ctx) if r["rows"] not in only]
+        for row in done:
+            report.add(**row)
     for rows in sizes:
         if limit and rows > limit:
             report.skip(f"{rows:,} rows", f"above {MAX_ROWS_ENV}={limit:,}")
             continue
         sales = ctx.sales_file(rows, catalog=catalog, tag=f"{STORES}x{PRODUCTS}")
         try:
-            done.append(report.add(**train_once(ctx, sales, rows)))
+            row = {**train_once(ctx, sales, rows), "measured": machine_info()["timestamp"]}
+            done.append(report.add(**row))
+            done.sort(key=lambda r: r["rows"])
         except RuntimeError as exc:  # a size that fails (e.g. out of memory) is a finding
             lines = [line for line in str(exc).splitlines() if line.strip()]
             report.skip(f"{rows:,} rows", " | ".join(lines[:1] + lines[-1:])[:300])
