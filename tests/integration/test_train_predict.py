@@ -99,7 +99,7 @@ def test_trains_on_20k_rows_and_beats_the_seasonal_naive_baseline(trained: Train
     assert metrics["holdout_months"] == HOLDOUT_MONTHS and metrics["holdout_rows"] == 108
     assert metrics["model"]["wape"] < metrics["baseline"]["wape"], metrics
     assert metrics["model"]["rmse"] > 0 and metrics["model"]["mae"] > 0
-    assert set(result.timings) == {"read_clean_aggregate", "evaluate", "fit", "save"}
+    assert set(result.timings) == {"read_clean_aggregate", "evaluate", "fit", "save", "final_fit"}
     sha = hashlib.sha256(trained.source.read_bytes()).hexdigest()
     assert _partitions(settings) == [f"source_sha256={sha}"]
     active = trained.registry.active()
