@@ -25,6 +25,8 @@ from salesflow.spark.pipeline import (
     build_pipeline,
     fallback_statistics,
     feature_importances,
+    indexer_labels,
+    pipeline_from_parameters,
     pipeline_parameters,
 )
 from salesflow.spark.promotion import active_wape
@@ -113,6 +115,58 @@ def test_backtest_baselines_and_mase_by_hand(spark: SparkSession, tmp_path: Path
     holdout = scoring.holdout_metrics(bt, months=2, horizon=2)
     assert holdout is not None and holdout["baseline"]["mae"] == 18.0
     assert holdout["holdout_rows"] == 4 and holdout["holdout_rows_total"] == 6
+
+
+def test_labels_order_like_string_indexer() -> None:
+    # Most frequent first; ties by code point (Spark sorts UTF-8 bytes), so U+FF01 comes before
+    # U+1F600, which Java's UTF-16 compareTo would put first (a surrogate pair, D83D...).
+    counts = {"b": 3, "a": 3, "c": 5, "p\U0001f600": 1, "p\uff01": 1}
+    assert indexer_labels(counts) == ["c", "a", "b", "p\uff01", "p\U0001f600"]
+
+
+def test_refits_from_counted_labels_equal_fitted_pipelines(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Backtest refits build their indexers from `prepare`'s counts instead of fitting them: the
+    labels and the fitted forest must be exactly what `Pipeline.fit` gives on each window."""
+    rows = []
+    for k in range(20):
+        rows.append(("s1", "p\uff01", *_month(k), 10.0 + k))
+        rows.append(("s2", "p\U0001f600", *_month(k), 3.0 * k))  # tie with p\uff01 in every window
+        if k % 3 == 0:
+            rows.append(("s3", "p1", *_month(k), 7.0))
+        if k >= 15:  # first sold inside the backtest: unknown to the first window's refit
+            rows.append(("s1", "p2", *_month(k), 4.0 + k))
+    history = spark.createDataFrame(rows, SCHEMA)
+    shape = HistoryShape.of(history)
+    prepared = backtest.prepare(history, shape, count=3, horizon=2)
+    params = pipeline_parameters(_settings(tmp_path, num_trees=4), shape.stores, shape.products)
+    assert len(prepared.labels) == 3
+    assert "p2" not in prepared.labels[0][1] and "p2" in prepared.labels[-1][1]
+    bt = backtest.run(prepared, params)
+    for i, (window, labels) in enumerate(zip(prepared.windows, prepared.labels, strict=True)):
+        frame = prepared.history.filter(f"period_index <= {window.origin}")
+        fitted = pipeline_from_parameters(params).fit(frame)
+        built = pipeline_from_parameters(params, labels).fit(frame)
+        assert (fitted.stages[0].labels, fitted.stages[1].labels) == labels  # type: ignore[attr-defined]
+        assert (built.stages[0].labels, built.stages[1].labels) == labels  # type: ignore[attr-defined]
+        # Same trees (the debug string's first line names the model's uid).
+        trees = [m.stages[-1].toDebugString.split("\n", 1)[1] for m in (fitted, built)]  # type: ignore[attr-defined]
+        assert trees[0] == trees[1]
+        scored = [
+            m.transform(prepared.history).orderBy("store_id", "product_id", "period_index")
+            for m in (fitted, built)
+        ]
+        assert [r.prediction for r in scored[0].collect()] == [
+            r.prediction for r in scored[1].collect()
+        ]
+        # What the backtest scored for this window is what the plainly fitted pipeline predicts.
+        rows = prepared.rows.filter(f"window = {i}").orderBy(
+            "store_id", "product_id", "period_index"
+        )
+        expected = [max(r.prediction, 0.0) for r in fitted.transform(rows).collect()]
+        order = np.lexsort((bt.period, bt.product.astype(str), bt.store.astype(str)))
+        assert [float(v) for v in bt.model[order][bt.window[order] == i]] == expected
 
 
 def test_window_transforms(spark: SparkSession) -> None:

@@ -17,12 +17,18 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
-from pyspark.ml import PipelineModel
+import pyarrow as pa
+from py4j.java_gateway import JavaObject
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
-from salesflow.spark.pipeline import HistoryShape, period_indexer, pipeline_from_parameters
+from salesflow.spark.pipeline import (
+    HistoryShape,
+    indexer_labels,
+    period_indexer,
+    pipeline_from_parameters,
+)
 from salesflow.spark.transforms import (
     DAY_FEATURE_COLUMNS,
     DAY_SEASON,
@@ -36,9 +42,10 @@ __all__ = ["Backtest", "FitTransform", "Prepared", "prepare", "run"]
 
 #: Applied to every frame a candidate is fitted on; tests use it to fit a deliberately bad model.
 FitTransform = Callable[[DataFrame], DataFrame]
-#: Backtest fits run at once. Fitting small forests is mostly Spark job latency, which threads
-#: overlap: the three window fits of the 20k-row demo file took a median 5.0 s with two threads,
-#: 6.0 s with one and 5.0 s with three (shared two-core machine, 7 runs each).
+#: Backtest fits run at once (the final fit runs alongside them in its own thread). Fitting
+#: small forests is mostly Spark job latency, which threads overlap, and CPU, which they share:
+#: warm 20k-row trainings took a median 4.9 s with two threads and 5.4 s with three (one process,
+#: alternating, 5 runs each).
 FIT_THREADS = 2
 _KEYS = ["store_id", "product_id"]
 
@@ -53,6 +60,7 @@ class Prepared:
     naive: dict[tuple[int, str, str], float]  # (window, store, product) -> last value at origin
     series_scale: dict[tuple[int, str, str], float | None]  # in-sample seasonal-naive MAE
     pooled_scale: list[float | None]  # per window, over every series of its fit part
+    labels: list[tuple[list[str], list[str]]]  # per window: its fit part's indexer labels
 
 
 def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -> Prepared:
@@ -64,13 +72,14 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
     windows = plan_windows(shape, count, horizon)
     spark = history.sparkSession
     if not windows:
-        return Prepared(indexed, [], indexed.limit(0), {}, {}, [])
+        return Prepared(indexed, [], indexed.limit(0), {}, {}, [], [])
     bounds = spark.createDataFrame(
         [(i, w.origin, w.months[0], w.months[-1]) for i, w in enumerate(windows)],
         "window int, origin int, first int, last int",
     )
-    # Per series and window: the last value at the origin (naive) and the sum and count of
-    # |y(t) - y(t-season)| over the fit part (the MASE scale). One small aggregation, collected.
+    # Per series and window: the last value at the origin (naive), the sum and count of
+    # |y(t) - y(t-season)| over the fit part (the MASE scale) and its rows (what the refit's
+    # indexers count). One small aggregation, collected.
     stats = (
         indexed.transform(seasonal_changes, season)
         .join(F.broadcast(bounds), F.col("period_index") <= F.col("origin"))
@@ -79,6 +88,7 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
             F.max_by("quantity", "period_index").alias("naive"),
             F.sum("change").alias("change_sum"),
             F.count("change").alias("change_n"),
+            F.count(F.lit(1)).alias("rows"),
         )
         .toArrow()
     )
@@ -102,12 +112,29 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
     for i in range(len(windows)):
         n, s = counts[which == i].sum(), sums[which == i].sum()
         pooled.append(float(s / n) if n and s > 0 else None)
+    labels = _labels(stats, len(windows))
     rows = (
         bounds.transform(window_rows(indexed, season))
         .select("window", *_KEYS, *calendar, "period_index", "quantity", "seasonal")
         .localCheckpoint()  # small; read once per fitted window
     )
-    return Prepared(indexed, windows, rows, naive, series_scale, pooled)
+    return Prepared(indexed, windows, rows, naive, series_scale, pooled, labels)
+
+
+def _labels(stats: pa.Table, windows: int) -> list[tuple[list[str], list[str]]]:
+    """Per window, the store and product labels a StringIndexer fitted on its fit part gives."""
+    found: list[list[list[str]]] = [[[], []] for _ in range(windows)]
+    for slot, key in enumerate(_KEYS):
+        totals = stats.group_by(["window", key]).aggregate([("rows", "sum")])
+        window = totals.column("window").to_pylist()
+        label = totals.column(key).to_pylist()
+        count = totals.column("rows_sum").to_pylist()
+        per_window: list[dict[str, int]] = [{} for _ in range(windows)]
+        for w, name, n in zip(window, label, count, strict=True):
+            per_window[w][name] = n
+        for w, counts in enumerate(per_window):
+            found[w][slot] = indexer_labels(counts)
+    return [(stores, products) for stores, products in found]
 
 
 @dataclass(frozen=True)
@@ -138,8 +165,13 @@ class Backtest:
         return np.isfinite(self.naive) & np.isfinite(self.seasonal)
 
 
-def _fit(params: dict[str, Any], frame: DataFrame) -> PipelineModel:
-    return pipeline_from_parameters(params).fit(frame)
+def _fit(
+    params: dict[str, Any], frame: DataFrame, labels: tuple[list[str], list[str]] | None
+) -> JavaObject:
+    """The fitted pipeline, left a Java object: a refit only transforms its window's rows, and
+    pyspark's Python model wraps every tree of a forest (~1,600 py4j calls, ~0.3 s per 20-tree
+    fit, serialised by the GIL across the concurrent refits)."""
+    return pipeline_from_parameters(params, labels)._to_java().fit(frame._jdf)
 
 
 def run(
@@ -150,13 +182,17 @@ def run(
     """Fit `params` at each window's origin, predict its months, collect every row once."""
     windows, history = prepared.windows, prepared.history
     frames = [history.filter(F.col("period_index") <= w.origin) for w in windows]
+    # The indexers' labels were counted by `prepare`; an altered frame has its indexers fitted.
+    labels: list[tuple[list[str], list[str]] | None] = list(prepared.labels)
     if fit_transform is not None:
         frames = [fit_transform(f) for f in frames]
+        labels = [None] * len(frames)
     fit = inheritable_thread_target(history.sparkSession)(_fit)  # keeps job tags and properties
     with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
-        models = list(pool.map(lambda frame: fit(params, frame), frames))
+        models = list(pool.map(lambda job: fit(params, *job), zip(frames, labels, strict=True)))
+    spark = history.sparkSession
     parts = [
-        model.transform(prepared.rows.filter(F.col("window") == i)).select(
+        DataFrame(model.transform(prepared.rows.filter(F.col("window") == i)._jdf), spark).select(
             "window",
             *_KEYS,
             "period_index",
