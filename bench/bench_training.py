@@ -9,8 +9,8 @@ startup (interpreter, imports, JVM and session; 0 warm) / read+clean+aggregate /
 rolling-origin backtest refits, conformal intervals and the promotion gate; the seed job has none) /
 fit (the wait for the final fit, which runs alongside the backtest; `final_fit` is its own fit
 + save time) / save. `plain_s` is the wall time without `evaluate`, the final fit counted in full:
-the same work the seed job does, so seed / plain is the like-for-like ratio and seed / wall the
-ratio with salesflow's extra checks.
+the same work the seed job does, but timed while sharing the cores with the backtest refits, so
+seed / plain understates the like-for-like ratio; seed / wall is the ratio with salesflow's checks.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def run(ctx: Context) -> Report:
             )
             report.headline("warm training, 20k rows", f"{warm:.2f} s", t_secs)
             report.headline(
-                "20k rows, like for like (no backtest): seed / cold / warm plain fit",
+                "20k rows without the backtest (final fit timed under its contention): "
+                "seed / cold / warm",
                 f"{seed:.1f} s / {cold_plain:.1f} s / {warm_plain:.1f} s = "
                 f"{seed / cold_plain:.1f}x cold, {seed / warm_plain:.1f}x warm",
             )
