@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     spark_log_level: str = Field("ERROR", description="Spark log level.")
     spark_conf: dict[str, str] = Field(
         default_factory=dict,
-        description='Any extra spark.* options, as JSON: {"spark.executor.memory": "4g"}.',
+        description='Any extra spark.* options, as JSON: {"spark.executor.memory": "4g"}. '
+        "spark.driver.extraJavaOptions is added to salesflow's own (Derby's folder), not "
+        "replacing it.",
     )
     spark_csv_multiline: bool = Field(
         True,

@@ -42,7 +42,8 @@ def check_java() -> None:
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
-    """Every Spark option salesflow sets, with the user's `spark_conf` applied last."""
+    """Every Spark option salesflow sets, with the user's `spark_conf` applied last (JVM options
+    added to salesflow's rather than replacing them)."""
     conf = {
         "spark.master": settings.spark_master,
         "spark.app.name": settings.spark_app_name,
@@ -60,7 +61,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={settings.data_dir / 'derby'}",
     }
-    conf.update(settings.spark_conf)
+    # The user's JVM options come after salesflow's (a later -D wins), instead of replacing them.
+    user = dict(settings.spark_conf)
+    java_options = "spark.driver.extraJavaOptions"
+    if user.get(java_options):
+        user[java_options] = f"{conf[java_options]} {user[java_options]}"
+    conf.update(user)
     return conf
 
 
