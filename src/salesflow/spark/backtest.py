@@ -123,18 +123,19 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
 
 def _labels(stats: pa.Table, windows: int) -> list[tuple[list[str], list[str]]]:
     """Per window, the store and product labels a StringIndexer fitted on its fit part gives."""
-    found: list[list[list[str]]] = [[[], []] for _ in range(windows)]
-    for slot, key in enumerate(_KEYS):
+    per_key: list[list[list[str]]] = []
+    for key in _KEYS:
         totals = stats.group_by(["window", key]).aggregate([("rows", "sum")])
-        window = totals.column("window").to_pylist()
-        label = totals.column(key).to_pylist()
-        count = totals.column("rows_sum").to_pylist()
-        per_window: list[dict[str, int]] = [{} for _ in range(windows)]
-        for w, name, n in zip(window, label, count, strict=True):
-            per_window[w][name] = n
-        for w, counts in enumerate(per_window):
-            found[w][slot] = indexer_labels(counts)
-    return [(stores, products) for stores, products in found]
+        counts: list[dict[str, int]] = [{} for _ in range(windows)]
+        for window, label, n in zip(
+            totals.column("window").to_pylist(),
+            totals.column(key).to_pylist(),
+            totals.column("rows_sum").to_pylist(),
+            strict=True,
+        ):
+            counts[window][label] = n
+        per_key.append([indexer_labels(c) for c in counts])
+    return list(zip(per_key[0], per_key[1], strict=True))
 
 
 @dataclass(frozen=True)

@@ -144,15 +144,8 @@ def pipeline_from_parameters(
             StringIndexerModel.from_labels(found, inputCol=i, outputCol=o, handleInvalid="keep")
             for (i, o), found in zip(_INDEXED, labels, strict=True)
         ]
-    return Pipeline(stages=[*indexers, _assembler(params), _regressor(params)])
-
-
-def _assembler(params: dict[str, Any]) -> VectorAssembler:
     inputs = params.get("features") or features_of(str(params.get("granularity") or "month"))
-    return VectorAssembler(inputCols=list(inputs), outputCol="features")
-
-
-def _regressor(params: dict[str, Any]) -> RandomForestRegressor | GBTRegressor:
+    assembler = VectorAssembler(inputCols=list(inputs), outputCol="features")
     common: dict[str, Any] = {
         "featuresCol": "features",
         "labelCol": "quantity",
@@ -162,9 +155,12 @@ def _regressor(params: dict[str, Any]) -> RandomForestRegressor | GBTRegressor:
         "featureSubsetStrategy": str(params["featureSubsetStrategy"]),
         "seed": int(params["seed"]),
     }
+    regressor: RandomForestRegressor | GBTRegressor
     if params["regressor"] == "gbt":
-        return GBTRegressor(maxIter=int(params["numTrees"]), **common)
-    return RandomForestRegressor(numTrees=int(params["numTrees"]), **common)
+        regressor = GBTRegressor(maxIter=int(params["numTrees"]), **common)
+    else:
+        regressor = RandomForestRegressor(numTrees=int(params["numTrees"]), **common)
+    return Pipeline(stages=[*indexers, assembler, regressor])
 
 
 def indexer_labels(counts: dict[str, int]) -> list[str]:
