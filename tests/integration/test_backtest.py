@@ -161,10 +161,10 @@ def test_refits_from_counted_labels_equal_fitted_pipelines(
             r.prediction for r in scored[1].collect()
         ]
         # What the backtest scored for this window is what the plainly fitted pipeline predicts.
-        rows = prepared.rows.filter(f"window = {i}").orderBy(
+        in_window = prepared.rows.filter(f"window = {i}").orderBy(
             "store_id", "product_id", "period_index"
         )
-        expected = [max(r.prediction, 0.0) for r in fitted.transform(rows).collect()]
+        expected = [max(r.prediction, 0.0) for r in fitted.transform(in_window).collect()]
         order = np.lexsort((bt.period, bt.product.astype(str), bt.store.astype(str)))
         assert [float(v) for v in bt.model[order][bt.window[order] == i]] == expected
 

@@ -182,16 +182,16 @@ def run(
 ) -> Backtest:
     """Fit `params` at each window's origin, predict its months, collect every row once."""
     windows, history = prepared.windows, prepared.history
+    spark = history.sparkSession
     frames = [history.filter(F.col("period_index") <= w.origin) for w in windows]
     # The indexers' labels were counted by `prepare`; an altered frame has its indexers fitted.
     labels: list[tuple[list[str], list[str]] | None] = list(prepared.labels)
     if fit_transform is not None:
         frames = [fit_transform(f) for f in frames]
         labels = [None] * len(frames)
-    fit = inheritable_thread_target(history.sparkSession)(_fit)  # keeps job tags and properties
+    fit = inheritable_thread_target(spark)(_fit)  # keeps job tags and properties
     with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
         models = list(pool.map(lambda job: fit(params, *job), zip(frames, labels, strict=True)))
-    spark = history.sparkSession
     parts = [
         DataFrame(model.transform(prepared.rows.filter(F.col("window") == i)._jdf), spark).select(
             "window",
