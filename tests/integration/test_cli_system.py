@@ -72,6 +72,7 @@ def system(
         num_trees=5,  # accuracy is not this test's subject: a small, quick training
         max_depth=5,
         backtest_windows=1,
+        holdout_months=3,  # the one window: no extra holdout fit
         auth_token=SecretStr("cli-system-token-" + "x" * 20),
         _env_file=None,
     )

@@ -46,10 +46,12 @@ def _job_env(data_dir: Path, master: str) -> dict[str, str]:
         SALESFLOW_DATA_DIR=str(data_dir),
         SALESFLOW_SPARK_MASTER=master,
         SALESFLOW_SPARK_DRIVER_HOST="127.0.0.1",
-        # A small forest and one backtest window: the comparison needs the same job on both
-        # masters, not a good model, and each of the three jobs runs in a new JVM.
+        # A small forest, one backtest window and a holdout of that window's 3 months (a longer
+        # one costs a fit of its own): the comparison needs the same job on both masters, not a
+        # good model, and each of the three jobs runs in a new JVM.
         SALESFLOW_NUM_TREES="5",
         SALESFLOW_BACKTEST_WINDOWS="1",
+        SALESFLOW_HOLDOUT_MONTHS="3",
         # Executors start Python workers with this interpreter (the venv, which has salesflow).
         PYSPARK_PYTHON=sys.executable,
     )

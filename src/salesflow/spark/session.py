@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError
+from salesflow.spark import class_archive
 
 __all__ = ["check_java", "get_spark", "spark_conf", "stop_spark"]
 
@@ -41,9 +42,10 @@ def check_java() -> None:
         raise ConfigurationError(f"Java {major} found; {JAVA_HINT}")
 
 
-def spark_conf(settings: Settings) -> dict[str, str]:
+def spark_conf(settings: Settings, java_options: str = "") -> dict[str, str]:
     """Every Spark option salesflow sets, with the user's `spark_conf` applied last (JVM options
-    added to salesflow's rather than replacing them)."""
+    added to salesflow's rather than replacing them). `java_options`: more driver JVM options
+    (the class archive's)."""
     conf = {
         "spark.master": settings.spark_master,
         "spark.app.name": settings.spark_app_name,
@@ -59,7 +61,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # Keep Spark's scratch files and Derby/metastore leftovers under the data folder.
         "spark.local.dir": str(settings.data_dir / "spark-tmp"),
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={settings.data_dir / 'derby'}",
+        "spark.driver.extraJavaOptions": " ".join(
+            filter(None, [f"-Dderby.system.home={settings.data_dir / 'derby'}", java_options])
+        ),
     }
     # The user's JVM options come after salesflow's (a later -D wins), instead of replacing them.
     user = dict(settings.spark_conf)
@@ -78,10 +82,12 @@ def get_spark(settings: Settings) -> SparkSession:
             return _session
         check_java()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        archive = class_archive.plan(settings)
         builder = SparkSession.builder
-        for key, value in spark_conf(settings).items():
+        for key, value in spark_conf(settings, archive.java_option).items():
             builder = builder.config(key, value)
         _session = builder.getOrCreate()
+        class_archive.publish_at_exit(archive, stop_spark)
         _session.sparkContext.setLogLevel(settings.spark_log_level)
         log.info("spark session started: master=%s", settings.spark_master)
         return _session

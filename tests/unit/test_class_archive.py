@@ -1,0 +1,74 @@
+"""The class archive's plan: map an existing archive, else record one, one recorder at a time.
+
+No JVM here: tests/integration/test_class_archive.py records and maps a real one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from salesflow.config import Settings
+from salesflow.spark import class_archive
+from salesflow.spark.session import spark_conf
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        spark_class_archive_dir=tmp_path / "archive",
+        _env_file=None,
+        **overrides,
+    )
+
+
+def test_without_an_archive_one_process_records_and_the_others_start_plain(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)
+    first = class_archive.plan(settings)
+    assert first.recording is not None and first.archive is not None
+    assert first.java_option.startswith(f"-XX:ArchiveClassesAtExit={first.recording} ")
+    assert first.recording.parent == first.archive.parent == tmp_path / "archive"
+    assert str(os.getpid()) in first.recording.name  # two recorders never share a file
+    second = class_archive.plan(settings)  # the claim is taken: no second recording
+    assert second.java_option == "" and second.recording is None
+
+
+def test_an_existing_archive_is_mapped_quietly(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    archive = class_archive.plan(settings).archive
+    assert archive is not None
+    archive.write_bytes(b"published by a recorder that exited cleanly")
+    mapped = class_archive.plan(settings)
+    assert mapped.recording is None
+    assert mapped.java_option == f"-XX:SharedArchiveFile={archive} -Xlog:cds*=off"
+    conf = spark_conf(settings, mapped.java_option)
+    derby = f"-Dderby.system.home={settings.data_dir / 'derby'}"
+    assert conf["spark.driver.extraJavaOptions"] == f"{derby} {mapped.java_option}"
+
+
+def test_a_stale_claim_is_taken_over_and_its_partial_recording_removed(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    first = class_archive.plan(settings)
+    assert first.recording is not None and first.archive is not None
+    first.recording.write_bytes(b"half written by a recorder that was killed")
+    claim = first.archive.with_name(first.archive.name + ".claim")
+    old = time.time() - class_archive.CLAIM_STALE_S - 60
+    os.utime(claim, (old, old))
+    again = class_archive.plan(settings)
+    assert again.recording is not None  # recorded anew
+    assert not first.recording.exists()  # a partial recording is never published
+    assert claim.exists() and time.time() - claim.stat().st_mtime < 60
+
+
+def test_switched_off_or_another_classpath(tmp_path: Path) -> None:
+    off = class_archive.plan(_settings(tmp_path, spark_class_archive=False))
+    assert off == class_archive.ArchivePlan("")
+    plain = class_archive.plan(_settings(tmp_path / "a"))
+    extra = class_archive.plan(
+        _settings(tmp_path / "a", spark_conf={"spark.driver.extraClassPath": "/opt/extra.jar"})
+    )
+    assert plain.archive is not None and extra.archive is not None
+    assert plain.archive != extra.archive  # an archive only fits the classpath it was made on
