@@ -1,9 +1,11 @@
 """Training wall time: the original project's job vs salesflow cold (new JVM) vs salesflow warm.
 
 (a) seed-style: bench/seed_style_job.py in a new JVM with Spark's defaults (see its docstring);
-(b) salesflow cold: `python -m salesflow.spark.train FILE` in a new process and JVM;
-(c) salesflow warm: `train()` in this process on the already-started session (one run to warm up).
-All three run on the same generated file one after another, so the ratios share the machine's
+(b) salesflow cold: `python -m salesflow.spark.train FILE` in a new process and JVM, which maps
+Spark's class archive (salesflow.spark.class_archive; recorded once per machine before any run);
+(c) salesflow warm: `train()` in this process on the already-started session (one run to warm up);
+(d) salesflow cold without the class archive (SALESFLOW_SPARK_CLASS_ARCHIVE=false), for its share.
+All four run on the same generated file one after another, so the ratios share the machine's
 state. Stage timings come from the jobs themselves (TrainResult.timings, the seed job's JSON):
 startup (interpreter, imports, JVM and session; 0 warm) / read+clean+aggregate / evaluate (the
 rolling-origin backtest refits, conformal intervals and the promotion gate; the seed job has none) /
@@ -52,9 +54,12 @@ def seed_style(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]
     return {"wall_s": run.seconds, "peak_mb": run.peak_mb, **timings, "agg": out["rows_aggregated"]}
 
 
-def salesflow_cold(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
-    """`python -m salesflow.spark.train` in a new process: JVM start-up included."""
-    settings = ctx.settings(f"cold-{rows}-{rep}")
+def salesflow_cold(
+    ctx: Context, sales: Path, rows: int, rep: int, **overrides: Any
+) -> dict[str, Any]:
+    """`python -m salesflow.spark.train` in a new process: JVM start-up included (mapping the
+    class archive, which `Context.spark` made sure exists)."""
+    settings = ctx.settings(f"cold-{rows}-{rep}", **overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     run = run_process(
         python_argv("-m", "salesflow.spark.train", sales.as_uri()),
@@ -71,6 +76,11 @@ def salesflow_cold(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, 
         **timings,
         "agg": result["rows_aggregated"],
     }
+
+
+def salesflow_cold_no_archive(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
+    """The cold run with SALESFLOW_SPARK_CLASS_ARCHIVE=false: what the class archive saves."""
+    return salesflow_cold(ctx, sales, rows, rep, spark_class_archive=False)
 
 
 def salesflow_warm(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
@@ -133,6 +143,7 @@ def run(ctx: Context) -> Report:
             "seed-style (new JVM)": (seed_style, reps),
             "salesflow cold (new JVM)": (salesflow_cold, reps),
             "salesflow warm (in-process)": (salesflow_warm, WARM_REPS[ctx.mode][rows]),
+            "salesflow cold, no class archive": (salesflow_cold_no_archive, reps),
         }
         variants: dict[str, list[dict[str, Any]]] = {}
         for name, (variant, count) in plan.items():
@@ -143,8 +154,8 @@ def run(ctx: Context) -> Report:
         medians = {name: _median_row(name, rows, runs) for name, runs in variants.items()}
         for row in medians.values():
             report.add(**row)
-        seed, cold, warm = (m["wall_s"] for m in medians.values())
-        _, cold_plain, warm_plain = (m["plain_s"] for m in medians.values())
+        seed, cold, warm, bare = (m["wall_s"] for m in medians.values())
+        _, cold_plain, warm_plain, _ = (m["plain_s"] for m in medians.values())
         warm_ratio, cold_ratio = seed / warm, seed / cold
         report.ratios[f"seed/warm {rows:,} rows"] = round(warm_ratio, 2)
         report.ratios[f"seed/cold {rows:,} rows"] = round(cold_ratio, 2)
@@ -167,6 +178,10 @@ def run(ctx: Context) -> Report:
                 t_cold,
             )
             report.headline("warm training, 20k rows", f"{warm:.2f} s", t_secs)
+            report.headline(
+                "cold 20k rows without / with the class archive",
+                f"{bare:.1f} s / {cold:.1f} s ({seed / bare:.1f}x / {cold_ratio:.1f}x seed-style)",
+            )
             report.headline(
                 "20k rows without the backtest (final fit timed under its contention): "
                 "seed / cold / warm",

@@ -163,12 +163,32 @@ class Context:
         from salesflow.spark.session import get_spark
 
         if "spark_settings" not in self._memo:
+            self.class_archive()
             self._memo["spark_settings"] = self.settings("spark-session")
             with timed() as t:
                 spark = get_spark(self._memo["spark_settings"])
             self._memo["spark_start_s"] = t[0]
             return spark
         return get_spark(self._memo["spark_settings"])
+
+    def class_archive(self) -> None:
+        """Make sure Spark's class archive exists before any Spark starts (cold runs map it; a
+        process that started Spark first would record it only when it exits)."""
+        from salesflow.spark.class_archive import archive_path
+
+        settings = self.settings("class-archive")
+        if not settings.spark_class_archive or archive_path(settings).is_file():
+            return
+        # Recorded by a small training, as the first `salesflow train` would: the archive then
+        # holds MLlib's classes too, not only those of Spark's start.
+        console.print("  recording Spark's class archive with a small training (once, ~45 s)")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        run_process(
+            python_argv("-m", "salesflow.spark.train", self.sales_file(2_000).as_uri()),
+            env=self.child_env(settings),
+            cwd=self.work,
+            log=self.work / "class-archive.log",
+        ).check()
 
     @property
     def spark_start_s(self) -> float | None:

@@ -33,7 +33,7 @@ import pyspark
 
 from salesflow.config import Settings
 
-__all__ = ["ArchivePlan", "plan", "publish_at_exit"]
+__all__ = ["ArchivePlan", "archive_path", "plan", "publish_at_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _folder(settings: Settings) -> Path:
     return Path(cache) / "salesflow"
 
 
-def _archive_path(settings: Settings) -> Path:
+def archive_path(settings: Settings) -> Path:
     """One archive per JVM and Spark installation (an archive only fits the classpath it saw)."""
     java = Path(os.path.realpath(shutil.which("java") or "java"))
     # A JDK updated in place, or its base archive regenerated, makes a new key: the JVM would
@@ -82,7 +82,7 @@ def plan(settings: Settings) -> ArchivePlan:
     """Map the archive if there is one; else record it, unless another process already does."""
     if not settings.spark_class_archive:
         return ArchivePlan("")
-    archive = _archive_path(settings)
+    archive = archive_path(settings)
     if archive.is_file():
         return ArchivePlan(f"-XX:SharedArchiveFile={archive} {QUIET}", archive)
     try:
