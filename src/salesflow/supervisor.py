@@ -27,8 +27,10 @@ __all__ = ["Child", "Stack", "running_stack"]
 
 #: Services get this long to become ready; the job server's first SparkSession takes ~10 s on 2 cores.
 READY_TIMEOUT_S = 120.0
-#: Grace period between SIGTERM and SIGKILL when stopping a child.
-STOP_GRACE_S = 15.0
+#: Grace period between SIGTERM and SIGKILL when stopping a child. Children stop in a second or two;
+#: a job server that is recording Spark's class archive waits ~15 s for its JVM to write it
+#: (once per machine; spark/class_archive.py).
+STOP_GRACE_S = 30.0
 
 
 @dataclass

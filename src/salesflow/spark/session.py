@@ -86,8 +86,8 @@ def get_spark(settings: Settings) -> SparkSession:
         builder = SparkSession.builder
         for key, value in spark_conf(settings, archive.java_option).items():
             builder = builder.config(key, value)
+        class_archive.publish_at_exit(archive, stop_spark)  # also releases the claim if this fails
         _session = builder.getOrCreate()
-        class_archive.publish_at_exit(archive, stop_spark)
         _session.sparkContext.setLogLevel(settings.spark_log_level)
         log.info("spark session started: master=%s", settings.spark_master)
         return _session
