@@ -72,3 +72,24 @@ def test_switched_off_or_another_classpath(tmp_path: Path) -> None:
     )
     assert plain.archive is not None and extra.archive is not None
     assert plain.archive != extra.archive  # an archive only fits the classpath it was made on
+
+
+def test_mapping_marks_an_archive_used_and_pruning_keeps_the_most_recently_used(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    others = [folder / f"spark-driver-4.0.0-{n:012d}.jsa" for n in range(5)]
+    for age, path in enumerate(others):  # others[0] used most recently
+        path.write_bytes(b"an archive of another installation")
+        then = time.time() - 3600 * (age + 1)
+        os.utime(path, (then, then))
+    ours = class_archive.archive_path(settings)
+    ours.write_bytes(b"this installation's archive")
+    os.utime(ours, (time.time() - 86400, time.time() - 86400))
+    class_archive.plan(settings)  # maps it: its last use is now
+    assert time.time() - ours.stat().st_mtime < 60
+    class_archive.prune(ours)
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted([ours.name, *(p.name for p in others[: class_archive.KEEP_OTHERS])])

@@ -33,7 +33,7 @@ import pyspark
 
 from salesflow.config import Settings
 
-__all__ = ["ArchivePlan", "archive_path", "plan", "publish_at_exit"]
+__all__ = ["ArchivePlan", "archive_path", "plan", "prune", "publish_at_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 CLAIM_STALE_S = 15 * 60
 #: How long an exiting process waits for its JVM to write the archive (measured ~15 s).
 RECORD_TIMEOUT_S = 120.0
+#: An archive fits one Spark installation's path (a venv, a clone): besides the newest, the folder
+#: keeps this many archives, the most recently used (mapping one touches it); ~200 MB each.
+KEEP_OTHERS = 3
 #: The JVM's CDS messages go to its stdout (a recording prints hundreds of "skipping" lines, a
 #: refused archive a warning), which is the CLI's: kept off it.
 QUIET = "-Xlog:cds*=off"
@@ -84,6 +87,8 @@ def plan(settings: Settings) -> ArchivePlan:
         return ArchivePlan("")
     archive = archive_path(settings)
     if archive.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(archive)  # its last use, for pruning
         return ArchivePlan(f"-XX:SharedArchiveFile={archive} {QUIET}", archive)
     try:
         archive.parent.mkdir(parents=True, exist_ok=True)
@@ -142,8 +147,18 @@ def _publish(archive_plan: ArchivePlan, stop_spark: Callable[[], None]) -> None:
         if code == 0 and recording.is_file() and recording.stat().st_size > 0:
             os.replace(recording, archive)
             log.info("class archive written in %.1f s: %s", time.monotonic() - started, archive)
+            prune(archive)
     except Exception as exc:  # never fail an exiting process over an optimisation
         log.info("class archive not written: %s", exc)
     finally:
         recording.unlink(missing_ok=True)
         _claim_path(archive).unlink(missing_ok=True)
+
+
+def prune(archive: Path) -> None:
+    """Delete the folder's other archives beyond the KEEP_OTHERS most recently used (a JVM that
+    maps one keeps its pages: a file is only unlinked)."""
+    others = [p for p in archive.parent.glob("spark-driver-*.jsa") if p != archive]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[KEEP_OTHERS:]:
+        old.unlink(missing_ok=True)
