@@ -12,8 +12,8 @@ Spark, closes the JVM's stdin (the JVM then exits and writes the archive) and wa
 truncated archive crashes the JVM that maps it, so the archive is only ever published by renaming
 a finished recording into place, after the recording JVM exited with status 0. One process records
 at a time (a claim file made with O_EXCL); a claim older than CLAIM_STALE_S is taken over. An
-archive recorded for another classpath is refused by the JVM with a warning, and Spark starts
-without it. Off with `SALESFLOW_SPARK_CLASS_ARCHIVE=false`.
+archive recorded for another classpath is refused by the JVM (quietly: its CDS messages are
+switched off, see QUIET), and Spark starts without it. Off with `SALESFLOW_SPARK_CLASS_ARCHIVE=false`.
 """
 
 from __future__ import annotations
