@@ -3,9 +3,12 @@
 (a) seed-style: bench/seed_style_job.py in a new JVM with Spark's defaults (see its docstring);
 (b) salesflow cold: `python -m salesflow.spark.train FILE` in a new process and JVM, which maps
 Spark's class archive (salesflow.spark.class_archive; recorded once per machine before any run);
-(c) salesflow warm: `train()` in this process on the already-started session (one run to warm up);
-(d) salesflow cold without the class archive (SALESFLOW_SPARK_CLASS_ARCHIVE=false), for its share.
-All four run on the same generated file one after another, so the ratios share the machine's
+(c) salesflow warm: `train()` in this process on the already-started session, after the job
+server's JIT warm-up (salesflow.spark.warmup) and one run of the measured file;
+(d) salesflow cold without the class archive (SALESFLOW_SPARK_CLASS_ARCHIVE=false), for its share;
+(e) salesflow cold with the full JIT (SALESFLOW_SPARK_JIT=full): (b) gets the quick one (C1 only),
+which spark_jit "auto" picks for a one-shot job under 256 MB, so (e) shows what that saves.
+All five run on the same generated file one after another, so the ratios share the machine's
 state. Stage timings come from the jobs themselves (TrainResult.timings, the seed job's JSON):
 startup (interpreter, imports, JVM and session; 0 warm) / read+clean+aggregate / evaluate (the
 rolling-origin backtest refits, conformal intervals and the promotion gate; the seed job has none) /
@@ -83,6 +86,11 @@ def salesflow_cold_no_archive(ctx: Context, sales: Path, rows: int, rep: int) ->
     return salesflow_cold(ctx, sales, rows, rep, spark_class_archive=False)
 
 
+def salesflow_cold_full_jit(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
+    """The cold run with SALESFLOW_SPARK_JIT=full (C2 too): what the quick JIT saves."""
+    return salesflow_cold(ctx, sales, rows, rep, spark_jit="full")
+
+
 def salesflow_warm(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
     """`train()` on this process's warm session, on a fresh warehouse (nothing is cached)."""
     from salesflow.registry import ModelRegistry
@@ -133,6 +141,20 @@ def run(ctx: Context) -> Report:
     ctx.spark()
     if spark_started_here and ctx.spark_start_s is not None:
         report.notes.append(f"warm session start-up (once per server): {ctx.spark_start_s:.1f} s")
+    from salesflow.spark.warmup import WARMUP_ROWS, WarmUp
+
+    # The warm variant is the job server's session: it runs its JIT warm-up after start.
+    settings = ctx.settings("jit-warmup")
+    warm_up = WarmUp(settings, settings.jobs_jit_warmup_runs)
+    console.print(f"  the job server's JIT warm-up: {warm_up.runs} small trainings")
+    warm_up.run(ctx.spark())
+    report.notes.append(
+        f"warm = the job server's session after its JIT warm-up (salesflow.spark.warmup: "
+        f"{len(warm_up.done)} trainings of a {WARMUP_ROWS:,}-row file, "
+        f"{sum(warm_up.done):.0f} s in the background after start: "
+        + ", ".join(f"{s:.1f}" for s in warm_up.done)
+        + " s) and one training of the measured file"
+    )
     console.print("  warming up the in-process session with one training run")
     ctx.trained_model()  # the warm-up run; its model is the one the serving benchmark uses
 
@@ -144,6 +166,7 @@ def run(ctx: Context) -> Report:
             "salesflow cold (new JVM)": (salesflow_cold, reps),
             "salesflow warm (in-process)": (salesflow_warm, WARM_REPS[ctx.mode][rows]),
             "salesflow cold, no class archive": (salesflow_cold_no_archive, reps),
+            "salesflow cold, full JIT": (salesflow_cold_full_jit, reps),
         }
         variants: dict[str, list[dict[str, Any]]] = {}
         for name, (variant, count) in plan.items():
@@ -154,8 +177,8 @@ def run(ctx: Context) -> Report:
         medians = {name: _median_row(name, rows, runs) for name, runs in variants.items()}
         for row in medians.values():
             report.add(**row)
-        seed, cold, warm, bare = (m["wall_s"] for m in medians.values())
-        _, cold_plain, warm_plain, _ = (m["plain_s"] for m in medians.values())
+        seed, cold, warm, bare, full_jit = (m["wall_s"] for m in medians.values())
+        _, cold_plain, warm_plain, _, _ = (m["plain_s"] for m in medians.values())
         warm_ratio, cold_ratio = seed / warm, seed / cold
         report.ratios[f"seed/warm {rows:,} rows"] = round(warm_ratio, 2)
         report.ratios[f"seed/cold {rows:,} rows"] = round(cold_ratio, 2)
@@ -181,6 +204,11 @@ def run(ctx: Context) -> Report:
             report.headline(
                 "cold 20k rows without / with the class archive",
                 f"{bare:.1f} s / {cold:.1f} s ({seed / bare:.1f}x / {cold_ratio:.1f}x seed-style)",
+            )
+            report.headline(
+                "cold 20k rows with the full / the quick JIT",
+                f"{full_jit:.1f} s / {cold:.1f} s "
+                f"({seed / full_jit:.1f}x / {cold_ratio:.1f}x seed-style)",
             )
             report.headline(
                 "20k rows without the backtest (final fit timed under its contention): "

@@ -73,6 +73,7 @@ def system(
         max_depth=5,
         backtest_windows=1,
         holdout_months=3,  # the one window: no extra holdout fit
+        jobs_jit_warmup_runs=0,  # tests/integration/test_warmup.py has it
         auth_token=SecretStr("cli-system-token-" + "x" * 20),
         _env_file=None,
     )

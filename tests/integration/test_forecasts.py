@@ -89,6 +89,7 @@ def system(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
         auth_token=SecretStr("forecast-token-" + "x" * 20),
         num_trees=5,  # accuracy is not this module's subject
         predict_sync_max_bytes=64 * 1024,
+        jobs_jit_warmup_runs=0,  # tests/integration/test_warmup.py has it
         _env_file=None,
     )
     registry = ModelRegistry(settings.warehouse_path / "models")

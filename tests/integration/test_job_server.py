@@ -52,6 +52,7 @@ def server(spark: SparkSession, tmp_path: Path) -> Iterator[Server]:
         auth_token=SecretStr("integration-token-" + "x" * 20),
         num_trees=5,  # accuracy is not this test's subject
         predict_sync_max_bytes=4096,
+        jobs_jit_warmup_runs=0,  # tests/integration/test_warmup.py has it
         _env_file=None,
     )
     engine = spark_engine(settings, ModelRegistry(settings.warehouse_path / "models"))

@@ -73,7 +73,7 @@ def train(
     candidate. With --granularity both, a month and a day model are trained from one read.
     """
     from salesflow.registry import ModelRegistry
-    from salesflow.spark.session import get_spark
+    from salesflow.spark.session import get_spark, input_bytes
     from salesflow.spark.train import TrainInput
     from salesflow.spark.train import train as run_train
 
@@ -84,7 +84,7 @@ def train(
     with StageProgress(TRAIN_STAGES) as progress:
         progress("starting Spark")
         result = run_train(
-            get_spark(cfg),
+            get_spark(cfg, reads=input_bytes([i.url for i in inputs])),
             cfg,
             inputs,
             registry=ModelRegistry(cfg.warehouse_path / "models"),
@@ -150,13 +150,13 @@ def predict(
     from salesflow.registry import ModelRegistry
     from salesflow.spark.predict import predict as run_predict
     from salesflow.spark.predict import to_records, write_csv
-    from salesflow.spark.session import get_spark
+    from salesflow.spark.session import get_spark, input_bytes
 
     cfg = settings()
     url = as_url(source)
     with StageProgress(PREDICT_STAGES) as progress:
         progress("starting Spark")
-        spark = get_spark(cfg)
+        spark = get_spark(cfg, reads=input_bytes([url]))
         progress("reading, aggregating and scoring the sales")
         result = run_predict(
             spark, cfg, url, registry=ModelRegistry(cfg.warehouse_path / "models"), version=model

@@ -334,7 +334,7 @@ def _print_csv(df: DataFrame) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m salesflow.spark.predict CSV [--model V] [-o OUT]`: score a CSV with a model."""
     from salesflow.config import get_settings
-    from salesflow.spark.session import get_spark
+    from salesflow.spark.session import get_spark, input_bytes
 
     parser = argparse.ArgumentParser(
         prog="python -m salesflow.spark.predict", description=main.__doc__
@@ -347,7 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = ModelRegistry(settings.warehouse_path / "models")
     try:
         result = predict(
-            get_spark(settings), settings, args.csv, registry=registry, version=args.model
+            get_spark(settings, reads=input_bytes([args.csv])),
+            settings,
+            args.csv,
+            registry=registry,
+            version=args.model,
         )
     except SalesflowError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,18 +6,32 @@ import logging
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
-from salesflow.errors import ConfigurationError
+from salesflow.errors import ConfigurationError, InputError
 from salesflow.spark import class_archive
+from salesflow.storage import local_path_of
 
-__all__ = ["check_java", "get_spark", "spark_conf", "stop_spark"]
+__all__ = ["check_java", "get_spark", "input_bytes", "jit_option", "spark_conf", "stop_spark"]
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _session: SparkSession | None = None
+
+#: spark_jit "auto": a one-shot job reading less than this starts its JVM with the quick JIT.
+#: Measured cold (new JVM) trainings, full vs quick: 20k rows (1.7 MB) 23 vs 13-16 s, 1M rows
+#: (87 MB) 25 vs 19 s, 10M rows (873 MB) 37 vs 44 s.
+QUICK_JIT_MAX_BYTES = 256 * 1024 * 1024
+#: The JVM option of the quick JIT: C1 only, no C2. On 2 cores C2 compiles Spark's code base for
+#: minutes after start (13 s of CPU in a first training, still ~4 s in the fifth) on the cores
+#: the job needs.
+QUICK_JIT = "-XX:TieredStopAtLevel=1"
+#: Spark's cache of compiled generated code holds 100 classes by default; one training
+#: generates ~100, so each run recompiled ~45 of them (~17 ms each, then JIT-compiled again).
+CODEGEN_CACHE_ENTRIES = 1000
 
 JAVA_HINT = (
     "Java 17 or newer is required to run Spark and was not found on PATH. "
@@ -58,6 +72,7 @@ def spark_conf(settings: Settings, java_options: str = "") -> dict[str, str]:
         "spark.driver.host": settings.spark_driver_host,
         "spark.driver.bindAddress": settings.spark_driver_host,
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
         # Keep Spark's scratch files and Derby/metastore leftovers under the data folder.
         "spark.local.dir": str(settings.data_dir / "spark-tmp"),
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
@@ -74,8 +89,35 @@ def spark_conf(settings: Settings, java_options: str = "") -> dict[str, str]:
     return conf
 
 
-def get_spark(settings: Settings) -> SparkSession:
-    """The process's SparkSession, created on first use (one JVM per process)."""
+def input_bytes(urls: Sequence[str]) -> int | None:
+    """What a one-shot job on `urls` reads: their total size, or None unless all are local files."""
+    total = 0
+    for url in urls:
+        try:
+            total += local_path_of(url).stat().st_size
+        except (InputError, OSError):
+            return None  # s3:// and the like, or missing (the job itself says so)
+    return total
+
+
+def jit_option(settings: Settings, reads: int | None = None) -> str:
+    """The driver JVM's JIT option: QUICK_JIT or "" (the JVM's default, C1 then C2).
+
+    `reads`: the bytes a one-shot job reads (`input_bytes`); None for a server or an unknown size.
+    """
+    mode = settings.spark_jit
+    if mode == "auto":
+        small = reads is not None and reads < QUICK_JIT_MAX_BYTES
+        mode = "quick" if small else "full"
+    return QUICK_JIT if mode == "quick" else ""
+
+
+def get_spark(settings: Settings, *, reads: int | None = None) -> SparkSession:
+    """The process's SparkSession, created on first use (one JVM per process).
+
+    `reads`: for a one-shot command, the bytes its job reads (`input_bytes`), which picks the
+    JIT with settings.spark_jit "auto"; it matters only when this call starts the session.
+    """
     global _session
     with _lock:
         if _session is not None:
@@ -83,13 +125,18 @@ def get_spark(settings: Settings) -> SparkSession:
         check_java()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         archive = class_archive.plan(settings)
+        java_options = " ".join(filter(None, [archive.java_option, jit_option(settings, reads)]))
         builder = SparkSession.builder
-        for key, value in spark_conf(settings, archive.java_option).items():
+        for key, value in spark_conf(settings, java_options).items():
             builder = builder.config(key, value)
         class_archive.publish_at_exit(archive, stop_spark)  # also releases the claim if this fails
         _session = builder.getOrCreate()
         _session.sparkContext.setLogLevel(settings.spark_log_level)
-        log.info("spark session started: master=%s", settings.spark_master)
+        log.info(
+            "spark session started: master=%s, jit=%s",
+            settings.spark_master,
+            "quick" if QUICK_JIT in java_options else "full",
+        )
         return _session
 
 

@@ -194,6 +194,7 @@ def create_app(
             predict_fn=spark.predict,
             spark_fn=spark.spark,
             predict_now_fn=spark.predict_now,
+            on_claim=spark.warm_up.stop if spark.warm_up else None,
         )
         app.state.forecasts = forecasts
         app.state.server = ServerState(
@@ -212,6 +213,8 @@ def create_app(
         try:
             yield
         finally:
+            if spark.warm_up is not None:
+                spark.warm_up.stop()
             await anyio.to_thread.run_sync(runner.stop)
             await anyio.to_thread.run_sync(reporter.stop)
             await anyio.to_thread.run_sync(spark.stop)

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class SparkWarmup:
-    """Starts the warm SparkSession in a background thread so /healthz answers at once."""
+    """Starts the warm SparkSession in a background thread so /healthz answers at once, then
+    runs the engine's JIT warm-up (salesflow.spark.warmup) in that thread."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -44,12 +45,14 @@ class SparkWarmup:
 
     def _start(self) -> None:
         try:
-            self.engine.spark()
+            session = self.engine.spark()
         except Exception as exc:
             log.error("spark did not start", exc_info=exc)
             self._error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             return
         self._ready.set()
+        if self.engine.warm_up is not None:
+            self.engine.warm_up.run(session)  # ready meanwhile: the first job stops it
 
     def problem(self) -> str | None:
         """None when the session is up, else why not ("starting" or the start-up error)."""

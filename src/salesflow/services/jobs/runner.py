@@ -29,6 +29,7 @@ from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.spark.session import get_spark, stop_spark
 from salesflow.spark.train import TrainInput, curated_path, train
+from salesflow.spark.warmup import WarmUp
 from salesflow.storage import local_path_of
 
 __all__ = [
@@ -110,6 +111,7 @@ class Engine:
     train: TrainFn
     predict: PredictFn
     predict_now: PredictFn | None = None
+    warm_up: WarmUp | None = None  # run once the session is up; stopped by the first job
 
 
 def lineage_path(csv_out: Path) -> Path:
@@ -194,6 +196,7 @@ def spark_engine(
         train=train,
         predict=spark_predictor(settings, registry, spark),
         predict_now=inprocess_predictor(forecasts),
+        warm_up=WarmUp(settings, settings.jobs_jit_warmup_runs),
     )
 
 
@@ -260,8 +263,10 @@ class JobRunner:
         predict_fn: PredictFn | None = None,
         spark_fn: Callable[[], Any] | None = None,
         predict_now_fn: PredictFn | None = None,
+        on_claim: Callable[[], None] | None = None,
     ) -> None:
-        """`predict_now_fn`: small synchronous predictions; None means `predict_fn` (Spark)."""
+        """`predict_now_fn`: small synchronous predictions; None means `predict_fn` (Spark).
+        `on_claim`: called when a worker claims a job, before it runs (stops the JIT warm-up)."""
         self.settings = settings
         self.db = db
         self.registry = registry
@@ -270,6 +275,7 @@ class JobRunner:
         self.spark_fn: Callable[[], Any] = spark_fn or (lambda: get_spark(settings))
         self.predict_fn = predict_fn or spark_predictor(settings, registry, self.spark_fn)
         self.predict_now_fn = predict_now_fn
+        self.on_claim = on_claim
         self._wake = threading.Condition()
         self._pending = False
         self._stopping = threading.Event()
@@ -314,6 +320,8 @@ class JobRunner:
                         self._wake.wait(POLL_INTERVAL_S)
                     self._pending = False
                 continue
+            if self.on_claim is not None:
+                self.on_claim()
             try:
                 self.run(job)
             except Exception:  # run() records failures itself; this is a last resort
