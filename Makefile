@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@# Spark's class archive for this venv (a small training, ~45 s once), so even the first
+	@# Spark start of a new clone maps it; without java it is recorded later, by the first run.
+	-@command -v java >/dev/null 2>&1 && $(PY) -m salesflow.spark.class_archive
 	@touch $(STAMP)
 
 install: $(STAMP)

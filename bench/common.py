@@ -174,21 +174,14 @@ class Context:
     def class_archive(self) -> None:
         """Make sure Spark's class archive exists before any Spark starts (cold runs map it; a
         process that started Spark first would record it only when it exits)."""
-        from salesflow.spark.class_archive import archive_path
+        from salesflow.spark.class_archive import archive_path, record
 
         settings = self.settings("class-archive")
         if not settings.spark_class_archive or archive_path(settings).is_file():
             return
-        # Recorded by a small training, as the first `salesflow train` would: the archive then
-        # holds MLlib's classes too, not only those of Spark's start.
         console.print("  recording Spark's class archive with a small training (once, ~45 s)")
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        run_process(
-            python_argv("-m", "salesflow.spark.train", self.sales_file(2_000).as_uri()),
-            env=self.child_env(settings),
-            cwd=self.work,
-            log=self.work / "class-archive.log",
-        ).check()
+        if record(settings) is None:
+            console.print("  [yellow]no class archive: another process is recording it[/]")
 
     @property
     def spark_start_s(self) -> float | None:

@@ -93,3 +93,13 @@ def test_mapping_marks_an_archive_used_and_pruning_keeps_the_most_recently_used(
     class_archive.prune(ours)
     kept = sorted(p.name for p in folder.iterdir())
     assert kept == sorted([ours.name, *(p.name for p in others[: class_archive.KEEP_OTHERS])])
+
+
+def test_record_keeps_an_existing_archive_and_respects_the_switch(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    archive = class_archive.archive_path(settings)
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"recorded earlier")
+    assert class_archive.record(settings) == archive  # no new training, nothing rewritten
+    assert archive.read_bytes() == b"recorded earlier"
+    assert class_archive.record(_settings(tmp_path, spark_class_archive=False)) is None

@@ -24,6 +24,9 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ import pyspark
 
 from salesflow.config import Settings
 
-__all__ = ["ArchivePlan", "archive_path", "plan", "prune", "publish_at_exit"]
+__all__ = ["ArchivePlan", "archive_path", "main", "plan", "prune", "publish_at_exit", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +165,68 @@ def prune(archive: Path) -> None:
     others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for old in others[KEEP_OTHERS:]:
         old.unlink(missing_ok=True)
+
+
+#: Rows of the file `record` trains on: enough for every stage of a training to run.
+RECORD_ROWS = 2_000
+
+
+def record(settings: Settings) -> Path | None:
+    """Record the archive now, unless it exists: a small training in a new process (scratch
+    folder), which records it at its exit as the first `salesflow train` would, MLlib's classes
+    included. The archive's path, or None when it is switched off or was not written."""
+    from salesflow.generate import generate_sales
+
+    if not settings.spark_class_archive:
+        return None
+    archive = archive_path(settings)
+    if archive.is_file():
+        return archive
+    with tempfile.TemporaryDirectory(prefix="salesflow-class-archive-") as tmp:
+        scratch = Path(tmp)
+        sales = scratch / "sales.csv"
+        generate_sales(sales, rows=RECORD_ROWS, seed=0)
+        data = scratch / "data"
+        child = settings.model_copy(
+            update={"data_dir": data, "warehouse_url": (data / "warehouse").as_uri()}
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "salesflow.spark.train", sales.as_uri()],
+            env={**os.environ, **child.to_env(), "SPARK_LOCAL_IP": "127.0.0.1"},
+            cwd=scratch,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=CLAIM_STALE_S,
+        )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the recording training failed ({done.returncode}): {last[:300]}")
+    return archive if archive.is_file() else None
+
+
+def main() -> int:
+    """`python -m salesflow.spark.class_archive`: record Spark's class archive unless it exists
+    (`make install` runs it, so a new clone's first Spark start maps one too)."""
+    from salesflow.config import get_settings
+    from salesflow.errors import SalesflowError
+    from salesflow.spark.session import check_java
+
+    settings = get_settings()
+    try:
+        check_java()
+        started = time.monotonic()
+        found = record(settings)
+    except (SalesflowError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"no class archive recorded: {str(exc).splitlines()[0][:300]}")
+        return 1
+    if found is None:
+        print("no class archive: switched off, or another process is recording it")
+    else:
+        print(f"class archive: {found} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
