@@ -144,6 +144,9 @@ def test_refits_from_counted_labels_equal_fitted_pipelines(
     assert len(prepared.labels) == 3
     assert "p2" not in prepared.labels[0][1] and "p2" in prepared.labels[-1][1]
     bt = backtest.run(prepared, params)
+    # The final fit builds its indexers from the shape's labels: StringIndexer's, on everything.
+    whole = pipeline_from_parameters(params).fit(history)
+    assert (whole.stages[0].labels, whole.stages[1].labels) == shape.labels  # type: ignore[attr-defined]
     for i, (window, labels) in enumerate(zip(prepared.windows, prepared.labels, strict=True)):
         frame = prepared.history.filter(f"period_index <= {window.origin}")
         fitted = pipeline_from_parameters(params).fit(frame)

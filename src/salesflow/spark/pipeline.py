@@ -67,23 +67,35 @@ class HistoryShape:
     first_index: int | None  # months since year 0 (transforms.with_period_index), or days
     last_index: int | None
     granularity: str = "month"
+    #: The store and product labels a StringIndexer fitted on the whole history gives
+    #: (`indexer_labels` order): the final fit is built from them instead of fitting indexers.
+    labels: tuple[list[str], list[str]] | None = None
 
     @classmethod
     def of(cls, history: DataFrame, granularity: str = "month") -> HistoryShape:
-        row = (
+        found = (
             history.transform(period_indexer(granularity))
+            .groupingSets([["store_id"], ["product_id"], []], "store_id", "product_id")
             .agg(
                 F.count(F.lit(1)).alias("rows"),
-                F.count_distinct("store_id").alias("stores"),
-                F.count_distinct("product_id").alias("products"),
                 F.min("period_index").alias("first"),
                 F.max("period_index").alias("last"),
+                F.grouping_id().alias("set"),
             )
-            .first()
+            .collect()
         )
-        assert row is not None
+        # grouping_id bits: 1 = product_id rolled up, 2 = store_id rolled up (3: both).
+        stores = {r["store_id"]: int(r["rows"]) for r in found if r["set"] == 1}
+        products = {r["product_id"]: int(r["rows"]) for r in found if r["set"] == 2}
+        total = next((r for r in found if r["set"] == 3), None)  # none for an empty history
         return cls(
-            int(row["rows"]), int(row["stores"]), int(row["products"]), row[3], row[4], granularity
+            int(total["rows"]) if total else 0,
+            len(stores),
+            len(products),
+            total["first"] if total else None,
+            total["last"] if total else None,
+            granularity,
+            (indexer_labels(stores), indexer_labels(products)),
         )
 
 

@@ -157,11 +157,16 @@ def _day_history(history: DataFrame) -> tuple[DataFrame, int]:
 
 
 def _fit_and_save(
-    params: dict[str, Any], frame: DataFrame, folder: Path, timings: dict[str, float]
+    params: dict[str, Any],
+    frame: DataFrame,
+    labels: tuple[list[str], list[str]] | None,
+    folder: Path,
+    timings: dict[str, float],
 ) -> PipelineModel:
-    """The pipeline of `params` fitted on `frame` and saved to `folder` (timing "final_fit")."""
+    """The pipeline of `params` fitted on `frame` and saved to `folder` (timing "final_fit").
+    `labels`: the frame's store and product labels (the indexers are then built, not fitted)."""
     with timed(timings, "final_fit"):
-        model = pipeline_from_parameters(params).fit(frame)
+        model = pipeline_from_parameters(params, labels).fit(frame)
         model.write().save(str(folder))
     return model
 
@@ -205,7 +210,8 @@ def train_granularity(
     # folder that becomes the version. An error in either ends the run; nothing is published.
     fit_and_save = inheritable_thread_target(spark)(_fit_and_save)
     with registry.staging() as staged, ThreadPoolExecutor(max_workers=1) as final_pool:
-        final = final_pool.submit(fit_and_save, params, frame, staged / "pipeline", timings)
+        labels = shape.labels if fit_transform is None else None  # an altered frame: fitted
+        final = final_pool.submit(fit_and_save, params, frame, labels, staged / "pipeline", timings)
         with timed(timings, "evaluate"):
             windows, horizon = settings.backtest_windows, settings.backtest_horizon
             say(
