@@ -203,7 +203,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Trainings of a small generated file the job server runs in a scratch folder "
         "right after Spark starts, so the JVM has compiled Spark's code before real jobs come "
-        "(a real job stops the warm-up at once). 0: none.",
+        "(a real job stops the warm-up at once). 0: none. Skipped with a cluster master.",
     )
     predict_sync_max_bytes: int = Field(
         8 * 1024 * 1024,

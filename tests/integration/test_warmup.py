@@ -54,6 +54,12 @@ def test_warm_up_trains_in_a_scratch_folder_and_leaves_nothing(
     assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None
 
 
+def test_a_cluster_master_skips_the_warm_up(spark: SparkSession, tmp_path: Path) -> None:
+    warm_up = WarmUp(_settings(tmp_path, spark_master="spark://127.0.0.1:7077"), runs=2)
+    warm_up.run(spark)  # the session is local: only the setting says cluster
+    assert warm_up.done == [] and warm_up._left.is_set()
+
+
 def test_stop_cancels_a_running_warm_up(spark: SparkSession, tmp_path: Path) -> None:
     warm_up = WarmUp(_settings(tmp_path), runs=50)
     thread = threading.Thread(target=warm_up.run, args=(spark,), daemon=True)

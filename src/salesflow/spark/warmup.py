@@ -5,7 +5,8 @@ C2 compiler works for minutes after start on the cores the jobs need (13 s of CP
 20k-row training, still ~4 s in a fifth). The job server (one JVM kept for every job) pays that
 once, in the background, by training a generated file in a scratch folder: its registry,
 history and files are thrown away, nothing touches the real warehouse. A real job stops the
-warm-up at once (`WarmUp.stop` cancels its Spark jobs); the warm-up never fails the server.
+warm-up at once (`WarmUp.stop` cancels its Spark jobs); the warm-up never fails the server. With a
+cluster master it is skipped: the executors could not read the driver's scratch folder.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ class WarmUp:
         """The warm-up on `spark`, in the caller's thread (a dedicated one: it takes the job
         group, so `stop` from another thread cancels its Spark jobs)."""
         try:
-            if self.runs > 0 and not self._stop.is_set():
+            if not self.settings.spark_master.startswith("local"):
+                # Executors elsewhere could not read the driver's scratch folder.
+                log.info("JIT warm-up skipped: Spark's master is a cluster")
+            elif self.runs > 0 and not self._stop.is_set():
                 self._run(spark)
         finally:
             self._left.set()
