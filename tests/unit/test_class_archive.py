@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from pathlib import Path
+
+import pytest
 
 from salesflow.config import Settings
 from salesflow.spark import class_archive
@@ -103,3 +106,21 @@ def test_record_keeps_an_existing_archive_and_respects_the_switch(tmp_path: Path
     assert class_archive.record(settings) == archive  # no new training, nothing rewritten
     assert archive.read_bytes() == b"recorded earlier"
     assert class_archive.record(_settings(tmp_path, spark_class_archive=False)) is None
+
+
+def test_a_reinstalled_spark_at_the_same_path_gets_a_new_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JVM refuses an archive whose classpath jars changed size or mtime: a venv reinstalled
+    in place must make a new key, or the refused archive would never be recorded again."""
+    package = tmp_path / "site-packages" / "pyspark"
+    (package / "jars").mkdir(parents=True)
+    jar = package / "jars" / "spark-core.jar"
+    jar.write_bytes(b"classes")
+    fake = types.SimpleNamespace(__file__=str(package / "__init__.py"), __version__="4.3.0")
+    monkeypatch.setattr(class_archive, "pyspark", fake)
+    settings = _settings(tmp_path)
+    before = class_archive.archive_path(settings)
+    assert class_archive.archive_path(settings) == before  # stable while nothing changes
+    os.utime(jar, ns=(time.time_ns(), time.time_ns() + 10**9))  # reinstalled: a new mtime
+    assert class_archive.archive_path(settings) != before

@@ -78,8 +78,14 @@ def archive_path(settings: Settings) -> Path:
         for path in (java, java.parent.parent / "lib" / "server" / "classes.jsa")
     ]
     spark_jars = Path(pyspark.__file__).parent / "jars"
+    # The JVM refuses an archive when a classpath jar's size or mtime changed (a venv
+    # reinstalled at the same path): such jars make a new key, so a new archive is recorded.
+    jars = sorted(
+        f"{jar.name}:{jar.stat().st_size}:{jar.stat().st_mtime_ns}"
+        for jar in spark_jars.glob("*.jar")
+    )
     extra = settings.spark_conf.get("spark.driver.extraClassPath", "")
-    key = "|".join([str(java), *stamps, str(spark_jars), pyspark.__version__, extra])
+    key = "|".join([str(java), *stamps, str(spark_jars), *jars, pyspark.__version__, extra])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return _folder(settings) / f"spark-driver-{pyspark.__version__}-{digest}.jsa"
 
