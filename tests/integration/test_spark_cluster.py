@@ -55,6 +55,12 @@ def _job_env(data_dir: Path, master: str) -> dict[str, str]:
         # Executors start Python workers with this interpreter (the venv, which has salesflow).
         PYSPARK_PYTHON=sys.executable,
     )
+    if master.startswith("spark://"):
+        # The driver picks the quick JIT itself (a small file: spark_jit auto); the executors'
+        # JVMs get it too, as the job is as small there (no effect on results, only on speed).
+        env["SALESFLOW_SPARK_CONF"] = json.dumps(
+            {"spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+        )
     return env
 
 

@@ -70,6 +70,8 @@ class HistoryShape:
     #: The store and product labels a StringIndexer fitted on the whole history gives
     #: (`indexer_labels` order): the final fit is built from them instead of fitting indexers.
     labels: tuple[list[str], list[str]] | None = None
+    #: `fallback_statistics` of the history, from the same query.
+    fallback: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, history: DataFrame, granularity: str = "month") -> HistoryShape:
@@ -80,14 +82,17 @@ class HistoryShape:
                 F.count(F.lit(1)).alias("rows"),
                 F.min("period_index").alias("first"),
                 F.max("period_index").alias("last"),
+                F.avg("quantity").alias("mean"),
                 F.grouping_id().alias("set"),
             )
             .collect()
         )
         # grouping_id bits: 1 = product_id rolled up, 2 = store_id rolled up (3: both).
-        stores = {r["store_id"]: int(r["rows"]) for r in found if r["set"] == 1}
-        products = {r["product_id"]: int(r["rows"]) for r in found if r["set"] == 2}
+        by_store = [r for r in found if r["set"] == 1]
+        by_product = [r for r in found if r["set"] == 2]
         total = next((r for r in found if r["set"] == 3), None)  # none for an empty history
+        stores = {r["store_id"]: int(r["rows"]) for r in by_store}
+        products = {r["product_id"]: int(r["rows"]) for r in by_product}
         return cls(
             int(total["rows"]) if total else 0,
             len(stores),
@@ -96,6 +101,11 @@ class HistoryShape:
             total["last"] if total else None,
             granularity,
             (indexer_labels(stores), indexer_labels(products)),
+            _fallback(
+                {r["store_id"]: float(r["mean"]) for r in by_store},
+                {r["product_id"]: float(r["mean"]) for r in by_product},
+                float(total["mean"]) if total and total["mean"] is not None else 0.0,
+            ),
         )
 
 
@@ -196,17 +206,16 @@ def fallback_statistics(history: DataFrame) -> dict[str, Any]:
     """Means of the history's quantity (monthly, or daily) overall, per product and per store.
 
     They answer for ids a model has not seen (contract key "fallback"); `store_level` is a
-    store's mean relative to the overall mean.
+    store's mean relative to the overall mean. Training takes them from its `HistoryShape`.
     """
-    rows = (
-        history.groupingSets([["store_id"], ["product_id"], []], "store_id", "product_id")
-        .agg(F.avg("quantity").alias("mean"), F.grouping_id().alias("set"))
-        .collect()
-    )
-    # grouping_id bits: 1 = product_id rolled up, 2 = store_id rolled up (3: neither key).
-    by_store = {r["store_id"]: float(r["mean"]) for r in rows if r["set"] == 1}
-    by_product = {r["product_id"]: float(r["mean"]) for r in rows if r["set"] == 2}
-    overall = next((float(r["mean"]) for r in rows if r["set"] == 3 and r["mean"] is not None), 0.0)
+    fallback = HistoryShape.of(history).fallback
+    assert fallback is not None
+    return fallback
+
+
+def _fallback(
+    by_store: dict[str, float], by_product: dict[str, float], overall: float
+) -> dict[str, Any]:
     return {
         "global_mean": round(overall, 4),
         "product_mean": {p: round(m, 4) for p, m in sorted(by_product.items())},

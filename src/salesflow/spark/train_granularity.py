@@ -32,7 +32,6 @@ from salesflow.spark.curated import manifests, read_history
 from salesflow.spark.pipeline import (
     HistoryShape,
     evaluate,
-    fallback_statistics,
     feature_importances,
     period_indexer,
     pipeline_from_parameters,
@@ -249,7 +248,7 @@ def train_granularity(
             extra: dict[str, Any] = {
                 "backtest": summary,
                 "intervals": scoring.intervals(scored, settings.interval_levels),
-                "fallback": fallback_statistics(history),
+                "fallback": shape.fallback,
                 "promotion": promotion,
             }
             if filled_cells is not None:
