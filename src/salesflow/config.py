@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     )
     jobs_concurrency: int = Field(1, ge=1, description="Training jobs run at once.")
     jobs_jit_warmup_runs: int = Field(
-        5,
+        10,
         ge=0,
         description="Trainings of a small generated file the job server runs in a scratch folder "
         "right after Spark starts, so the JVM has compiled Spark's code before real jobs come "
