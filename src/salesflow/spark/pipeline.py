@@ -202,13 +202,13 @@ def feature_importances(model: PipelineModel) -> dict[str, float]:
     return {name: round(float(w), 4) for name, w in zip(names, weights, strict=True)}
 
 
-def fallback_statistics(history: DataFrame) -> dict[str, Any]:
+def fallback_statistics(history: DataFrame, granularity: str = "month") -> dict[str, Any]:
     """Means of the history's quantity (monthly, or daily) overall, per product and per store.
 
     They answer for ids a model has not seen (contract key "fallback"); `store_level` is a
     store's mean relative to the overall mean. Training takes them from its `HistoryShape`.
     """
-    fallback = HistoryShape.of(history).fallback
+    fallback = HistoryShape.of(history, granularity).fallback
     assert fallback is not None
     return fallback
 

@@ -214,7 +214,7 @@ def create_app(
             yield
         finally:
             if spark.warm_up is not None:
-                spark.warm_up.stop()
+                await anyio.to_thread.run_sync(spark.warm_up.stop)  # waits up to 5 s
             await anyio.to_thread.run_sync(runner.stop)
             await anyio.to_thread.run_sync(reporter.stop)
             await anyio.to_thread.run_sync(spark.stop)
