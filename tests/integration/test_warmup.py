@@ -41,6 +41,15 @@ def _settings(root: Path, **overrides: object) -> Settings:
     )
 
 
+def _wait_for_a_warm_up_job(spark: SparkSession) -> None:
+    """Until the warm-up's first Spark job has started."""
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.monotonic() + TIMEOUT_S
+    while not tracker.getJobIdsForGroup(WARMUP_GROUP):
+        assert time.monotonic() < deadline, "the warm-up started no Spark job"
+        time.sleep(0.05)
+
+
 def test_warm_up_trains_in_a_scratch_folder_and_leaves_nothing(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -64,11 +73,7 @@ def test_stop_cancels_a_running_warm_up(spark: SparkSession, tmp_path: Path) -> 
     warm_up = WarmUp(_settings(tmp_path), runs=50)
     thread = threading.Thread(target=warm_up.run, args=(spark,), daemon=True)
     thread.start()
-    tracker = spark.sparkContext.statusTracker()
-    deadline = time.monotonic() + TIMEOUT_S
-    while not tracker.getJobIdsForGroup(WARMUP_GROUP):  # its first Spark job has started
-        assert time.monotonic() < deadline, "the warm-up started no Spark job"
-        time.sleep(0.05)
+    _wait_for_a_warm_up_job(spark)
     stopped_at = time.monotonic()
     warm_up.stop()
     thread.join(TIMEOUT_S)
@@ -96,11 +101,7 @@ def test_a_job_stops_the_job_servers_warm_up_and_runs(spark: SparkSession, tmp_p
     info = store_for(settings).put_file(upload_key(upload_id), sales)
     assert info.sha256 is not None
     with serving(app, settings.jobs_port), JobServerClient(settings) as client:
-        tracker = spark.sparkContext.statusTracker()
-        deadline = time.monotonic() + TIMEOUT_S
-        while not tracker.getJobIdsForGroup(WARMUP_GROUP):  # the warm-up is under way
-            assert time.monotonic() < deadline, "the job server started no warm-up"
-            time.sleep(0.05)
+        _wait_for_a_warm_up_job(spark)
         job = client.train(upload_id, info.sha256)
         done = client.wait(job["job_id"], timeout=TIMEOUT_S)
     assert done["status"] == "succeeded", done
