@@ -98,6 +98,18 @@ def test_duplicate_bound_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert preview.duplicate_rows == 0  # the repeat came after the bound: a lower bound
 
 
+@pytest.mark.parametrize("run", [2, 5, 64])
+def test_duplicates_are_found_across_sealed_runs(monkeypatch: pytest.MonkeyPatch, run: int) -> None:
+    """Small runs: repeats of lines already moved into sorted runs (and of blank lines) still count
+    the same as a plain set of the lines would."""
+    monkeypatch.setattr(preview_module._LineHashes, "RUN", run)
+    lines = [row(str(i % 37), quantity=str(i % 3)) for i in range(300)] + [b"\n"] * 3
+    preview = inspect(HEADER + b"".join(lines), step=97)
+    data = [line for line in lines if line.strip()]
+    assert preview.duplicate_rows == len(data) - len(set(data)) > 0
+    assert preview.bounded == []
+
+
 def test_truncated_utf8_at_the_end() -> None:
     content = HEADER + row("1", name="caf\xe9").rstrip(b"\n")[:-1] + "é".encode()[:1]
     with pytest.raises(NotUtf8Error, match=f"byte offset {len(content) - 1} \\(line 2\\)"):
