@@ -37,8 +37,9 @@ WARM_REPS = {"smoke": {20_000: 2}, "full": {20_000: 5, 2_000_000: 2, 10_000_000:
 #: Stages of the jobs, in order. "startup" is the wall time outside the job's own stages: the
 #: interpreter, imports, JVM and SparkSession start (and the JVM's stop); 0 for the warm variant.
 STAGES = ("startup", "read_clean_aggregate", "evaluate", "fit", "save", "final_fit")
-#: Goals from the project's issue, for the 20k-row file.
+#: Goals from the project's issue, for the 20k-row file, and the warm time for 2M rows.
 TARGET_WARM_RATIO, TARGET_COLD_RATIO, TARGET_WARM_S = 10.0, 2.5, 5.0
+TARGET_WARM_2M_S = 8.0
 
 
 def seed_style(ctx: Context, sales: Path, rows: int, rep: int) -> dict[str, Any]:
@@ -228,6 +229,9 @@ def run(ctx: Context) -> Report:
         else:
             report.headline(
                 f"training {rows:,} rows: seed / cold / warm",
-                f"{seed:.0f} s / {cold:.0f} s / {warm:.0f} s ({warm_ratio:.1f}x warm)",
+                f"{seed:.0f} s / {cold:.0f} s / {warm:.1f} s ({warm_ratio:.1f}x warm)",
+                report.target("warm training, 2M rows", warm, TARGET_WARM_2M_S, "s", higher=False)
+                if rows == 2_000_000
+                else None,
             )
     return report
