@@ -495,6 +495,7 @@ class _LineHashes:
         return len(hashes) - len(distinct)
 
     def _in_a_run(self, value: int) -> bool:
+        """Whether a sorted run holds `value` (a binary search in C per run)."""
         for run in self._runs:
             at = bisect_left(run, value)
             if at < len(run) and run[at] == value:
