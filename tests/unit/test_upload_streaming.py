@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,15 @@ from salesflow.errors import (
     BodyTimeoutError,
     HeaderError,
     InputError,
+    NotUtf8Error,
     StorageFullError,
     TooLargeError,
     UnsupportedMediaError,
 )
 from salesflow.schema import HEADER_PROBE_BYTES
 from salesflow.services.upload.streaming import (
+    PIPELINE_BATCHES,
+    WRITE_BATCH,
     Received,
     UploadSlots,
     receive_upload,
@@ -66,6 +71,11 @@ def two_file_parts(content: bytes) -> bytes:
 async def chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+def pipeline_threads() -> list[str]:
+    """Upload pipeline threads still alive (every receive must end its own)."""
+    return [t.name for t in threading.enumerate() if t.name == "upload-pipeline"]
 
 
 def files_under(root: Path) -> list[str]:
@@ -201,6 +211,7 @@ def test_idle_client_times_out_and_nothing_is_stored(store: FileStore) -> None:
     with pytest.raises(BodyTimeoutError, match=r"no data received for 0\.2 s"):
         receive(store, stalls(), idle_timeout_s=0.2)
     assert files_under(store.root) == []
+    assert pipeline_threads() == []
 
 
 def test_client_disconnect_aborts(store: FileStore) -> None:
@@ -214,6 +225,7 @@ def test_client_disconnect_aborts(store: FileStore) -> None:
     with pytest.raises(ClientDisconnect):
         receive(store, hangs_up())
     assert files_under(store.root) == []
+    assert pipeline_threads() == []
 
 
 @pytest.mark.parametrize(
@@ -263,6 +275,64 @@ def test_full_disk_aborts(tmp_path: Path) -> None:
     with pytest.raises(StorageFullError):
         receive(store, chunks(multipart(HEADER + ROW * 40_000)))
     assert files_under(store.root) == []
+    assert pipeline_threads() == []
+
+
+def test_a_late_failure_on_the_pipeline_thread_is_raised_and_nothing_is_stored(
+    store: FileStore,
+) -> None:
+    """Invalid UTF-8 several batches in: found on the pipeline thread, raised by the receiver."""
+    good = HEADER + ROW * (7 * WRITE_BATCH // (2 * len(ROW)))  # ~3.5 MiB of valid rows
+    content = good + b"1,Caf\xe9,2.50,7,Main St,3,2024-01-01\n" + ROW * 60_000
+    with pytest.raises(NotUtf8Error, match=f"invalid UTF-8 at byte offset {len(good) + 5} "):
+        receive(store, chunks(multipart(content)))
+    assert files_under(store.root) == []
+    assert pipeline_threads() == []
+
+
+class SlowStore(FileStore):
+    """A FileStore whose writer takes 20 ms per batch and records how far the body was read
+    ahead of the bytes written (`leads`)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.received = 0
+        self.leads: list[int] = []
+
+    def writer(self, key: str) -> ObjectWriter:
+        writer = super().writer(key)
+        inner = writer._write  # type: ignore[attr-defined]
+        written = 0
+
+        def slow_write(data: bytes) -> None:
+            nonlocal written
+            time.sleep(0.02)
+            inner(data)
+            written += len(data)
+            self.leads.append(self.received - written)
+
+        writer._write = slow_write  # type: ignore[method-assign]
+        return writer
+
+
+def test_the_body_is_read_ahead_of_a_slow_writer_within_a_bound(tmp_path: Path) -> None:
+    """The receiver keeps reading while batches are written (pipelined), but never more than
+    PIPELINE_BATCHES batches ahead (flat memory; TCP slows the client down instead)."""
+    store = SlowStore(tmp_path / "objects")
+    content = HEADER + ROW * (16 * WRITE_BATCH // len(ROW))  # 16 MiB: 16 batches
+    chunk = 64 * 1024
+
+    async def counted() -> AsyncIterator[bytes]:
+        async for piece in chunks(multipart(content), size=chunk):
+            store.received += len(piece)
+            yield piece
+
+    result = receive(store, counted(), max_bytes=len(content))
+    assert result.info.sha256 == hashlib.sha256(content).hexdigest()
+    assert len(store.leads) >= 16
+    # one batch being written, PIPELINE_BATCHES queued, one waiting to be queued, one filling
+    bound = (PIPELINE_BATCHES + 3) * (WRITE_BATCH + chunk)
+    assert 2 * WRITE_BATCH < max(store.leads) <= bound
 
 
 @pytest.mark.parametrize(
