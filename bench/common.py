@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.procs import PeakRSS, ProcessRun, machine_info, run_process, vm_hwm_mb
+from bench.procs import PeakRSS, ProcessRun, cpu_seconds, machine_info, run_process, vm_hwm_mb
 from bench.report import Report, Target, console, fmt
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ __all__ = [
     "Report",
     "Target",
     "console",
+    "cpu_seconds",
     "fmt",
     "free_port",
     "machine_info",

@@ -19,7 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PeakRSS", "ProcessRun", "machine_info", "run_process", "stop_group", "vm_hwm_mb"]
+__all__ = [
+    "PeakRSS",
+    "ProcessRun",
+    "cpu_seconds",
+    "machine_info",
+    "run_process",
+    "stop_group",
+    "vm_hwm_mb",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +110,15 @@ def _status_kb(pid: int, field_name: str) -> int:
 def vm_hwm_mb(pid: int) -> float:
     """A live process's peak resident memory (VmHWM) in MB; 0 when it is gone."""
     return _status_kb(pid, "VmHWM") / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """A live process's CPU time so far (user + system, all threads) in seconds; 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class PeakRSS:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import threading
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -104,13 +106,25 @@ def test_multipart_object(s3_settings: Settings, s3_client: S3Client) -> None:
 
     assert info.size == len(data)
     assert info.sha256 == hashlib.sha256(data).hexdigest()
-    raw = s3_client.head_object(Bucket=bucket_of(settings), Key=f"{S3_PREFIX}/{KEY}")
+    raw = s3_client.head_object(
+        Bucket=bucket_of(settings), Key=f"{S3_PREFIX}/{KEY}", ChecksumMode="ENABLED"
+    )
     assert raw["ETag"].strip('"').endswith("-4")  # a four-part multipart object
+    # CRC32 declared when the upload was created: S3 checks each part's and keeps the composite
+    # (the CRC32 of the parts' CRC32s; AWS adds "-4"). Without the declaration none is kept.
+    assert raw.get("ChecksumCRC32", "").removesuffix("-4") == composite_crc32(data, 5 * MIB)
     assert (in_flight.done, in_flight.peak) == (4, 2)  # parts did go up in parallel
     head = store.head(KEY)
     assert (head.size, head.sha256) == (len(data), None)  # multipart: no sha256 metadata
     assert store.checksum(KEY) == info
     assert pending_uploads(s3_client, bucket_of(settings)) == []
+
+
+def composite_crc32(data: bytes, part_size: int) -> str:
+    """S3's checksum of a multipart object: base64 of the CRC32 of its parts' CRC32s."""
+    parts = (data[i : i + part_size] for i in range(0, len(data), part_size))
+    crcs = b"".join(zlib.crc32(part).to_bytes(4, "big") for part in parts)
+    return base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode()
 
 
 def test_abort_after_parts_leaves_nothing(s3_settings: Settings, s3_client: S3Client) -> None:

@@ -133,7 +133,12 @@ class _S3Writer(ObjectWriter):
     def _submit(self, part: bytearray | bytes) -> None:
         client, bucket = self._store.client, self._store.bucket
         if self._upload_id is None:
-            created = client.create_multipart_upload(Bucket=bucket, Key=self._s3_key)
+            # CRC32 declared up front, as boto3's upload_file does: S3 checks every part's CRC32
+            # (botocore sends one anyway) and keeps their composite. Undeclared, moto computed
+            # one over the whole object at completion: the writer ran at 0.65-0.74x of boto3.
+            created = client.create_multipart_upload(
+                Bucket=bucket, Key=self._s3_key, ChecksumAlgorithm="CRC32"
+            )
             self._upload_id = created["UploadId"]
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-part")
         assert self._pool is not None
@@ -148,6 +153,7 @@ class _S3Writer(ObjectWriter):
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=cast(bytes, part),  # botocore takes a bytearray; the stubs say bytes
+                    ChecksumAlgorithm="CRC32",
                 )
             finally:
                 if isinstance(part, bytearray):
