@@ -5,9 +5,10 @@ would spool the whole file to disk first). Only the first bytes of the file part
 the header line is complete; they are checked BEFORE anything is written. The rest goes, in batches
 through a short queue to a thread of the upload's own (`_Pipeline`), both to the preview's
 `Inspector` and to the object writer, while the event loop receives the next batches: memory stays
-flat (a few batches) and the event loop never blocks. Any failure (bad header, size limit, non-UTF-8 bytes, a quote never
-closed, idle client, disconnect, full disk) aborts the writer: nothing is stored. `store_upload` is
-the whole use case: receive, then record the upload, its preview and its outbox event.
+flat (a few batches) and the event loop never blocks. Any failure (bad header, size limit,
+non-UTF-8 bytes, a quote never closed, idle client, disconnect, full disk) aborts the writer:
+nothing is stored. `store_upload` is the whole use case: receive, then record the upload, its
+preview and its outbox event.
 """
 
 from __future__ import annotations
@@ -341,8 +342,8 @@ class _Pipeline:
     The event loop queues a batch and goes back to receiving the next; it waits only when
     PIPELINE_BATCHES are queued. A failure on the thread (say, invalid UTF-8 or a full disk) is
     raised to the event loop by the next `put` or by `finish`; the batches behind it are dropped.
-    (One hop to a worker thread per batch, waited for, left the receiving side idle while the
-    batch was hashed and written: 1 GB over HTTP took ~40% longer.)
+    (Waiting for each batch's hop to a worker thread, as before, left the receiving side idle
+    while the batch was hashed and written: 1 GB over HTTP ran at 190-207 MB/s, now 292-355.)
     """
 
     def __init__(self, inspector: Inspector, writer: ObjectWriter) -> None:
