@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 #: Bytes handed to the storage thread at once: few thread hops, still a flat ~1 MiB per batch.
 WRITE_BATCH = 1024 * 1024
 #: Batches waiting for the storage thread while the event loop receives more; when they are all
-#: taken the upload waits (and TCP slows the client down): at most ~(this + 2) MiB per upload.
+#: taken the upload waits (and TCP slows the client down): at most ~(this + 3) MiB per upload
+#: (one batch being written, one waiting to be queued, one filling).
 PIPELINE_BATCHES = 4
 #: Allowance for multipart framing (boundaries, part headers, small extra fields) above the file
 #: size limit, when judging the whole body's Content-Length or byte count.
