@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         "part size x s3_max_concurrency. S3 allows 10,000 parts: raise it for objects > 48 GiB.",
     )
     s3_max_concurrency: int = Field(4, ge=1, description="Multipart parts uploaded in parallel.")
+    s3_multipart_crc32: bool = Field(
+        True,
+        description="Declare CRC32 checksums on multipart uploads, as boto3's upload_file does: S3 "
+        "checks each part's and keeps their composite. Turn off only for an S3-compatible store "
+        "that refuses x-amz-checksum-algorithm.",
+    )
 
     # --- Spark -------------------------------------------------------------------------------
     warehouse_url: str = Field(

@@ -120,6 +120,19 @@ def test_multipart_object(s3_settings: Settings, s3_client: S3Client) -> None:
     assert pending_uploads(s3_client, bucket_of(settings)) == []
 
 
+def test_multipart_crc32_can_be_turned_off(s3_settings: Settings, s3_client: S3Client) -> None:
+    """For an S3-compatible store that refuses x-amz-checksum-algorithm: nothing declared."""
+    settings = s3_settings.model_copy(update={"s3_part_size": 5 * MIB, "s3_multipart_crc32": False})
+    data = random.Random(8).randbytes(11 * MIB)
+    info = s3_store(settings).put(KEY, [data])
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    raw = s3_client.head_object(
+        Bucket=bucket_of(settings), Key=f"{S3_PREFIX}/{KEY}", ChecksumMode="ENABLED"
+    )
+    assert raw["ETag"].strip('"').endswith("-3")
+    assert "ChecksumCRC32" not in raw
+
+
 def composite_crc32(data: bytes, part_size: int) -> str:
     """S3's checksum of a multipart object: base64 of the CRC32 of its parts' CRC32s."""
     parts = (data[i : i + part_size] for i in range(0, len(data), part_size))
