@@ -393,8 +393,9 @@ class _Pipeline:
 
 
 def _inspect_and_write(inspector: Inspector, writer: ObjectWriter, data: bytes) -> None:
-    """One batch: inspected first (a fatal problem skips the write), then written. (Separate
-    threads for the inspector and the writer bought nothing measurable: both need the GIL.)"""
+    """One batch: inspected first (a fatal problem skips the write), then written. (A thread for
+    the inspector and one for the writer measured no faster: their Python parts take turns on the
+    GIL.)"""
     inspector.feed(data)
     writer.write(data)
 
