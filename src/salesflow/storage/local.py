@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
 import secrets
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from salesflow import libc
 from salesflow.errors import (
     ObjectNotFoundError,
     StorageError,
@@ -32,33 +31,13 @@ log = logging.getLogger(__name__)
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
-#: Bytes written between two requests to start writing them to disk. Without them the kernel holds
-#: a whole 1 GB upload as dirty pages and commit's fsync writes it all while the client waits
-#: (0.45 s per GB on this machine's disk); started every 8 MiB the writes keep pace and fsync has
-#: nearly nothing left (a 1 GB hash-and-write loop: 0.87-0.92 s against 1.35-2.8 s). 1 MiB steps
-#: were slower (2.1 s: too many small disk requests); 4-32 MiB all did as well as 8.
+#: Bytes written between two requests to start writing them to disk (`libc.start_writeback`).
+#: Without them the kernel holds a whole 1 GB upload as dirty pages and commit's fsync writes it
+#: all while the client waits (0.45 s per GB on this machine's disk); started every 8 MiB the
+#: writes keep pace and fsync has nearly nothing left (a 1 GB hash-and-write loop: 0.87-0.92 s
+#: against 1.35-2.8 s). 1 MiB steps were slower (2.1 s: too many small disk requests); 4-32 MiB
+#: all did as well as 8.
 WRITEBACK_STEP = 8 * 1024 * 1024
-
-
-def _writeback_starter() -> Callable[[int, int, int], object] | None:
-    """Linux's sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE), or None where it is missing.
-
-    It only starts the writing (it does not wait for it or make anything durable: commit's fsync
-    still does that); Python's os module does not wrap it, hence ctypes.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    write_only = 2  # SYNC_FILE_RANGE_WRITE (linux/fs.h)
-    return lambda fd, offset, n: call(fd, offset, n, write_only)
-
-
-_start_writeback = _writeback_starter()
 
 
 def _os_error(exc: OSError, key: str, action: str) -> StorageError:
@@ -82,16 +61,17 @@ class _FileWriter(ObjectWriter):
             raise _os_error(exc, key, "creating") from exc
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._written = 0
-        self._started = 0  # bytes handed to _start_writeback so far
+        self._started = 0  # bytes handed to libc.start_writeback so far
 
     def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)
             self._written += len(data)
-            if _start_writeback is not None and self._written - self._started >= WRITEBACK_STEP:
+            if self._written - self._started >= WRITEBACK_STEP:
                 self._file.flush()  # small writes may still sit in the file object's buffer
-                # Its result is not checked: a failed write comes back from commit's fsync.
-                _start_writeback(self._file.fileno(), self._started, self._written - self._started)
+                libc.start_writeback(
+                    self._file.fileno(), self._started, self._written - self._started
+                )
                 self._started = self._written
         except OSError as exc:
             self._fail(exc)

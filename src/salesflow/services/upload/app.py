@@ -10,6 +10,7 @@ import anyio.to_thread
 import uvicorn
 from fastapi import FastAPI
 
+from salesflow import libc
 from salesflow.config import Settings
 from salesflow.kafka import EventPublisher
 from salesflow.logs import configure_logging
@@ -61,6 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
 def serve(settings: Settings) -> None:
     """Run the upload service on settings.host:settings.upload_port until interrupted."""
     configure_logging("upload")
+    if settings.upload_malloc_arenas:  # before the service's threads start
+        libc.limit_malloc_arenas(settings.upload_malloc_arenas)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
