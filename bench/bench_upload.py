@@ -7,9 +7,10 @@ as a child process, fed by the CLI's streaming client). The service's peak resid
 is read from /proc just before it is stopped: it must stay flat whatever the file size; its CPU
 seconds per upload (and the client's) show how much of the 2 cores a transfer takes.
 
-Every run's output is deleted before the next run: on a VM, writing into memory the guest has just
-freed is several times cheaper than into memory the host must fault in again, so a copy that
-overwrites its previous file while the store writer creates a new one would not be a fair race.
+Every variant runs once per round, the rounds interleaved, after an untimed warm-up round, and
+every run's output is deleted before the next: on a VM, writing into memory the guest has just
+freed is several times cheaper than into memory the host must fault in again (the moto server
+too, holding each object in RAM), so variants run in different states would not be a fair race.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ TITLE = "Upload: file:// and S3, through the service and direct, vs copy and bot
 #: File size per mode; the generator writes ~87 bytes per row with the default catalogue.
 SIZE_MB = {"smoke": 50, "full": 1000}
 BYTES_PER_ROW = 87
-#: Measured repetitions per variant (interleaved); medians are reported.
+#: Measured repetitions per variant, interleaved after one untimed warm-up round; medians reported.
 REPS = {"smoke": 2, "full": 2}
 #: Goals from the project's issue: the service streams, so its memory does not grow with the file;
 #: local disk at >= 500 MB/s; S3 at >= 80% of boto3's own upload_file.
@@ -182,6 +183,9 @@ def _measure(
     endpoint: str | None,
     env: dict[str, str],
 ) -> None:
+    """Every variant once per round, rounds interleaved, after one untimed warm-up round: the
+    moto server (which faults memory in on its first large objects) and the page cache are in the
+    same state for every variant, the service's included."""
     from salesflow.storage import open_store
 
     target = ctx.work / "upload-target"
@@ -245,43 +249,84 @@ def _measure(
             lambda: s3_store.delete("bench/direct.csv"),
         )
 
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(REPS[ctx.mode]):
-        for name, (fn, remove) in variants.items():
-            with timed() as t:
-                fn()
-            times[name].append(t[0])
-            remove()
-    for name, samples in times.items():
-        report.add(variant=name, seconds=median(samples), mb_per_s=size_mb / median(samples))
-
-    peaks: dict[str, float] = {}
+    services: list[_Service] = []
     why = missing_module("salesflow.services.upload.app", "salesflow.services.upload.client")
-    if why:
-        report.skip("upload service over HTTP", why)
-    else:
-        peaks["file://"] = _service(ctx, report, source, size_mb, file_settings, "file://", env)
-        if s3_settings is not None:
-            peaks["S3"] = _service(ctx, report, source, size_mb, s3_settings, "S3, moto", env)
+    with ExitStack() as stack:
+        if why:
+            report.skip("upload service over HTTP", why)
+        else:
+            kafka = f"127.0.0.1:{free_port()}"
+            stack.enter_context(broker(ctx, kafka))
+            labelled = [("file://", file_settings), ("S3, moto", s3_settings)]
+            for label, settings in labelled:
+                if settings is not None:
+                    service = stack.enter_context(_service(ctx, settings, label, kafka, env))
+                    services.append(service)
+                    variants[service.variant] = (
+                        lambda service=service: service.upload(source),
+                        lambda service=service: service.remove_last(),
+                    )
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(REPS[ctx.mode] + 1):
+            for name, (fn, remove) in variants.items():
+                with timed() as t:
+                    fn()
+                if round_:  # round 0 warms up
+                    times[name].append(t[0])
+                remove()
+        peaks = {service.label.split(",")[0]: vm_hwm_mb(service.pid) for service in services}
+    for name, samples in times.items():
+        row: dict[str, Any] = {"variant": name, "seconds": median(samples)}
+        row["mb_per_s"] = size_mb / row["seconds"]
+        for service in services:
+            if service.variant == name:
+                peak = peaks[service.label.split(",")[0]]
+                row["service_peak_rss_mb"] = peak
+                row["service_idle_rss_mb"] = service.idle_mb
+                row["service_cpu_s"] = median(service.cpu[1:])
+                row["client_cpu_s"] = median(service.client_cpu[1:])
+                console.print(f"  upload service ({service.label}): peak RSS {peak:.0f} MB")
+        report.add(**row)
     _summarise(report, peaks, full=ctx.mode == "full")
 
 
+class _Service:
+    """A running `salesflow serve upload` child and the client that uploads through it."""
+
+    def __init__(self, pid: int, label: str, client: Any, store: Any) -> None:
+        self.pid, self.label = pid, label
+        self.variant = f"upload service over HTTP ({label})"
+        self.idle_mb = vm_hwm_mb(pid)
+        self.cpu: list[float] = []
+        self.client_cpu: list[float] = []
+        self._client, self._store = client, store
+        self._last: str | None = None
+
+    def upload(self, source: Path) -> None:
+        cpu_before, own_before = cpu_seconds(self.pid), time.process_time()
+        record = self._client.upload(source, force=True)
+        self.cpu.append(cpu_seconds(self.pid) - cpu_before)
+        self.client_cpu.append(time.process_time() - own_before)
+        self._last = record["upload_id"]
+        if record.get("size") != source.stat().st_size:
+            raise RuntimeError(f"the service stored {record.get('size')} bytes")
+
+    def remove_last(self) -> None:
+        from salesflow.schema import upload_key
+
+        if self._last is not None:
+            self._store.delete(upload_key(self._last))  # moto keeps objects in memory
+
+
+@contextmanager
 def _service(
-    ctx: Context,
-    report: Report,
-    source: Path,
-    size_mb: float,
-    settings: Any,
-    label: str,
-    env: dict[str, str],
-) -> float:
-    """`salesflow serve upload` as a child; upload through its HTTP API; its VmHWM at the end."""
-    from salesflow.schema import upload_key
+    ctx: Context, settings: Any, label: str, kafka: str, env: dict[str, str]
+) -> Iterator[_Service]:
+    """`salesflow serve upload` as a child on `settings`' store, with its client."""
     from salesflow.services.upload.client import UploadClient
     from salesflow.storage import open_store
 
     port = free_port()
-    kafka = f"127.0.0.1:{free_port()}"
     service = type(settings)(
         **{
             "data_dir": settings.data_dir,
@@ -297,37 +342,12 @@ def _service(
     )
     argv = python_argv("-m", "salesflow.cli", "serve", "upload")
     log = ctx.work / f"upload-service-{port}.log"
-    samples: list[float] = []
-    service_cpu: list[float] = []
-    client_cpu: list[float] = []
-    store = open_store(service.storage_url, service)
     ready = _http_ok(f"{service.upload_service_url}/healthz")
-    with broker(ctx, kafka), child(argv, {**env, **service.to_env()}, log, ready) as pid:
-        idle_mb = vm_hwm_mb(pid)
-        with UploadClient(service) as client:
-            for _ in range(REPS[ctx.mode]):
-                cpu_before, own_before = cpu_seconds(pid), time.process_time()
-                with timed() as t:
-                    record = client.upload(source, force=True)
-                samples.append(t[0])
-                service_cpu.append(cpu_seconds(pid) - cpu_before)
-                client_cpu.append(time.process_time() - own_before)
-                if record.get("size") not in (None, source.stat().st_size):
-                    raise RuntimeError(f"the service stored {record.get('size')} bytes")
-                store.delete(upload_key(record["upload_id"]))  # moto keeps objects in memory
-        peak_mb = vm_hwm_mb(pid)
-    seconds = median(samples)
-    report.add(
-        variant=f"upload service over HTTP ({label})",
-        seconds=seconds,
-        mb_per_s=size_mb / seconds,
-        service_peak_rss_mb=peak_mb,
-        service_idle_rss_mb=idle_mb,
-        service_cpu_s=median(service_cpu),
-        client_cpu_s=median(client_cpu),
-    )
-    console.print(f"  upload service ({label}): peak RSS {peak_mb:.0f} MB")
-    return peak_mb
+    with (
+        child(argv, {**env, **service.to_env()}, log, ready) as pid,
+        UploadClient(service) as client,
+    ):
+        yield _Service(pid, label, client, open_store(service.storage_url, service))
 
 
 def _summarise(report: Report, peaks: dict[str, float], *, full: bool) -> None:
