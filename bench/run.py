@@ -70,10 +70,12 @@ def summary_markdown(results_dir: Path) -> str:
     if not found:
         return "No benchmark results yet: run `make bench`.\n"
     machine = found[-1]["machine"]
+    cpus = sorted({str(result["machine"].get("cpu")) for result in found})
     lines = [
-        f"Measured on {machine.get('cores')} cores ({machine.get('cpu')}), "
-        f"{(machine.get('ram_mb') or 0) / 1024:.0f} GB RAM, Python {machine.get('python')}, "
-        f"Spark {machine.get('spark')}; `make bench` ({found[-1]['mode']} mode). "
+        f"Measured on {machine.get('cores')} cores ({' or '.join(cpus)}: each row names its "
+        f"host), {(machine.get('ram_mb') or 0) / 1024:.0f} GB RAM, Python "
+        f"{machine.get('python')}, Spark {machine.get('spark')}; `make bench` "
+        f"({found[-1]['mode']} mode). "
         "Ratios compare variants run side by side in one run; `load` is the 1-minute load "
         "average when the benchmark finished (above the core count, absolute times are "
         "pessimistic).",
@@ -84,7 +86,8 @@ def summary_markdown(results_dir: Path) -> str:
     for result in found:
         stamp = result["machine"].get("timestamp", "")[:10]
         load = (result["machine"].get("load_average") or [None])[0]
-        label = f"{result['benchmark']} ({result['mode']}, {stamp}, load {load})"
+        cpu = str(result["machine"].get("cpu", "")).split(" Processor")[0]
+        label = f"{result['benchmark']} ({result['mode']}, {stamp}, {cpu}, load {load})"
         for line in result.get("summary", []):
             lines.append(
                 f"| {label} | {line['measurement']} | {line['result']} | {line['target']} "
