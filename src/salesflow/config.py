@@ -263,8 +263,8 @@ class Settings(BaseSettings):
         16, ge=1, description="Uploads streamed at once; more are refused with 503 busy."
     )
     upload_malloc_arenas: int = Field(
-        # 1 GB to S3 (moto), three uploads: peak RSS 138-139 MB with 2 arenas, 144-151 MB with
-        # glibc's default (8 per core), one arena per part thread holding freed buffers.
+        # Three 1 GB uploads to S3 (moto): peak RSS 138-140 MB with 2 arenas, 144-151 MB with
+        # glibc's default (up to 8 per core: the pipeline and each part thread get their own).
         2,
         ge=0,
         description="glibc malloc arenas of the upload service (Linux): fewer keep its peak "
