@@ -21,13 +21,15 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 @dataclass
 class Target:
-    """A goal from the project's issue: met or missed is reported, never a failure."""
+    """A goal from the project's issue: met or missed is reported, never a failure. A `stretch`
+    goal is ours, stricter than the issue's (shown as such)."""
 
     name: str
     value: float | None
     goal: float
     unit: str
     higher_is_better: bool
+    stretch: bool = False
 
     @property
     def met(self) -> bool | None:
@@ -36,7 +38,8 @@ class Target:
         return self.value >= self.goal if self.higher_is_better else self.value <= self.goal
 
     def as_text(self) -> str:
-        return f"{'>=' if self.higher_is_better else '<='} {self.goal:g} {self.unit}".strip()
+        text = f"{'>=' if self.higher_is_better else '<='} {self.goal:g} {self.unit}".strip()
+        return f"stretch {text}" if self.stretch else text
 
 
 def fmt(value: Any) -> str:
@@ -87,9 +90,17 @@ class Report:
         self.skipped.append({"row": label, "why": why})
 
     def target(
-        self, name: str, value: float | None, goal: float, unit: str = "", *, higher: bool = True
+        self,
+        name: str,
+        value: float | None,
+        goal: float,
+        unit: str = "",
+        *,
+        higher: bool = True,
+        stretch: bool = False,
     ) -> Target:
-        found = Target(name, None if value is None else round(value, 4), goal, unit, higher)
+        rounded = None if value is None else round(value, 4)
+        found = Target(name, rounded, goal, unit, higher, stretch)
         self.targets.append(found)
         return found
 

@@ -28,6 +28,8 @@ def test_targets_compare_in_the_right_direction() -> None:
     assert report.target("seconds", 4.0, 5.0, "s", higher=False).met is True
     assert report.target("seconds", 6.0, 5.0, "s", higher=False).met is False
     assert report.target("missing", None, 5.0).met is None
+    stretch = report.target("ours", 4.0, 5.0, "x", stretch=True)
+    assert (stretch.met, stretch.as_text()) == (False, "stretch >= 5 x")
 
 
 def test_report_json_carries_machine_info_and_feeds_the_summary(tmp_path: Path) -> None:
