@@ -100,7 +100,9 @@ class Settings(BaseSettings):
         "hot code; best for servers and large inputs). quick: C1 only (-XX:TieredStopAtLevel=1): "
         "far less compiling, so a short job finishes sooner (a new-JVM 20k-row training ~40% "
         "faster) but a large scan runs up to 2x slower. auto: quick for a one-shot command "
-        "(train, predict) reading local files under 256 MB in all, full otherwise.",
+        "(train, predict) reading local files under 256 MB in all, full otherwise, and full "
+        "for a training whose input shows more stores or products than max_bins (its forest "
+        "fits, not its scan, are then the long part).",
     )
     spark_csv_multiline: bool = Field(
         True,

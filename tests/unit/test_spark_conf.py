@@ -12,6 +12,7 @@ from salesflow.spark.session import (
     QUICK_JIT,
     QUICK_JIT_MAX_BYTES,
     input_bytes,
+    input_categories,
     jit_option,
     spark_conf,
 )
@@ -69,3 +70,44 @@ def test_input_bytes_adds_local_files_and_gives_up_on_remote_or_missing_ones(
     assert input_bytes([str(a), b.as_uri()]) == 15
     assert input_bytes([str(a), "s3://bucket/key.csv"]) is None
     assert input_bytes([str(tmp_path / "missing.csv")]) is None
+
+
+@pytest.mark.parametrize(
+    ("categories", "expected"),
+    [
+        (None, QUICK_JIT),  # not sampled (prediction): the size decides
+        (9, QUICK_JIT),  # the default 3 x 3 catalogue
+        (32, QUICK_JIT),  # still within max_bins
+        (33, ""),  # more bins per split in every forest fit: C2 pays off
+        (2_000, ""),
+    ],
+)
+def test_a_small_training_of_a_large_catalogue_keeps_the_full_jit(
+    tmp_path: Path, categories: int | None, expected: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, _env_file=None, spark_jit="auto")
+    assert jit_option(settings, 2_000_000, categories) == expected
+
+
+HEADER = "product_id,product_name,product_price,store_id,store_name,quantity,date\n"
+
+
+def _sales(path: Path, stores: int, products: int, rows: int) -> Path:
+    lines = (
+        f"p{i % products},name,1.5,s{i % stores},store,{i % 7},2024-01-{i % 28 + 1:02d}\n"
+        for i in range(rows)
+    )
+    path.write_text(HEADER + "".join(lines))
+    return path
+
+
+def test_input_categories_samples_the_catalogue_of_local_sales_files(tmp_path: Path) -> None:
+    small = _sales(tmp_path / "small.csv", 3, 3, 500)
+    large = _sales(tmp_path / "large.csv", 40, 700, 5_000)
+    assert input_categories([str(small)]) == 3
+    assert input_categories([small.as_uri(), str(large)]) == 700  # the largest of the inputs
+    bad = tmp_path / "bad.csv"
+    bad.write_text("no,header,here\n1,2,3\n")
+    assert input_categories([str(bad)]) is None  # the job itself will say what is wrong
+    assert input_categories([str(small), "s3://bucket/key.csv"]) is None
+    assert input_categories([str(tmp_path / "missing.csv")]) is None

@@ -73,7 +73,7 @@ def train(
     candidate. With --granularity both, a month and a day model are trained from one read.
     """
     from salesflow.registry import ModelRegistry
-    from salesflow.spark.session import get_spark, input_bytes
+    from salesflow.spark.session import get_spark, input_bytes, input_categories
     from salesflow.spark.train import TrainInput
     from salesflow.spark.train import train as run_train
 
@@ -81,10 +81,11 @@ def train(
     if granularity is not None:
         cfg = cfg.model_copy(update={"granularity": granularity.value})
     inputs = [TrainInput(as_url(s)) for s in sources]
+    urls = [i.url for i in inputs]
     with StageProgress(TRAIN_STAGES) as progress:
         progress("starting Spark")
         result = run_train(
-            get_spark(cfg, reads=input_bytes([i.url for i in inputs])),
+            get_spark(cfg, reads=input_bytes(urls), categories=input_categories(urls)),
             cfg,
             inputs,
             registry=ModelRegistry(cfg.warehouse_path / "models"),

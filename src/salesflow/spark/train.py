@@ -247,7 +247,7 @@ def train(
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m salesflow.spark.train URL [URL...]`: train on sales files, print the result."""
     from salesflow.config import get_settings
-    from salesflow.spark.session import get_spark, input_bytes
+    from salesflow.spark.session import get_spark, input_bytes, input_categories
 
     parser = argparse.ArgumentParser(
         prog="python -m salesflow.spark.train", description=main.__doc__
@@ -260,7 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     try:
         result = train(
-            get_spark(settings, reads=input_bytes(args.urls)),
+            get_spark(
+                settings,
+                reads=input_bytes(args.urls),
+                categories=input_categories(args.urls),
+            ),
             settings,
             [TrainInput(url) for url in args.urls],
             progress=lambda stage: print(f"... {stage}", file=sys.stderr),
