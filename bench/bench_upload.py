@@ -186,9 +186,9 @@ def _measure(
     endpoint: str | None,
     env: dict[str, str],
 ) -> None:
-    """Every variant once per round, rounds interleaved, after one untimed warm-up round: the
-    moto server (which faults memory in on its first large objects) and the page cache are in the
-    same state for every variant, the service's included."""
+    """Every variant once per round, rounds interleaved, after one untimed warm-up round: no
+    variant meets a cold moto server (which faults memory in on its first large objects) or page
+    cache that the others do not, the service's runs included."""
     from salesflow.storage import open_store
 
     target = ctx.work / "upload-target"
