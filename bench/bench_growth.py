@@ -57,6 +57,7 @@ def train_once(ctx: Context, sales: Path, rows: int) -> dict[str, Any]:
         "wall_s": run.seconds,
         "train_s": float(result["duration_s"]),
         "peak_mb": run.peak_mb,
+        "peak_by_process_mb": {name: round(mb) for name, mb in run.peak_by_name.items()},
         "rows_aggregated": int(result["rows_aggregated"]),
         **{f"{k}_s": v for k, v in result.get("timings", {}).items()},
     }
@@ -162,6 +163,7 @@ def run(ctx: Context) -> Report:
             row = {**train_once(ctx, sales, rows), "measured": machine_info()["timestamp"]}
             done.append(report.add(**row))
             done.sort(key=lambda r: r["rows"])
+            report.rows.sort(key=lambda r: r["rows"])  # earlier rows (ONLY_ENV) in size order
         except RuntimeError as exc:  # a size that fails (e.g. out of memory) is a finding
             lines = [line for line in str(exc).splitlines() if line.strip()]
             report.skip(f"{rows:,} rows", " | ".join(lines[:1] + lines[-1:])[:300])

@@ -7,6 +7,7 @@ machine's RAM and CPU model; elsewhere these read as 0 / unknown rather than fai
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ __all__ = [
     "cpu_seconds",
     "machine_info",
     "run_process",
+    "same_memory",
     "stop_group",
     "vm_hwm_mb",
 ]
@@ -107,6 +109,32 @@ def _status_kb(pid: int, field_name: str) -> int:
     return 0
 
 
+#: kcmp(2)'s syscall number by machine, and its KCMP_VM: do two processes share one address space?
+_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+_KCMP_VM = 1
+_libc = ctypes.CDLL(None, use_errno=True) if _KCMP is not None else None
+
+
+def same_memory(pid: int, other: int) -> bool:
+    """Whether `pid` and `other` share one address space; False when the kernel cannot say.
+
+    A child made with CLONE_VM (glibc's posix_spawn, which the JVM uses to start e.g. Hadoop's
+    `chmod`) runs in its parent's memory until it execs, and its VmRSS is the parent's: summed,
+    a 2.5 GB JVM counted twice for that moment (growth's "peaks" of 5.8 GB were such samples).
+    """
+    if _libc is None:
+        return False
+    return int(_libc.syscall(_KCMP, pid, other, _KCMP_VM, 0, 0)) == 0
+
+
+def _comm(pid: int) -> str:
+    """A process's name ("python3.11", "java"; "?" when it is gone), version digits dropped."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip().rstrip("0123456789.") or "?"
+    except OSError:
+        return "?"
+
+
 def vm_hwm_mb(pid: int) -> float:
     """A live process's peak resident memory (VmHWM) in MB; 0 when it is gone."""
     return _status_kb(pid, "VmHWM") / 1024
@@ -125,27 +153,36 @@ class PeakRSS:
     """Samples the resident memory of a process and all its descendants (e.g. python + its JVM).
 
     `peak_mb` is the largest sum seen; sampling every `interval` s misses only very short peaks.
+    `peak_by_name`: that sample's memory per process name (e.g. {"python": ..., "java": ...}).
+    A child still in its parent's address space (`same_memory`) is not counted again.
     """
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_mb = 0.0
+        self.peak_by_name: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="peak-rss", daemon=True)
 
     def _tree(self) -> list[int]:
+        """The process and its descendants, less those sharing their parent's memory."""
         pids, todo = [], [self.pid]
         while todo:
             pid = todo.pop()
             pids.append(pid)
-            todo.extend(_children(pid))
+            todo.extend(c for c in _children(pid) if not same_memory(c, pid))
         return pids
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            total = sum(_status_kb(pid, "VmRSS") for pid in self._tree()) / 1024
-            self.peak_mb = max(self.peak_mb, total)
+            by_name: dict[str, float] = {}
+            for pid in self._tree():
+                name = _comm(pid)
+                by_name[name] = by_name.get(name, 0.0) + _status_kb(pid, "VmRSS") / 1024
+            total = sum(by_name.values())
+            if total > self.peak_mb:
+                self.peak_mb, self.peak_by_name = total, by_name
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
@@ -167,6 +204,7 @@ class ProcessRun:
     stdout: str
     stderr_path: Path
     peak_mb: float
+    peak_by_name: dict[str, float]  # the peak sample per process name (PeakRSS.peak_by_name)
 
     def check(self) -> ProcessRun:
         """Raise with the tail of stderr when the child failed."""
@@ -233,5 +271,11 @@ def run_process(
                 raise
         seconds = time.perf_counter() - start
     return ProcessRun(
-        argv, seconds, process.returncode, out.decode(errors="replace"), log, peak.peak_mb
+        argv,
+        seconds,
+        process.returncode,
+        out.decode(errors="replace"),
+        log,
+        peak.peak_mb,
+        peak.peak_by_name,
     )

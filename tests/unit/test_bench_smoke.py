@@ -11,6 +11,7 @@ import pytest
 from bench import run as bench_run
 from bench.bench_aggregate import ENGINES
 from bench.common import Context, Report, machine_info, percentiles, run_process
+from bench.procs import same_memory
 from pyspark.sql import SparkSession
 
 
@@ -74,9 +75,35 @@ def test_run_process_times_and_samples_peak_memory(tmp_path: Path) -> None:
     assert done.last_json() == {"ok": 1}
     assert done.peak_mb >= 80
     assert done.seconds >= 0.5
+    assert max(done.peak_by_name.values()) >= 80  # named after the process (python3.11 -> python)
+    assert "python" in done.peak_by_name
     failed = run_process([sys.executable, "-c", "raise SystemExit(3)"], log=tmp_path / "e2.log")
     with pytest.raises(RuntimeError, match="exited 3"):
         failed.check()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="kcmp(2) is Linux's")
+def test_same_memory_tells_a_shared_address_space_from_a_child_process() -> None:
+    # A thread shares its process's address space, as a CLONE_VM child (posix_spawn) does until it
+    # execs: the sampler must count such a child once. A forked child has memory of its own.
+    import os
+    import subprocess
+    import threading
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert thread.native_id is not None
+        assert same_memory(os.getpid(), thread.native_id)
+        assert not same_memory(os.getpid(), child.pid)
+    finally:
+        release.set()
+        thread.join()
+        child.kill()
+        child.wait()
+    assert not same_memory(os.getpid(), child.pid)  # gone: the kernel cannot say
 
 
 #: Every reject reason once, plus accepted rows in both date formats, padded and decimal values.
