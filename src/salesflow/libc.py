@@ -1,4 +1,4 @@
-"""The two glibc calls Python's standard library does not wrap, through ctypes.
+"""The glibc calls Python's standard library does not wrap, through ctypes.
 
 Both are tuning, never correctness: where the call is missing (not Linux, not glibc) they do
 nothing and say so by returning False.
@@ -10,10 +10,11 @@ import ctypes
 import sys
 from typing import Any
 
-__all__ = ["limit_malloc_arenas", "start_writeback"]
+__all__ = ["fix_mmap_threshold", "limit_malloc_arenas", "start_writeback"]
 
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
 _M_ARENA_MAX = -8  # malloc.h
+_M_MMAP_THRESHOLD = -3  # malloc.h
 
 
 def _function(name: str, argtypes: list[Any]) -> Any | None:
@@ -55,3 +56,16 @@ def limit_malloc_arenas(arenas: int) -> bool:
     if _mallopt is None or arenas < 1:
         return False
     return bool(_mallopt(_M_ARENA_MAX, arenas) == 1)
+
+
+def fix_mmap_threshold(size: int) -> bool:
+    """Give every allocation of `size` bytes or more its own mmap, unmapped when freed
+    (mallopt M_MMAP_THRESHOLD), and keep that threshold fixed.
+
+    glibc's threshold starts at 128 KiB and rises to the largest mmapped buffer freed so far (up
+    to 32 MiB): once one 5 MiB S3 part is freed, every smaller buffer comes from the heap, where
+    freed memory mostly stays resident.
+    """
+    if _mallopt is None or size < 1:
+        return False
+    return bool(_mallopt(_M_MMAP_THRESHOLD, size) == 1)

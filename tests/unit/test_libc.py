@@ -1,4 +1,5 @@
-"""The glibc calls through ctypes really reach glibc here (Linux): writeback starts, arenas cap."""
+"""The glibc calls through ctypes really reach glibc here (Linux): writeback starts, arenas cap,
+the mmap threshold stays put."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from salesflow import libc
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="sync_file_range and mallopt are Linux (glibc)"
+    not sys.platform.startswith("linux"),
+    reason="sync_file_range, mallopt and mallinfo2 are Linux (glibc)",
 )
 
 #: Threads that each allocate a large buffer (malloc, not pymalloc), then glibc's per-arena
@@ -46,6 +48,41 @@ def _arenas(limit: int) -> int:
 def test_malloc_arenas_are_capped() -> None:
     assert _arenas(0) > 2  # glibc's default: a new arena per new thread
     assert _arenas(2) == 2
+
+
+#: A 4 MiB buffer freed, then a 3 MiB one held: is it in a memory map of its own? glibc's
+#: mallinfo2 counts mmapped bytes (hblkhd); run in a fresh interpreter, as above.
+_MAPPED = textwrap.dedent(
+    """
+    import ctypes, sys
+    from salesflow import libc
+    if sys.argv[1] != "0":
+        assert libc.fix_mmap_threshold(int(sys.argv[1]))
+    class Info(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = Info
+    before = mallinfo2().hblkhd
+    freed = bytearray(4 << 20)
+    del freed
+    held = bytearray(3 << 20)
+    print((mallinfo2().hblkhd - before) >= (3 << 20))
+    """
+)
+
+
+def _mapped(threshold: int) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-c", _MAPPED, str(threshold)], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip() == "True"
+
+
+def test_mmap_threshold_stays_where_it_is_set() -> None:
+    # glibc's default: freeing the 4 MiB map raised the threshold, so 3 MiB comes from the heap.
+    assert not _mapped(0)
+    assert _mapped(2 << 20)
 
 
 def test_start_writeback_reaches_the_kernel(tmp_path: Path) -> None:

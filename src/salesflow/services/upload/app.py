@@ -64,6 +64,8 @@ def serve(settings: Settings) -> None:
     configure_logging("upload")
     if settings.upload_malloc_arenas:  # before the service's threads start
         libc.limit_malloc_arenas(settings.upload_malloc_arenas)
+    if settings.upload_mmap_threshold:
+        libc.fix_mmap_threshold(settings.upload_mmap_threshold)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
