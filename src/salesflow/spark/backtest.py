@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from py4j.java_gateway import JavaObject
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -48,6 +49,16 @@ FitTransform = Callable[[DataFrame], DataFrame]
 #: alternating, 5 runs each).
 FIT_THREADS = 2
 _KEYS = ["store_id", "product_id"]
+#: `Prepared.series` when there are no windows.
+_SERIES = pa.schema(
+    [
+        ("window", pa.int32()),
+        ("store_id", pa.string()),
+        ("product_id", pa.string()),
+        ("naive", pa.float64()),
+        ("series_scale", pa.float64()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,10 @@ class Prepared:
     history: DataFrame  # the monthly (or daily) history with `period_index`
     windows: list[Window]
     rows: DataFrame  # checkpointed: window, KEYS, period_index, features, quantity, seasonal
-    naive: dict[tuple[int, str, str], float]  # (window, store, product) -> last value at origin
-    series_scale: dict[tuple[int, str, str], float | None]  # in-sample seasonal-naive MAE
+    #: Per window and series (window, KEYS): `naive`, the last value at the origin, and
+    #: `series_scale`, the in-sample seasonal-naive MAE (NaN when undefined). Arrow, not dicts:
+    #: 200 stores x 2,000 products over two windows are 800,000 of them.
+    series: pa.Table
     pooled_scale: list[float | None]  # per window, over every series of its fit part
     labels: list[tuple[list[str], list[str]]]  # per window: its fit part's indexer labels
 
@@ -72,7 +85,7 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
     windows = plan_windows(shape, count, horizon)
     spark = history.sparkSession
     if not windows:
-        return Prepared(indexed, [], indexed.limit(0), {}, {}, [], [])
+        return Prepared(indexed, [], indexed.limit(0), _SERIES.empty_table(), [], [])
     bounds = spark.createDataFrame(
         [(i, w.origin, w.months[0], w.months[-1]) for i, w in enumerate(windows)],
         "window int, origin int, first int, last int",
@@ -92,22 +105,14 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         )
         .toArrow()
     )
-    keys = list(
-        zip(
-            stats.column("window").to_pylist(),
-            stats.column("store_id").to_pylist(),
-            stats.column("product_id").to_pylist(),
-            strict=True,
-        )
-    )
-    naive = dict(zip(keys, stats.column("naive").to_pylist(), strict=True))
     sums = np.nan_to_num(stats.column("change_sum").to_numpy().astype(float))
     counts = stats.column("change_n").to_numpy().astype(float)
-    series_scale = {
-        k: (float(s / n) if n and s > 0 else None)
-        for k, s, n in zip(keys, sums, counts, strict=True)
-    }
-    which = np.asarray([k[0] for k in keys])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where((counts > 0) & (sums > 0), sums / counts, np.nan)
+    series = stats.select(["window", *_KEYS, "naive"]).append_column(
+        "series_scale", pa.array(scale)
+    )
+    which = stats.column("window").to_numpy()
     pooled: list[float | None] = []
     for i in range(len(windows)):
         n, s = counts[which == i].sum(), sums[which == i].sum()
@@ -118,7 +123,43 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         .select("window", *_KEYS, *calendar, "period_index", "quantity", "seasonal")
         .localCheckpoint()  # small; read once per fitted window
     )
-    return Prepared(indexed, windows, rows, naive, series_scale, pooled, labels)
+    return Prepared(indexed, windows, rows, series, pooled, labels)
+
+
+def _series_values(rows: pa.Table, series: pa.Table, columns: list[str]) -> list[np.ndarray]:
+    """For each of `rows`, the `columns` of its (window, KEYS) in `series`, as floats: NaN where
+    `series` lacks the row's series or has a null. Keys are compared as integers (window and the
+    ids' codes), not as tuples of strings: a few arrays of numbers for millions of rows."""
+    if series.num_rows == 0:
+        return [np.full(rows.num_rows, np.nan) for _ in columns]
+
+    def key(table: pa.Table) -> np.ndarray:
+        found = table.column("window").to_numpy().astype(np.int64)
+        for name in _KEYS:
+            labels = pc.unique(series.column(name))
+            code = pc.index_in(table.column(name), value_set=labels).fill_null(-1)
+            found = found * (len(labels) + 1) + code.to_numpy() + 1  # 0: not in `series`
+        return found
+
+    theirs = key(series)
+    order = np.argsort(theirs)
+    theirs = theirs[order]
+    mine = key(rows)
+    at = np.minimum(np.searchsorted(theirs, mine), len(theirs) - 1)
+    hit = theirs[at] == mine
+    values = []
+    for name in columns:
+        column = series.column(name).to_numpy().astype(float)[order]  # NaN where null
+        values.append(np.where(hit, column[at], np.nan))
+    return values
+
+
+def _objects(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as an object array in which equal values are one str object (a few
+    thousand ids repeated over millions of rows: 8 bytes a row, not a string each)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    values = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    return values[encoded.indices.to_numpy()]
 
 
 def _labels(stats: pa.Table, windows: int) -> list[tuple[list[str], list[str]]]:
@@ -206,25 +247,19 @@ def run(
     if not parts:
         return Backtest.empty()
     table = reduce(DataFrame.unionByName, parts).toArrow()
+    naive, series_scale = _series_values(table, prepared.series, ["naive", "series_scale"])
     window = table.column("window").to_numpy().astype(int)
-    store = np.asarray(table.column("store_id").to_pylist(), dtype=object)
-    product = np.asarray(table.column("product_id").to_pylist(), dtype=object)
-    keys = list(zip(window.tolist(), store.tolist(), product.tolist(), strict=True))
-
-    def looked_up(found: dict[tuple[int, str, str], Any]) -> np.ndarray:
-        return np.asarray([np.nan if found.get(k) is None else found[k] for k in keys], float)
-
     pooled = np.asarray([np.nan if s is None else s for s in prepared.pooled_scale], float)
     return Backtest(
         windows=windows,
         window=window,
-        store=store,
-        product=product,
+        store=_objects(table.column("store_id")),
+        product=_objects(table.column("product_id")),
         period=table.column("period_index").to_numpy().astype(int),
         actual=table.column("quantity").to_numpy().astype(float),
         model=table.column("model").to_numpy().astype(float),
-        naive=looked_up(prepared.naive),
+        naive=naive,
         seasonal=table.column("seasonal").to_numpy().astype(float),
-        series_scale=looked_up(prepared.series_scale),
+        series_scale=series_scale,
         pooled_scale=pooled[window],
     )
