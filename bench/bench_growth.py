@@ -87,8 +87,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     left.set(xscale="log", xlabel="rows", ylabel="seconds", title="training time")
     left.set_ylim(bottom=0)
     left.legend()
-    right.plot(x, [r["peak_mb"] for r in rows], "o-", color="tab:red")
-    right.set(xscale="log", xlabel="rows", ylabel="MB", title="peak RSS, python + JVM")
+    right.plot(x, [r["peak_mb"] for r in rows], "o-", color="tab:red", label="python + JVM")
+    if all(r.get("peak_by_process_mb") for r in rows):  # the peak sample's split, when recorded
+        for name, style in (("java", "s--"), ("python", "^:")):
+            shares = [r["peak_by_process_mb"].get(name, 0) for r in rows]
+            right.plot(x, shares, style, label=f"of which {name}")
+        right.legend()
+    right.set(xscale="log", xlabel="rows", ylabel="MB", title="peak RSS")
     right.set_ylim(bottom=0)
     for r in rows:
         left.annotate(f"{r['wall_s']:.0f} s", (r["rows"], r["wall_s"]), textcoords="offset points",
