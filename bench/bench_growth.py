@@ -111,6 +111,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
 def _finish(ctx: Context, report: Report, done: list[dict[str, Any]]) -> None:
     """Headlines, ratio and plot from the sizes done so far."""
     report.summary.clear()
+    report.ratios.clear()
     for row in done:
         report.headline(
             f"train {row['rows']:,} rows ({STORES}x{PRODUCTS:,} catalogue), new process",
