@@ -128,7 +128,7 @@ def same_memory(pid: int, other: int) -> bool:
 
 
 def _comm(pid: int) -> str:
-    """A process's name ("python3.11", "java"; "?" when it is gone), version digits dropped."""
+    """A process's name, version digits dropped ("python3.11" -> "python"); "?" once it is gone."""
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip().rstrip("0123456789.") or "?"
     except OSError:

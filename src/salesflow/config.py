@@ -273,7 +273,7 @@ class Settings(BaseSettings):
         "memory flat, its threads reusing each other's freed buffers. 0 leaves glibc's default.",
     )
     upload_mmap_threshold: int = Field(
-        # Three 50 MB uploads to S3 (moto), five runs each: peak RSS 137-139 MB with 2 MiB,
+        # Three 50 MB uploads to S3 (moto), five or six runs each: peak RSS 137-139 MB with 2 MiB,
         # 140-142 MB with glibc's moving threshold; 128 KiB: 130-132 MB, but +2 CPU-s per GB to
         # file:// (every 256 KB chunk received mapped and faulted in anew). 2 MiB: no CPU change.
         2 * 1024 * 1024,

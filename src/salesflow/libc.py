@@ -1,6 +1,6 @@
 """The glibc calls Python's standard library does not wrap, through ctypes.
 
-Both are tuning, never correctness: where the call is missing (not Linux, not glibc) they do
+All are tuning, never correctness: where a call is missing (not Linux, not glibc) it does
 nothing and say so by returning False.
 """
 
