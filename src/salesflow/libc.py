@@ -1,7 +1,7 @@
 """The glibc calls Python's standard library does not wrap, through ctypes.
 
 All are tuning, never correctness: where a call is missing (not Linux, not glibc) it does
-nothing and say so by returning False.
+nothing and says so by returning False.
 """
 
 from __future__ import annotations
