@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import os
 import threading
@@ -24,6 +25,7 @@ from salesflow.errors import (
     TooLargeError,
     UnsupportedMediaError,
 )
+from salesflow.preview import Inspector
 from salesflow.schema import HEADER_PROBE_BYTES
 from salesflow.services.upload.streaming import (
     PIPELINE_BATCHES,
@@ -131,6 +133,23 @@ def test_streams_file_part_with_hash_and_preview(store: FileStore) -> None:
         49_999,
     )
     assert (preview["has_bom"], preview["complete"], preview["rejected"]) == (False, True, {})
+
+
+def live_inspectors() -> int:
+    return sum(isinstance(o, Inspector) for o in gc.get_objects())
+
+
+def test_the_inspector_goes_when_the_upload_ends_without_a_gc(store: FileStore) -> None:
+    """No reference cycle keeps a stored upload's inspector (its line hashes) alive into the next
+    upload. (A refused one's stays until the next collection: the error's traceback holds it.)"""
+    gc.collect()
+    before = live_inspectors()
+    gc.disable()
+    try:
+        receive(store, chunks(multipart(HEADER + ROW * 20_000)))
+        assert live_inspectors() == before
+    finally:
+        gc.enable()
 
 
 def test_header_split_over_one_byte_chunks(store: FileStore) -> None:

@@ -76,8 +76,8 @@ class _PartBuffers:
                 self._free.append(buffer)
 
 
-#: Free part buffers kept for the next upload: one writer's worth at the default concurrency (4).
-_PARTS = _PartBuffers(keep=4)
+#: Free part buffers kept for the next upload: one writer's worth at the default concurrency (3).
+_PARTS = _PartBuffers(keep=3)
 
 
 class _S3Writer(ObjectWriter):

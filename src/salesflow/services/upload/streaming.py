@@ -177,7 +177,13 @@ class _Sink:
 
 class _Form:
     """Follows the multipart body through python-multipart's callbacks and routes the bytes of
-    the `file` part into a _Sink; every other part is skipped without being kept."""
+    the `file` part into a _Sink; every other part is skipped without being kept.
+
+    The parser holds the form's bound methods and the form holds the parser: `close` breaks that
+    cycle, so the sink and its inspector (~3 MB of line hashes) go as soon as the upload ends,
+    not at the next full garbage collection (until then they overlapped the next upload: its
+    peak RSS to S3 was 4-5 MB higher).
+    """
 
     def __init__(self, boundary: bytes, sink: _Sink) -> None:
         self.sink = sink
@@ -195,14 +201,21 @@ class _Form:
             "on_part_end": self._on_part_end,
             "on_end": self._on_end,
         }
-        self.parser = MultipartParser(boundary, callbacks, max_header_size=MAX_PART_HEADER_BYTES)
+        self.parser: MultipartParser | None = MultipartParser(
+            boundary, callbacks, max_header_size=MAX_PART_HEADER_BYTES
+        )
 
     def feed(self, chunk: bytes) -> None:
         """Parse a chunk of the body; the file part's bytes go to the sink (which checks them)."""
+        assert self.parser is not None, "fed after close()"
         try:
             self.parser.write(chunk)
         except MultipartParseError as exc:
             raise InputError(f"malformed multipart body: {exc}") from None
+
+    def close(self) -> None:
+        """Drop the parser (and with it the callbacks' references to this form)."""
+        self.parser = None
 
     def check_complete(self) -> None:
         """Raise unless the body held one whole file part and ended with its closing boundary."""
@@ -331,6 +344,8 @@ async def receive_upload(
                 await pipeline.stop()
                 await anyio.to_thread.run_sync(_abort_quietly, pipeline.writer)
         raise
+    finally:
+        form.close()
     return Received(info=info, filename=form.filename, preview=preview.to_dict())
 
 
