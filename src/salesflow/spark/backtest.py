@@ -105,8 +105,8 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         )
         .toArrow()
     )
-    sums = np.nan_to_num(stats.column("change_sum").to_numpy().astype(float))
-    counts = stats.column("change_n").to_numpy().astype(float)
+    sums = np.nan_to_num(np.asarray(stats.column("change_sum").to_numpy(), float))
+    counts = np.asarray(stats.column("change_n").to_numpy(), float)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where((counts > 0) & (sums > 0), sums / counts, np.nan)
     series = stats.select(["window", *_KEYS, "naive"]).append_column(
@@ -118,6 +118,8 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         n, s = counts[which == i].sum(), sums[which == i].sum()
         pooled.append(float(s / n) if n and s > 0 else None)
     labels = _labels(stats, len(windows))
+    del stats  # `series` keeps the columns it selected; the others go back to the OS:
+    release_arrow_memory()
     rows = (
         bounds.transform(window_rows(indexed, season))
         .select("window", *_KEYS, *calendar, "period_index", "quantity", "seasonal")
@@ -247,20 +249,40 @@ def run(
     ]
     if not parts:
         return Backtest.empty()
-    table = reduce(DataFrame.unionByName, parts).toArrow()
+    backtest = _collected(reduce(DataFrame.unionByName, parts).toArrow(), prepared)
+    release_arrow_memory()  # the collected table's, now that it is numpy
+    return backtest
+
+
+def _collected(table: pa.Table, prepared: Prepared) -> Backtest:
+    """The Backtest of the scored rows `run` collected (window, KEYS, period_index, quantity,
+    seasonal, model): numpy columns, each converted once, and the series' naive values and
+    scales looked up."""
     naive, series_scale = _series_values(table, prepared.series, ["naive", "series_scale"])
-    window = table.column("window").to_numpy().astype(int)
+    window = _numbers(table, "window", int)
     pooled = np.asarray([np.nan if s is None else s for s in prepared.pooled_scale], float)
     return Backtest(
-        windows=windows,
+        windows=prepared.windows,
         window=window,
         store=_objects(table.column("store_id")),
         product=_objects(table.column("product_id")),
-        period=table.column("period_index").to_numpy().astype(int),
-        actual=table.column("quantity").to_numpy().astype(float),
-        model=table.column("model").to_numpy().astype(float),
+        period=_numbers(table, "period_index", int),
+        actual=_numbers(table, "quantity", float),
+        model=_numbers(table, "model", float),
         naive=naive,
-        seasonal=table.column("seasonal").to_numpy().astype(float),
+        seasonal=_numbers(table, "seasonal", float),
         series_scale=series_scale,
         pooled_scale=pooled[window],
     )
+
+
+def _numbers(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    """A numeric column as a numpy array of `dtype`, copied once (NaN where null, for floats)."""
+    return np.asarray(table.column(name).to_numpy(), dtype)
+
+
+def release_arrow_memory() -> None:
+    """Hand the memory of freed Arrow buffers back to the OS. pyarrow's default pool (mimalloc)
+    keeps it for reuse, and nothing here reuses it: a collected table's memory stayed resident
+    under the numpy arrays and scoring that follow (at 3.6M scored rows, ~240 MB)."""
+    pa.default_memory_pool().release_unused()
