@@ -63,7 +63,7 @@ def fix_mmap_threshold(size: int) -> bool:
     (mallopt M_MMAP_THRESHOLD), and keep that threshold fixed.
 
     glibc's threshold starts at 128 KiB and rises to the largest mmapped buffer freed so far (up
-    to 32 MiB): once one 5 MiB S3 part is freed, every smaller buffer comes from the heap, where
+    to 32 MiB): once one 8 MiB S3 part is freed, every smaller buffer comes from the heap, where
     freed memory mostly stays resident.
     """
     if _mallopt is None or size < 1:

@@ -105,8 +105,8 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         )
         .toArrow()
     )
-    sums = np.nan_to_num(np.asarray(stats.column("change_sum").to_numpy(), float))
-    counts = np.asarray(stats.column("change_n").to_numpy(), float)
+    sums = np.nan_to_num(_numbers(stats, "change_sum", float))
+    counts = _numbers(stats, "change_n", float)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where((counts > 0) & (sums > 0), sums / counts, np.nan)
     series = stats.select(["window", *_KEYS, "naive"]).append_column(
@@ -138,7 +138,7 @@ def _series_values(rows: pa.Table, series: pa.Table, columns: list[str]) -> list
     labels = {name: pc.unique(series.column(name)) for name in _KEYS}
 
     def key(table: pa.Table) -> np.ndarray:
-        found = table.column("window").to_numpy().astype(np.int64)
+        found = _numbers(table, "window", np.int64)
         for name in _KEYS:
             code = pc.index_in(table.column(name), value_set=labels[name]).fill_null(-1)
             found = found * (len(labels[name]) + 1) + code.to_numpy() + 1  # 0: not in `series`
@@ -152,7 +152,7 @@ def _series_values(rows: pa.Table, series: pa.Table, columns: list[str]) -> list
     hit = theirs[at] == mine
     values = []
     for name in columns:
-        column = series.column(name).to_numpy().astype(float)[order]  # NaN where null
+        column = _numbers(series, name, float)[order]  # NaN where null
         values.append(np.where(hit, column[at], np.nan))
     return values
 
@@ -276,7 +276,7 @@ def _collected(table: pa.Table, prepared: Prepared) -> Backtest:
     )
 
 
-def _numbers(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+def _numbers(table: pa.Table, name: str, dtype: type[Any]) -> np.ndarray:
     """A numeric column as a numpy array of `dtype`, copied once (NaN where null, for floats)."""
     return np.asarray(table.column(name).to_numpy(), dtype)
 
