@@ -118,7 +118,7 @@ def prepare(history: DataFrame, shape: HistoryShape, count: int, horizon: int) -
         n, s = counts[which == i].sum(), sums[which == i].sum()
         pooled.append(float(s / n) if n and s > 0 else None)
     labels = _labels(stats, len(windows))
-    del stats  # `series` keeps the columns it selected; the others go back to the OS:
+    del stats  # `series` keeps the columns it selected; the rest goes back to the OS
     release_arrow_memory()
     rows = (
         bounds.transform(window_rows(indexed, season))
