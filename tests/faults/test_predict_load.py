@@ -22,6 +22,7 @@ from salesflow.auth import auth_headers
 from salesflow.catalog import load_catalog
 from salesflow.demo import forecast_request
 from tests.faults.conftest import made_whole
+from tests.fixtures.memory import rss_mib
 from tests.fixtures.system import System, check_invariants
 
 #: Per-test limit. A test trains one to four small models: a minute on an idle 2-core machine,
@@ -51,14 +52,6 @@ REQUEST_TIMEOUT_S = 120.0
 def system(fault_system: System) -> System:
     """The fault suite's shared system (tests/faults/conftest.py), every child running."""
     return made_whole(fault_system)
-
-
-def rss_mib(pid: int) -> float:
-    """VmRSS of one process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0  # a zombie has no VmRSS line
 
 
 def descendants(pid: int) -> list[int]:

@@ -5,6 +5,7 @@ table's memory goes back to the OS."""
 from __future__ import annotations
 
 import gc
+import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,7 @@ from salesflow.spark.backtest import (
     release_arrow_memory,
 )
 from salesflow.spark.windows import Window
+from tests.fixtures.memory import rss_mib
 
 
 def test_each_row_gets_its_own_series_values_and_nan_where_there_are_none() -> None:
@@ -97,11 +99,6 @@ def test_collected_rows_become_numpy_columns_across_chunks() -> None:
     assert bt.window.dtype.kind == "i" and bt.actual.dtype == np.float64
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
-
-
 def test_a_dropped_tables_memory_goes_back_to_the_os() -> None:
     """pyarrow's default pool keeps freed buffers for reuse; release_arrow_memory returns them."""
     values = np.arange(8_000_000, dtype=np.float64)  # 64 MB, copied into the Arrow pool below
@@ -111,8 +108,8 @@ def test_a_dropped_tables_memory_goes_back_to_the_os() -> None:
     table = table.combine_chunks()
     del values
     gc.collect()
-    held = rss_mb()
+    held = rss_mib(os.getpid())
     del table
     gc.collect()
     release_arrow_memory()
-    assert held - rss_mb() > 40
+    assert held - rss_mib(os.getpid()) > 40
