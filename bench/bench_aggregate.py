@@ -218,7 +218,7 @@ def _timed_scan(ctx: Context, path: Path) -> float:
     the Spark path that no transform can speed up."""
     from pyspark.sql import functions as F
 
-    from salesflow.schema import HEADER_PROBE_BYTES, check_header
+    from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header
     from salesflow.spark.read import read_sales
 
     with path.open("rb") as handle:

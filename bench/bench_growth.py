@@ -147,7 +147,7 @@ def _earlier_rows(ctx: Context) -> list[dict[str, Any]]:
 
 
 def run(ctx: Context) -> Report:
-    from salesflow.catalog import synthetic_catalog
+    from salesflow.sales.catalog import synthetic_catalog
 
     report = Report(NAME, TITLE, ctx.mode)
     catalog = synthetic_catalog(STORES, PRODUCTS, seed=0)

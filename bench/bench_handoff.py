@@ -1,6 +1,6 @@
 """The hand-off: upload accepted -> Kafka event -> consumer verified -> training job running.
 
-The whole stack runs as `salesflow up` runs it (salesflow.supervisor.Stack: broker, job server,
+The whole stack runs as `salesflow up` runs it (salesflow.cli.supervisor.Stack: broker, job server,
 upload service, consumer, each its own process). Small uploads go in one at a time, each after the
 previous one finished training, so a job never waits behind another. Stage times come from the
 records themselves: the client's clock when the upload was accepted, the event's Kafka timestamp
@@ -140,7 +140,7 @@ def measure_first_message(ctx: Context, report: Report) -> None:
 def running_stack(ctx: Context) -> Iterator[Any]:
     from pydantic import SecretStr
 
-    from salesflow.supervisor import Stack
+    from salesflow.cli.supervisor import Stack
 
     settings = ctx.settings(
         "handoff-stack",
@@ -179,8 +179,8 @@ def wait_for(check: Any, what: str, timeout: float = TRAIN_TIMEOUT_S) -> Any:
 
 
 def measure_uploads(ctx: Context, report: Report) -> None:
-    from salesflow.services.jobs.client import JobServerClient
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.jobs import JobServerClient
+    from salesflow.clients.upload import UploadClient
 
     files = [ctx.sales_file(UPLOAD_ROWS, seed=100 + i) for i in range(UPLOADS[ctx.mode] + 1)]
     with running_stack(ctx) as stack:
@@ -254,11 +254,11 @@ def run(ctx: Context) -> Report:
     else:
         measure_first_message(ctx, report)
     why = missing_module(
-        "salesflow.supervisor",
+        "salesflow.cli.supervisor",
         "salesflow.services.upload.app",
-        "salesflow.services.upload.client",
+        "salesflow.clients.upload",
         "salesflow.services.jobs.app",
-        "salesflow.services.jobs.client",
+        "salesflow.clients.jobs",
         "salesflow.services.consumer.worker",
     )
     if why:

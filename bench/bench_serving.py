@@ -2,7 +2,7 @@
 
 (a) `python -m salesflow.spark.predict` per request (what the original project did per call);
 (b) `predict_frame` + `collect()` of one row on the warm SparkSession;
-(c) `salesflow.serving.Forecaster`, the saved forest walked with numpy in this process;
+(c) `salesflow.serving.forest.Forecaster`, the saved forest walked with numpy in this process;
 plus 1,000-row batch scoring for (b) and (c), the model hot-reload time, and the job server over
 HTTP on loopback (uvicorn in a thread, sharing this process's warm session): (d) `GET /forecast`,
 (e) `POST /predict` with a 1-row and (f) a 1,000-row CSV. The server is built with the real
@@ -157,7 +157,7 @@ def forecaster(
     ctx: Context, report: Report, version: Any, requests: list[tuple[str, str, int, int]]
 ) -> tuple[float, np.ndarray, Any]:
     """(c) the in-process Forecaster: single rows, 1,000-row batches, reload time."""
-    from salesflow.serving import Forecaster
+    from salesflow.serving.forest import Forecaster
 
     model = Forecaster.load(version.pipeline_path)
     singles = [columns_of([r]) for r in requests[: SAMPLES[ctx.mode]["forecaster"]]]
@@ -408,7 +408,7 @@ def run(ctx: Context) -> Report:
 
     jvm_s = new_jvm(ctx, report, settings, requests[0])
     spark_s, spark_batch = warm_spark(ctx, report, version, requests)
-    why = missing_module("salesflow.serving")
+    why = missing_module("salesflow.serving.forest")
     fc_s: float | None = None
     if why:
         report.skip("(c) Forecaster in-process", why)

@@ -253,7 +253,7 @@ def _measure(
         )
 
     services: list[_Service] = []
-    why = missing_module("salesflow.services.upload.app", "salesflow.services.upload.client")
+    why = missing_module("salesflow.services.upload.app", "salesflow.clients.upload")
     with ExitStack() as stack:
         if why:
             report.skip("upload service over HTTP", why)
@@ -315,7 +315,7 @@ class _Service:
             raise RuntimeError(f"the service stored {record.get('size')} bytes")
 
     def remove_last(self) -> None:
-        from salesflow.schema import upload_key
+        from salesflow.sales.contract import upload_key
 
         if self._last is not None:
             self._store.delete(upload_key(self._last))  # moto keeps objects in memory
@@ -326,7 +326,7 @@ def _service(
     ctx: Context, settings: Any, label: str, kafka: str, env: dict[str, str]
 ) -> Iterator[_Service]:
     """`salesflow serve upload` as a child on `settings`' store, with its client."""
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.upload import UploadClient
     from salesflow.storage import open_store
 
     port = free_port()

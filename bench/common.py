@@ -27,9 +27,9 @@ from bench.report import Report, Target, console, fmt
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from salesflow.catalog import Catalog
     from salesflow.config import Settings
     from salesflow.registry import ModelVersion
+    from salesflow.sales.catalog import Catalog
 
 __all__ = [
     "BENCH_DIR",
@@ -147,7 +147,7 @@ class Context:
         self, rows: int, seed: int = 0, catalog: Catalog | None = None, tag: str = "default"
     ) -> Path:
         """A generated sales CSV, kept in the cache folder between runs (same seed, same bytes)."""
-        from salesflow.generate import generate_sales
+        from salesflow.sales.generate import generate_sales
 
         path = self.cache_dir / f"sales-{tag}-{rows}-{seed}.csv"
         if not path.exists():

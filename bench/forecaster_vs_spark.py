@@ -20,7 +20,7 @@ import numpy as np
 from pyspark.ml import PipelineModel
 
 from salesflow.config import Settings
-from salesflow.serving import Forecaster
+from salesflow.serving.forest import Forecaster
 from salesflow.spark.pipeline import build_pipeline
 from salesflow.spark.session import get_spark, stop_spark
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salesflow import preview as preview_module
-from salesflow.csv_rules import date_of, quantity_problem
 from salesflow.errors import FieldTooLongError, InputError, NotUtf8Error, UnterminatedQuoteError
-from salesflow.preview import Inspector, Preview
-from salesflow.schema import check_header
+from salesflow.sales import preview as preview_module
+from salesflow.sales.contract import check_header
+from salesflow.sales.preview import Inspector, Preview
+from salesflow.sales.rules import date_of, quantity_problem
 from tests.bad_input.helpers import HEADER, row
 
 MIXED = (

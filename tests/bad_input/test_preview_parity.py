@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from salesflow.preview import Inspector
-from salesflow.schema import check_header
+from salesflow.sales.contract import check_header
+from salesflow.sales.preview import Inspector
 from salesflow.spark.read import read_sales
 from salesflow.spark.transforms import rejected_rows
 from tests.bad_input.helpers import HEADER, row

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from salesflow.generate import generate_sales
+from salesflow.clients.jobs import JobServerClient
+from salesflow.sales.generate import generate_sales
 from salesflow.services.dashboard.app import dashboard_url, login_url
 from salesflow.services.dashboard.session import COOKIE
-from salesflow.services.jobs.client import JobServerClient
 from tests.conftest import free_port
 from tests.fixtures.system import running_system
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from salesflow.catalog import load_catalog
-from salesflow.demo import forecast_request
-from salesflow.schema import upload_key
-from salesflow.services.jobs.client import JobServerClient
-from salesflow.services.upload.client import UploadClient
+from salesflow.cli.demo import forecast_request
+from salesflow.clients.jobs import JobServerClient
+from salesflow.clients.upload import UploadClient
+from salesflow.sales.catalog import load_catalog
+from salesflow.sales.contract import upload_key
 from tests.fixtures.system import System, check_invariants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from salesflow import kafka
-from salesflow.schema import upload_key
+from salesflow.sales.contract import upload_key
 from salesflow.services.consumer.handler import CRASH_EXIT_CODE
 from salesflow.storage import local_path_of
 from tests.faults.conftest import CHEAP

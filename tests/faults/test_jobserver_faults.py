@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from salesflow.catalog import load_catalog
+from salesflow.cli.demo import forecast_request
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
-from salesflow.demo import forecast_request
 from salesflow.registry import ModelRegistry
-from salesflow.services.jobs.client import JobServerClient
+from salesflow.sales.catalog import load_catalog
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import JobRunner
 from tests.faults.conftest import CHEAP

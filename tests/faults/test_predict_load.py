@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from salesflow.auth import auth_headers
-from salesflow.catalog import load_catalog
-from salesflow.demo import forecast_request
+from salesflow.cli.demo import forecast_request
+from salesflow.sales.catalog import load_catalog
 from tests.faults.conftest import made_whole
 from tests.fixtures.memory import rss_mib
 from tests.fixtures.system import System, check_invariants

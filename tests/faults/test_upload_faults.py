@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from salesflow import kafka
+from salesflow.clients.upload import UploadClient
 from salesflow.errors import BusyError, NotFoundError
 from salesflow.registry import ModelRegistry
-from salesflow.schema import new_upload_id
-from salesflow.services.upload.client import UploadClient
+from salesflow.sales.contract import new_upload_id
 from salesflow.services.upload.outbox import event_of
 from tests.faults.conftest import (
     Record,

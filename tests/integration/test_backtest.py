@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from salesflow.catalog import catalog_from_dict
 from salesflow.config import Settings
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelVersion
-from salesflow.schema import check_header
+from salesflow.sales.catalog import catalog_from_dict
+from salesflow.sales.contract import check_header
+from salesflow.sales.generate import generate_sales
 from salesflow.spark import backtest, scoring
 from salesflow.spark.pipeline import (
     FEATURES,

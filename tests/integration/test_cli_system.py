@@ -19,14 +19,14 @@ from typer.testing import CliRunner, Result
 
 from salesflow import cli
 from salesflow.cli.system import status_rows
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings, get_settings
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
+from salesflow.sales.generate import generate_sales
 from salesflow.services.consumer.worker import build_handler, consume
 from salesflow.services.jobs.app import create_app as create_jobs_app
 from salesflow.services.jobs.runner import spark_engine
 from salesflow.services.upload.app import create_app as create_upload_app
-from salesflow.services.upload.client import UploadClient
 from tests.conftest import free_port
 from tests.fixtures.servers import serving
 

@@ -27,7 +27,7 @@ from salesflow.kafka import (
     consumer_config,
     consumer_lag,
 )
-from salesflow.schema import UploadEvent, new_upload_id, upload_key
+from salesflow.sales.contract import UploadEvent, new_upload_id, upload_key
 from salesflow.services.consumer.handler import (
     CRASH_EXIT_CODE,
     DeadLetter,

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from salesflow.catalog import synthetic_catalog
 from salesflow.config import Settings
 from salesflow.errors import InputError
-from salesflow.forecast import ForecastService, Query, coherence_of
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
+from salesflow.sales.catalog import synthetic_catalog
+from salesflow.sales.generate import generate_sales
+from salesflow.serving.service import ForecastService, Query, coherence_of
 from salesflow.spark.pipeline import DAY_FEATURES, FEATURES
 from salesflow.spark.train import TrainInput, TrainResult, train
 

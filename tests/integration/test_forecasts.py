@@ -27,18 +27,18 @@ from typer.testing import CliRunner
 
 from salesflow import cli
 from salesflow.auth import auth_headers
-from salesflow.catalog import load_catalog
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, NotFoundError
-from salesflow.forecast import MAX_QUERIES, ForecastService
-from salesflow.forecast_csv import predict_csv
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
-from salesflow.schema import new_upload_id, upload_key
-from salesflow.served import ModelFacts, ServedModel
+from salesflow.sales.catalog import load_catalog
+from salesflow.sales.contract import new_upload_id, upload_key
+from salesflow.sales.generate import generate_sales
 from salesflow.services.jobs.app import create_app
-from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.jobs.runner import lineage_path, spark_engine
+from salesflow.serving.model import ModelFacts, ServedModel
+from salesflow.serving.predict_csv import predict_csv
+from salesflow.serving.service import MAX_QUERIES, ForecastService
 from salesflow.spark.predict import predict, predict_frame
 from salesflow.spark.train import curated_path
 from salesflow.storage import store_for

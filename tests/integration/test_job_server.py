@@ -14,14 +14,14 @@ import pytest
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
-from salesflow.catalog import load_catalog
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.errors import TooManyRejectsError
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
-from salesflow.schema import new_upload_id, upload_key
+from salesflow.sales.catalog import load_catalog
+from salesflow.sales.contract import new_upload_id, upload_key
+from salesflow.sales.generate import generate_sales
 from salesflow.services.jobs.app import create_app
-from salesflow.services.jobs.client import JobServerClient
 from salesflow.services.jobs.runner import spark_engine
 from salesflow.storage import store_for
 from tests.conftest import free_port

@@ -30,7 +30,7 @@ from salesflow.kafka import (
     producer_config,
     run_broker,
 )
-from salesflow.schema import UploadEvent
+from salesflow.sales.contract import UploadEvent
 from tests.conftest import free_port
 
 # Every test here is bounded: a hang is a failure, not a stuck run.

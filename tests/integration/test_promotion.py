@@ -13,8 +13,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from salesflow.config import Settings
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry, ModelVersion
+from salesflow.sales.generate import generate_sales
 from salesflow.spark.predict import future_frame
 from salesflow.spark.train import TrainInput, train
 from tests.fixtures.data import sale, write_sales

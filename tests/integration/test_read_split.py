@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from salesflow.schema import check_header
+from salesflow.sales.contract import check_header
 from salesflow.spark.read import read_sales
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from pyspark.ml.regression import (
 from pyspark.sql import DataFrame, SparkSession
 
 from salesflow.errors import InputError, ModelError
-from salesflow.jvm_float import fma, jvm_double_lanes, product_error
-from salesflow.serving import Forecaster
+from salesflow.serving.forest import Forecaster
+from salesflow.serving.jvm_float import fma, jvm_double_lanes, product_error
 
 STORES = ["s1", "s2", "s3"]
 PRODUCTS = ["p1", "p2", "p3"]
@@ -282,7 +282,7 @@ def test_a_salesflow_day_model_served_from_dates_equals_spark(
 
     from salesflow.config import Settings
     from salesflow.registry import ModelVersion
-    from salesflow.served import ServedModel
+    from salesflow.serving.model import ServedModel
     from salesflow.spark.pipeline import build_pipeline
     from salesflow.spark.transforms import fill_missing_days, with_day_features
 

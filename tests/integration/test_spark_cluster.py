@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
+from salesflow.sales.generate import generate_sales
 from tests.fixtures.spark_cluster import SparkCluster
 
 pytestmark = pytest.mark.slow

@@ -22,9 +22,9 @@ from pyspark.sql import functions as F
 
 from salesflow.config import Settings, get_settings
 from salesflow.errors import ModelNotFoundError, TooManyRejectsError
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
-from salesflow.schema import REQUIRED_COLUMNS
+from salesflow.sales.contract import REQUIRED_COLUMNS
+from salesflow.sales.generate import generate_sales
 from salesflow.spark import predict as predict_job
 from salesflow.spark import train as train_job
 from salesflow.spark.predict import (

@@ -17,11 +17,11 @@ from confluent_kafka import Consumer
 from fastapi import FastAPI
 
 from salesflow.auth import auth_headers
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.kafka import LocalBroker, consumer_config
-from salesflow.schema import UploadEvent
+from salesflow.sales.contract import UploadEvent
 from salesflow.services.upload.app import create_app
-from salesflow.services.upload.client import UploadClient
 from salesflow.storage import local_path_of
 from tests.conftest import free_port
 from tests.fixtures.s3 import S3_PREFIX, bucket_of, s3_client_for

@@ -20,17 +20,17 @@ from typer.testing import CliRunner, Result
 
 from salesflow import cli
 from salesflow.cli import output as cli_output
-from salesflow.cli.model import TRAIN_STAGES, print_train
+from salesflow.cli.forecasting import TRAIN_STAGES, print_train
 from salesflow.cli.output import StageProgress
+from salesflow.clients.status import system_status
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings, get_settings
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
+from salesflow.sales.generate import generate_sales
 from salesflow.services.jobs.app import create_app as create_job_server
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.upload.app import create_app
-from salesflow.services.upload.client import UploadClient
 from salesflow.spark.train import TrainResult
-from salesflow.status import system_status
 from tests.conftest import free_port
 from tests.fixtures.servers import serving
 from tests.unit.test_jobs_api import FakeSpark
@@ -357,7 +357,7 @@ def test_train_both_then_models_coherence_and_date_forecasts_from_a_job_server(
 ) -> None:
     """One real `train --granularity both` (1-3 min on 2 busy cores), then the commands that read
     its models: `models coherence`, and `forecast --date` with and without a day model active."""
-    from salesflow.catalog import synthetic_catalog
+    from salesflow.sales.catalog import synthetic_catalog
 
     source = tmp_path / "sales.csv"
     catalog = synthetic_catalog(n_stores=2, n_products=2, seed=3)

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from salesflow.clients.jobs import JobServerClient
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import (
     BusyError,
@@ -19,7 +21,7 @@ from salesflow.errors import (
     StorageError,
     UnavailableError,
 )
-from salesflow.schema import UploadEvent, new_upload_id, upload_key
+from salesflow.sales.contract import UploadEvent, new_upload_id, upload_key
 from salesflow.services.consumer.deadletter import (
     MAX_EVENT_BYTES,
     dead_letter,
@@ -34,8 +36,6 @@ from salesflow.services.consumer.handler import (
     UploadHandler,
     upload_id_of,
 )
-from salesflow.services.jobs.client import JobServerClient
-from salesflow.services.upload.client import UploadClient
 from salesflow.storage import FileStore, ObjectInfo, store_for
 
 HEADER = b"product_id,product_name,product_price,store_id,store_name,quantity,date\n"

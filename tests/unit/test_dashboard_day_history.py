@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from salesflow.auth import load_or_create_token
 from salesflow.config import Settings
 from salesflow.errors import InputError
-from salesflow.history import ALL, MAX_DAYS, daily_root, read_daily
 from salesflow.services.dashboard.app import create_app
+from salesflow.serving.history import ALL, MAX_DAYS, daily_root, read_daily
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from salesflow.auth import load_or_create_token
 from salesflow.config import Settings
 from salesflow.errors import InputError
-from salesflow.history import ALL, curated_root, read_monthly, series_ids
 from salesflow.services.dashboard.app import create_app
+from salesflow.serving.history import ALL, curated_root, read_monthly, series_ids
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 

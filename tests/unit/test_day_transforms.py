@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
-from salesflow.schema import REQUIRED_COLUMNS
+from salesflow.sales.contract import REQUIRED_COLUMNS
 from salesflow.spark.coherence import horizon_months
 from salesflow.spark.pipeline import (
     DAY_FEATURES,

@@ -16,10 +16,10 @@ from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
 from salesflow.errors import InputError, ModelNotFoundError, TooLargeError
-from salesflow.forecast import MAX_QUERIES, ForecastService, Query, parse_period
 from salesflow.registry import ModelRegistry, ModelVersion
-from salesflow.served import Fallback, ModelFacts, output_columns
-from salesflow.serving import Forecaster
+from salesflow.serving.forest import Forecaster
+from salesflow.serving.model import Fallback, ModelFacts, output_columns
+from salesflow.serving.service import MAX_QUERIES, ForecastService, Query, parse_period
 from tests.fixtures.forecast_models import (
     ZERO_PAIR,
     Row,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from salesflow.errors import HeaderError
-from salesflow.forecast_csv import escape_formula_text, read_monthly
+from salesflow.serving.predict_csv import escape_formula_text, read_monthly
 
 HEADER = "product_id,product_name,product_price,store_id,store_name,quantity,date\n"
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-import salesflow.generate as generate
-from salesflow.catalog import (
+import salesflow.sales.generate as generate
+from salesflow.errors import InputError
+from salesflow.sales.catalog import (
     Catalog,
     Product,
     Store,
@@ -24,9 +25,8 @@ from salesflow.catalog import (
     load_catalog,
     synthetic_catalog,
 )
-from salesflow.errors import InputError
-from salesflow.generate import generate_sales
-from salesflow.schema import REQUIRED_COLUMNS, check_header
+from salesflow.sales.contract import REQUIRED_COLUMNS, check_header
+from salesflow.sales.generate import generate_sales
 
 
 def _csv_bytes(**kwargs: Any) -> bytes:

@@ -18,7 +18,7 @@ from salesflow.auth import auth_headers
 from salesflow.config import Settings
 from salesflow.errors import TooManyRejectsError
 from salesflow.registry import ModelRegistry
-from salesflow.schema import upload_key
+from salesflow.sales.contract import upload_key
 from salesflow.services.jobs.app import create_app
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import Engine, PredictOutcome

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from salesflow.auth import auth_headers
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.errors import (
     BusyError,
@@ -20,7 +21,6 @@ from salesflow.errors import (
     UnavailableError,
 )
 from salesflow.services.jobs.app import create_app
-from salesflow.services.jobs.client import JobServerClient
 from tests.unit.test_jobs_api import SMALL_CSV, UPLOAD, FakeSpark, Reports
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -7,9 +7,9 @@ import json
 import httpx
 import pytest
 
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.errors import InputError, NotFoundError, SalesflowError
-from salesflow.services.jobs.client import JobServerClient
 
 UPLOAD = "f" * 32
 

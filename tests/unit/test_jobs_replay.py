@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from salesflow.auth import auth_headers
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
-from salesflow.schema import upload_key
+from salesflow.sales.contract import upload_key
 from salesflow.services.jobs.app import StatusReporter, create_app
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import JobRunner, PredictOutcome

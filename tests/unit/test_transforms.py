@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from salesflow.config import Settings
 from salesflow.errors import HeaderError, InputError, ObjectNotFoundError
-from salesflow.schema import REQUIRED_COLUMNS, check_header
+from salesflow.sales.contract import REQUIRED_COLUMNS, check_header
 from salesflow.spark.pipeline import build_pipeline
 from salesflow.spark.predict import future_frame, write_csv
 from salesflow.spark.read import open_sales, read_sales

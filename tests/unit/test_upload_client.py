@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from salesflow import errors
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
-from salesflow.services.upload.client import UploadClient
 from salesflow.services.upload.streaming import receive_upload
 from salesflow.storage import FileStore
 

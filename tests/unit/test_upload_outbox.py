@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.errors import UnavailableError
-from salesflow.schema import UploadEvent
-from salesflow.services.jobs.client import JobServerClient
+from salesflow.sales.contract import UploadEvent
 from salesflow.services.upload.db import UploadDB
 from salesflow.services.upload.outbox import (
     OutboxRelay,

@@ -25,8 +25,8 @@ from salesflow.errors import (
     TooLargeError,
     UnsupportedMediaError,
 )
-from salesflow.preview import Inspector
-from salesflow.schema import HEADER_PROBE_BYTES
+from salesflow.sales.contract import HEADER_PROBE_BYTES
+from salesflow.sales.preview import Inspector
 from salesflow.services.upload.streaming import (
     PIPELINE_BATCHES,
     WRITE_BATCH,

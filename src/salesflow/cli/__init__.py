@@ -1,15 +1,16 @@
 """The `salesflow` command line: thin commands over the core and the services' clients.
 
-Commands live by subject: `data` (generate, upload, uploads), `model` (train, predict, forecast,
-retrain), `models` (list, history, activate, coherence), `system` (up, serve, broker, demo,
-status, jobs, config); `output` holds the table, JSON and progress helpers they share.
+Commands live by subject: `data` (generate, upload, uploads), `forecasting` (train, predict,
+forecast, retrain), `versions` (models: list, history, activate, coherence), `system` (up, serve,
+broker, demo, status, jobs, config; `supervisor` and `demo` run the processes); `output` holds
+the table, JSON and progress helpers they share.
 """
 
 from __future__ import annotations
 
 import sys
 
-from salesflow.cli import data, model, models, system  # noqa: F401  (registers the commands)
+from salesflow.cli import data, forecasting, system, versions  # noqa: F401  (registers the commands)
 from salesflow.cli.app import app, state
 from salesflow.cli.output import err
 from salesflow.errors import SalesflowError

@@ -41,8 +41,8 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate realistic seasonal sales from a catalogue of stores and products."""
-    from salesflow import catalog as catalogue
-    from salesflow import generate as gen
+    from salesflow.sales import catalog as catalogue
+    from salesflow.sales import generate as gen
 
     if bool(stores) != bool(products):
         raise typer.BadParameter("--stores and --products go together")
@@ -85,7 +85,7 @@ def upload(
 ) -> None:
     """Upload a CSV to the upload service and follow it through queued -> training -> trained."""
     from salesflow.cli.output import err
-    from salesflow.followup import follow_upload, upload_with_progress
+    from salesflow.clients.followup import follow_upload, upload_with_progress
 
     cfg = settings()
     record = upload_with_progress(cfg, path, force=force, console=err)
@@ -118,7 +118,7 @@ def uploads(
     as_json: JsonOption = False,
 ) -> None:
     """Recent uploads and their states, from the upload service."""
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.upload import UploadClient
 
     with UploadClient(settings()) as client:
         records = client.list(limit=limit, status=status)

@@ -67,8 +67,8 @@ def serve_consumer() -> None:
 @app.command()
 def up() -> None:
     """Start everything (broker, job server, upload service, dashboard, consumer) until Ctrl-C."""
+    from salesflow.cli.supervisor import running_stack
     from salesflow.services.dashboard.app import login_url
-    from salesflow.supervisor import running_stack
 
     cfg = settings()
     stop = threading.Event()
@@ -93,9 +93,9 @@ def demo(
     rows: Annotated[int, typer.Option(help="Sales rows to generate.")] = 20_000,
 ) -> None:
     """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop."""
-    from salesflow.catalog import load_catalog
+    from salesflow.cli.demo import run_demo
     from salesflow.cli.output import print_metrics
-    from salesflow.demo import run_demo
+    from salesflow.sales.catalog import load_catalog
 
     records, record = run_demo(settings(), rows=rows, console=err)
     catalog = load_catalog(None)
@@ -118,7 +118,7 @@ def status(as_json: JsonOption = False) -> None:
     upload consumer (down when the broker reports its group without members). The dashboard and a
     missing model are shown but do not fail. Each probe waits at most a few seconds.
     """
-    from salesflow.status import system_status
+    from salesflow.clients.status import system_status
 
     if not state["debug"]:  # an unreachable broker is reported below, not as librdkafka noise
         logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
@@ -134,7 +134,7 @@ def status(as_json: JsonOption = False) -> None:
 
 def status_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
     """The status answer as the table's rows: part, up, required, state, detail, address."""
-    from salesflow.status import REQUIRED
+    from salesflow.clients.status import REQUIRED
 
     where = answer.get("endpoints") or {}
     rows = [
@@ -216,7 +216,7 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """Recent training and prediction jobs, from the job server."""
-    from salesflow.services.jobs.client import JobServerClient
+    from salesflow.clients.jobs import JobServerClient
 
     with JobServerClient(settings()) as client:
         records = client.jobs(upload_id=upload_id, status=status, limit=limit)

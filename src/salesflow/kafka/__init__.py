@@ -3,7 +3,7 @@
 At-least-once: the producer is idempotent (acks=all) and `EventPublisher.publish` returns only once
 the broker has the event. Consumers neither auto-commit nor auto-store offsets: the worker handles an
 event, then stores and commits its offset, so a crash in between replays the event. Handlers must
-therefore be idempotent. Events are serialised by `salesflow.schema`, never here.
+therefore be idempotent. Events are serialised by `salesflow.sales.contract`, never here.
 
 - `clients`: producer/consumer/admin configs, `ensure_topics`, `broker_reachable`, `consumer_lag`
 - `publisher`: `EventPublisher`

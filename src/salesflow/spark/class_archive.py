@@ -181,7 +181,7 @@ def record(settings: Settings) -> Path | None:
     """Record the archive now, unless it exists: a small training in a new process (scratch
     folder), which records it at its exit as the first `salesflow train` would, MLlib's classes
     included. The archive's path, or None when it is switched off or was not written."""
-    from salesflow.generate import generate_sales
+    from salesflow.sales.generate import generate_sales
 
     if not settings.spark_class_archive:
         return None

@@ -3,8 +3,8 @@
 `predict` reads a CSV in the upload format (quantity optional), aggregates it like training does,
 and scores it with the active (or a named) model version. `predict_frame` is the warm-session entry
 point the job server uses for large files; fitted models are cached per version folder (versions
-are immutable). Answers follow `salesflow.served`'s rule (fallback means for unseen ids, intervals,
-lineage columns), so this path and the in-process one (`salesflow.forecast_csv`) agree.
+are immutable). Answers follow `salesflow.serving.model`'s rule (fallback means for unseen ids, intervals,
+lineage columns), so this path and the in-process one (`salesflow.serving.predict_csv`) agree.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from pyspark.sql.types import StringType
 
 from salesflow.config import Settings
 from salesflow.errors import InputError, ModelError, SalesflowError
-from salesflow.forecast_csv import escape_formula_text
 from salesflow.registry import ModelRegistry, ModelVersion
-from salesflow.served import DEFAULT_LEVELS, ModelFacts, interval_columns, output_columns
+from salesflow.serving.model import DEFAULT_LEVELS, ModelFacts, interval_columns, output_columns
+from salesflow.serving.predict_csv import escape_formula_text
 from salesflow.spark.read import open_sales, read_sales
 from salesflow.spark.transforms import (
     KEYS,
@@ -117,7 +117,7 @@ def predict_frame(
 ) -> DataFrame:
     """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`).
 
-    The answer rule is `salesflow.served.ServedModel.score`'s: the model for known ids, else
+    The answer rule is `salesflow.serving.model.ServedModel.score`'s: the model for known ids, else
     the fallback means of `facts` (default: from the version's metadata alone), intervals for
     model answers only, and the version and training time in every row.
     """

@@ -30,7 +30,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from salesflow.config import Settings
 from salesflow.errors import InputError, ObjectNotFoundError
-from salesflow.schema import HEADER_PROBE_BYTES, HeaderInfo, check_header
+from salesflow.sales.contract import HEADER_PROBE_BYTES, HeaderInfo, check_header
 from salesflow.storage import local_path_of, open_store
 
 __all__ = [

@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError, InputError
-from salesflow.schema import check_header
+from salesflow.sales.contract import check_header
 from salesflow.spark import class_archive
 from salesflow.storage import local_path_of
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from salesflow.schema import QUANTITY_REASONS, REJECT_REASONS
+from salesflow.sales.contract import QUANTITY_REASONS, REJECT_REASONS
 
 __all__ = [
     "DAY_FEATURE_COLUMNS",

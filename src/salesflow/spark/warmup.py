@@ -22,8 +22,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
-from salesflow.generate import generate_sales
 from salesflow.registry import ModelRegistry
+from salesflow.sales.generate import generate_sales
 from salesflow.spark.train import TrainInput, train
 
 __all__ = ["WARMUP_GROUP", "WARMUP_ROWS", "WarmUp"]

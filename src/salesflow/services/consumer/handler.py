@@ -37,7 +37,7 @@ from salesflow.errors import (
     StorageError,
     UnavailableError,
 )
-from salesflow.schema import HEADER_PROBE_BYTES, UploadEvent, check_header, upload_key
+from salesflow.sales.contract import HEADER_PROBE_BYTES, UploadEvent, check_header, upload_key
 from salesflow.storage import ObjectStore
 
 __all__ = [

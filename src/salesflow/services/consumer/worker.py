@@ -75,8 +75,8 @@ class Handler(Protocol):
 
 def build_handler(settings: Settings) -> tuple[UploadHandler, Callable[[], None]]:
     """The production handler over the configured store and service clients, and its closer."""
-    from salesflow.services.jobs.client import JobServerClient
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.jobs import JobServerClient
+    from salesflow.clients.upload import UploadClient
 
     jobs = JobServerClient(settings)
     uploads = UploadClient(settings)

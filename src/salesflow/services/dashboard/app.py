@@ -17,10 +17,10 @@ from salesflow.auth import auth_headers, load_or_create_token
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError
 from salesflow.logs import configure_logging
+from salesflow.services.dashboard.overview import StatusBoard
 from salesflow.services.dashboard.proxy import Upstream
 from salesflow.services.dashboard.routes import DashboardState, api, pages
 from salesflow.services.dashboard.session import SessionGate, SessionStore, redact_token
-from salesflow.services.dashboard.status import StatusBoard
 from salesflow.services.http import health_router, install_error_handlers
 
 __all__ = ["create_app", "dashboard_url", "login_url", "serve", "web_root"]

@@ -14,7 +14,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from salesflow.auth import token_matches
 from salesflow.config import Settings
-from salesflow.history import (
+from salesflow.services.dashboard.models import complete_models
+from salesflow.services.dashboard.overview import StatusBoard
+from salesflow.services.dashboard.proxy import Upstream, UpstreamError
+from salesflow.services.dashboard.session import COOKIE, SESSION_TTL_S, SessionStore
+from salesflow.services.http import error_body
+from salesflow.serving.history import (
     ALL,
     MAX_DAYS,
     curated_root,
@@ -23,11 +28,6 @@ from salesflow.history import (
     read_monthly,
     series_ids,
 )
-from salesflow.services.dashboard.models import complete_models
-from salesflow.services.dashboard.proxy import Upstream, UpstreamError
-from salesflow.services.dashboard.session import COOKIE, SESSION_TTL_S, SessionStore
-from salesflow.services.dashboard.status import StatusBoard
-from salesflow.services.http import error_body
 
 __all__ = ["DashboardState", "api", "pages"]
 

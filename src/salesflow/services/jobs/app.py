@@ -20,7 +20,6 @@ from fastapi import FastAPI
 from salesflow import logs
 from salesflow.config import Settings
 from salesflow.errors import ObjectNotFoundError, UnavailableError
-from salesflow.forecast import ForecastService
 from salesflow.registry import ModelRegistry
 from salesflow.services.http import ReadinessCheck, install_error_handlers, protected
 from salesflow.services.http import health_router as make_health_router
@@ -29,6 +28,7 @@ from salesflow.services.jobs.deps import ServerState, SparkWarmup
 from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
 from salesflow.services.jobs.runner import Engine, JobRunner, spark_engine
+from salesflow.serving.service import ForecastService
 from salesflow.spark.train import curated_path
 from salesflow.storage import store_for
 
@@ -115,7 +115,7 @@ class StatusReporter:
 
 def upload_reporter(settings: Settings) -> ReportFn:
     """Send statuses with the upload service's client."""
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.upload import UploadClient
 
     client = UploadClient(settings)
 

@@ -26,10 +26,8 @@ from salesflow.errors import (
     TooLargeError,
     UnavailableError,
 )
-from salesflow.forecast import MAX_QUERIES, ForecastService, coherence_of
-from salesflow.forecast import Query as ForecastQuery
 from salesflow.registry import GRANULARITIES, ModelVersion, normalise_version
-from salesflow.schema import HEADER_PROBE_BYTES, check_header, upload_key
+from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header, upload_key
 from salesflow.services.jobs.db import MAX_LIST
 from salesflow.services.jobs.deps import (
     DbDep,
@@ -41,6 +39,8 @@ from salesflow.services.jobs.deps import (
     StoreDep,
 )
 from salesflow.services.jobs.runner import PredictOutcome
+from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
+from salesflow.serving.service import Query as ForecastQuery
 
 __all__ = ["router"]
 

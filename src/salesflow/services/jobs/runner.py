@@ -23,10 +23,10 @@ from typing import Any, Protocol
 from salesflow import logs
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError
-from salesflow.forecast import ForecastService
-from salesflow.forecast_csv import predict_csv
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import Job, JobDB
+from salesflow.serving.predict_csv import predict_csv
+from salesflow.serving.service import ForecastService
 from salesflow.spark.session import get_spark, stop_spark
 from salesflow.spark.train import TrainInput, curated_path, train
 from salesflow.spark.warmup import WarmUp
@@ -130,7 +130,7 @@ def spark_predictor(
     settings: Settings, registry: ModelRegistry, spark_fn: Callable[[], Any]
 ) -> PredictFn:
     """The real job predictor: `salesflow.spark.predict` on the process's session."""
-    from salesflow.served import LINEAGE_COLUMNS
+    from salesflow.serving.model import LINEAGE_COLUMNS
     from salesflow.spark import predict as spark_predict
 
     def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:

@@ -18,12 +18,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError, UnavailableError
 from salesflow.kafka import ensure_topics
 from salesflow.logs import bind
-from salesflow.schema import UploadEvent
-from salesflow.services.jobs.client import JobServerClient
+from salesflow.sales.contract import UploadEvent
 from salesflow.services.upload.db import UploadDB
 
 __all__ = [

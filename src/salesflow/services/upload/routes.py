@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from salesflow.errors import SalesflowError
 from salesflow.kafka import broker_reachable
 from salesflow.logs import bind
-from salesflow.schema import new_upload_id
+from salesflow.sales.contract import new_upload_id
 from salesflow.services.upload.deps import (
     DBDep,
     RelayDep,

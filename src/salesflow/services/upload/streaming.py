@@ -36,8 +36,8 @@ from salesflow.errors import (
     TooLargeError,
     UnsupportedMediaError,
 )
-from salesflow.preview import Inspector
-from salesflow.schema import HEADER_PROBE_BYTES, HeaderInfo, check_header, upload_key
+from salesflow.sales.contract import HEADER_PROBE_BYTES, HeaderInfo, check_header, upload_key
+from salesflow.sales.preview import Inspector
 from salesflow.services.upload.db import UploadDB, utc_now
 from salesflow.services.upload.outbox import event_of
 from salesflow.storage import ObjectInfo, ObjectStore, ObjectWriter

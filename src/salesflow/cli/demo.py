@@ -10,12 +10,12 @@ from typing import Any
 
 from rich.console import Console
 
-from salesflow import generate as gen
-from salesflow.catalog import Catalog, load_catalog
+from salesflow.cli.supervisor import running_stack
+from salesflow.clients.followup import follow_upload, upload_with_progress
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError, SalesflowError
-from salesflow.followup import follow_upload, upload_with_progress
-from salesflow.supervisor import running_stack
+from salesflow.sales import generate as gen
+from salesflow.sales.catalog import Catalog, load_catalog
 
 __all__ = ["forecast_request", "run_demo"]
 
@@ -68,7 +68,7 @@ def run_demo(
     settings: Settings, *, rows: int, console: Console
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Start everything, generate, upload, wait for the Kafka-triggered training, forecast 12 months."""
-    from salesflow.services.jobs.client import JobServerClient
+    from salesflow.clients.jobs import JobServerClient
 
     _check_ports(settings)
     work = settings.data_dir / "demo"

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from salesflow.errors import ModelError
 from salesflow.registry import ModelVersion
-from salesflow.serving import Forecaster
+from salesflow.serving.forest import Forecaster
 
 __all__ = [
     "BASES",

@@ -5,7 +5,7 @@ No HTTP and no Spark: `ForecastService` keeps one `serving.Forecaster` per model
 the registry's active pointers (the next request after an activation loads the new version), and
 answers each query with a quantity, a prediction interval per level, the basis of the answer
 (the model, or a fallback mean for ids the model never saw) and, once per response, the lineage
-of the model. What a version says and how a row is answered live in `salesflow.served`.
+of the model. What a version says and how a row is answered live in `salesflow.serving.model`.
 
 Months are asked as `YYYY-MM` and answered by the active month model; dates as `YYYY-MM-DD` and
 answered by the active day model (`granularity: "day"`). When no day model is active, dates are
@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from salesflow.errors import InputError, ModelNotFoundError, TooLargeError
 from salesflow.registry import ModelRegistry, normalise_version
-from salesflow.served import ServedModel
+from salesflow.serving.model import ServedModel
 
 __all__ = [
     "MAX_QUERIES",

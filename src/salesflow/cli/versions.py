@@ -118,7 +118,7 @@ def models_coherence(
     Recorded when one run trains both granularities (`salesflow train --granularity both`): ratio
     is the sum of the day forecasts over a month / the month model's forecast (1 = coherent).
     """
-    from salesflow.forecast import coherence_of
+    from salesflow.serving.service import coherence_of
 
     report = coherence_of(_registry(), None if version == "active" else version)
     if as_json:

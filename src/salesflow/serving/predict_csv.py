@@ -1,7 +1,7 @@
 """Predictions for a small sales CSV in-process: parse in Python, score with the warm model, no Spark.
 
 The same semantics as `salesflow.spark.predict.predict` (a test holds them equal): the header
-check, ids trimmed of blanks, the Spark job's date and quantity rules (`salesflow.preview`),
+check, ids trimmed of blanks, the Spark job's date and quantity rules (`salesflow.sales.preview`),
 rows with a missing id or a bad date dropped (and counted by reason), a bad or missing quantity
 only blanking the actual, then one row per store, product and month with the quantities summed.
 Like Spark's CSV reader (`spark.read.read_sales`, multiline as by default), quotes follow RFC 4180
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from salesflow.errors import ModelError
-from salesflow.forecast import ForecastService
-from salesflow.preview import date_of, quantity_problem
-from salesflow.schema import HEADER_PROBE_BYTES, check_header
-from salesflow.served import bound, interval_columns, output_columns
+from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header
+from salesflow.sales.preview import date_of, quantity_problem
+from salesflow.serving.model import bound, interval_columns, output_columns
+from salesflow.serving.service import ForecastService
 
 __all__ = ["CsvPrediction", "MonthlyRows", "escape_formula_text", "predict_csv", "read_monthly"]
 

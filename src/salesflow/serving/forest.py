@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from salesflow.errors import InputError, ModelError
-from salesflow.jvm_float import jvm_double_lanes, product_error, vector_ddot
+from salesflow.serving.jvm_float import jvm_double_lanes, product_error, vector_ddot
 
 __all__ = ["Forecaster"]
 

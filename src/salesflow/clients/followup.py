@@ -23,7 +23,7 @@ def upload_with_progress(
     settings: Settings, path: Path, *, force: bool, console: Console
 ) -> dict[str, Any]:
     """POST the file to the upload service with a byte progress bar; the service's record."""
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.upload import UploadClient
 
     with (
         UploadClient(settings) as client,
@@ -49,7 +49,7 @@ def follow_upload(
     settings: Settings, upload_id: str, *, console: Console, timeout: float = FOLLOW_TIMEOUT_S
 ) -> dict[str, Any]:
     """Poll the upload until it reaches a terminal status, showing each change."""
-    from salesflow.services.upload.client import UploadClient
+    from salesflow.clients.upload import UploadClient
 
     deadline = time.monotonic() + timeout
     last = ""

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from salesflow.catalog import Catalog, load_catalog
 from salesflow.errors import InputError
-from salesflow.schema import DELIMITERS, REQUIRED_COLUMNS
+from salesflow.sales.catalog import Catalog, load_catalog
+from salesflow.sales.contract import DELIMITERS, REQUIRED_COLUMNS
 
 __all__ = ["GenerateStats", "generate_sales"]
 

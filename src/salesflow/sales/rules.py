@@ -1,6 +1,6 @@
 """How the Spark job judges one CSV value, and how csv quotes work, in plain Python.
 
-The upload preview (salesflow.preview) uses these to predict, without Spark, which rows the
+The upload preview (salesflow.sales.preview) uses these to predict, without Spark, which rows the
 training job will reject and why; tests/bad_input/test_preview_parity.py holds them to Spark's
 own verdicts (salesflow.spark.transforms) on awkward values.
 """

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from salesflow.cli.app import JsonOption, app, settings
-from salesflow.cli.models import coherence_line
 from salesflow.cli.output import (
     StageProgress,
     as_url,
@@ -22,6 +21,7 @@ from salesflow.cli.output import (
     print_json,
     print_metrics,
 )
+from salesflow.cli.versions import coherence_line
 
 __all__ = ["Granularity", "forecast", "predict", "retrain", "train"]
 
@@ -195,7 +195,7 @@ def forecast(
 ) -> None:
     """One forecast from the job server's warm model: quantity, interval, basis, granularity and
     model version; notes (e.g. a date answered by the month model) go to stderr."""
-    from salesflow.services.jobs.client import JobServerClient
+    from salesflow.clients.jobs import JobServerClient
 
     if (month is None) == (day is None):
         raise typer.BadParameter("give exactly one of --month YYYY-MM or --date YYYY-MM-DD")
@@ -237,7 +237,7 @@ def retrain(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Replay a past upload: a new training job on its stored file, without uploading again."""
-    from salesflow.services.jobs.client import JobServerClient
+    from salesflow.clients.jobs import JobServerClient
 
     with JobServerClient(settings()) as client:
         job = client.retrain(upload_id)

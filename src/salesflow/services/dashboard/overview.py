@@ -1,4 +1,4 @@
-"""The overview's /api/status: salesflow.status.gather over the dashboard's upstreams, cached briefly."""
+"""The overview's /api/status: salesflow.clients.status.gather over the dashboard's upstreams, cached briefly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from salesflow import status as system_status
+from salesflow.clients import status as system_status
 from salesflow.config import Settings
 from salesflow.services.dashboard.proxy import Upstream, UpstreamError
 

@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from salesflow.csv_rules import BLANKS, date_of, open_quote_line, quantity_problem
 from salesflow.errors import (
     FieldTooLongError,
     NoRowsError,
     NotUtf8Error,
     UnterminatedQuoteError,
 )
-from salesflow.schema import REJECT_REASONS, HeaderInfo
+from salesflow.sales.contract import REJECT_REASONS, HeaderInfo
+from salesflow.sales.rules import BLANKS, date_of, open_quote_line, quantity_problem
 
 # date_of and quantity_problem live in csv_rules; they are re-exported here for existing callers.
 __all__ = [
