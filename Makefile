@@ -11,7 +11,7 @@ help:
 	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
 	@echo "make test        the whole test suite (unit, integration, end-to-end)"
 	@echo "make test-fast   unit tests only (a minute or two)"
-	@echo "make lint        ruff check, ruff format --check, mypy on src/"
+	@echo "make lint        ruff check, ruff format --check, mypy on src/, import layers (lint-imports)"
 	@echo "make bench       benchmarks (prints tables, writes bench/results/*.json)"
 	@echo "make bench-smoke a quick run of every benchmark (CI runs it)"
 	@echo "make bench-scale training growth up to 50M rows (hours; not in CI)"
@@ -59,6 +59,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests bench scripts

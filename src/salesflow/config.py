@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from salesflow.urls import local_path_of
+
 __all__ = ["Settings", "get_settings", "settings_table"]
 
 
@@ -329,8 +331,6 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         """The warehouse as a local folder (only file:// warehouses have one)."""
-        from salesflow.storage import local_path_of
-
         return local_path_of(self.warehouse_url)
 
 

@@ -39,8 +39,8 @@ from salesflow.services.jobs.runner import lineage_path, spark_engine
 from salesflow.serving.model import ModelFacts, ServedModel
 from salesflow.serving.predict_csv import predict_csv
 from salesflow.serving.service import MAX_QUERIES, ForecastService
+from salesflow.spark.curated import curated_path
 from salesflow.spark.predict import predict, predict_frame
-from salesflow.spark.train import curated_path
 from salesflow.storage import store_for
 from tests.conftest import free_port
 from tests.fixtures.servers import serving

@@ -27,6 +27,7 @@ from salesflow.sales.contract import REQUIRED_COLUMNS
 from salesflow.sales.generate import generate_sales
 from salesflow.spark import predict as predict_job
 from salesflow.spark import train as train_job
+from salesflow.spark.curated import curated_path
 from salesflow.spark.predict import (
     OUTPUT_COLUMNS,
     future_frame,
@@ -35,7 +36,7 @@ from salesflow.spark.predict import (
     to_records,
     write_csv,
 )
-from salesflow.spark.train import TrainInput, TrainResult, curated_path, train
+from salesflow.spark.train import TrainInput, TrainResult, train
 from salesflow.storage import open_store
 from tests.fixtures.data import rows_of
 

@@ -34,7 +34,10 @@ from pathlib import Path
 
 import pyspark
 
-from salesflow.config import Settings
+from salesflow.config import Settings, get_settings
+from salesflow.errors import SalesflowError
+from salesflow.sales.generate import generate_sales
+from salesflow.spark.java import check_java
 
 __all__ = ["ArchivePlan", "archive_path", "main", "plan", "prune", "publish_at_exit", "record"]
 
@@ -181,8 +184,6 @@ def record(settings: Settings) -> Path | None:
     """Record the archive now, unless it exists: a small training in a new process (scratch
     folder), which records it at its exit as the first `salesflow train` would, MLlib's classes
     included. The archive's path, or None when it is switched off or was not written."""
-    from salesflow.sales.generate import generate_sales
-
     if not settings.spark_class_archive:
         return None
     archive = archive_path(settings)
@@ -215,10 +216,6 @@ def record(settings: Settings) -> Path | None:
 def main() -> int:
     """`python -m salesflow.spark.class_archive`: record Spark's class archive unless it exists
     (`make install` runs it, so a new clone's first Spark start maps one too)."""
-    from salesflow.config import get_settings
-    from salesflow.errors import SalesflowError
-    from salesflow.spark.session import check_java
-
     settings = get_settings()
     try:
         check_java()

@@ -29,12 +29,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from salesflow.config import Settings
+from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, ModelError, SalesflowError
 from salesflow.registry import ModelRegistry, ModelVersion
 from salesflow.serving.model import DEFAULT_LEVELS, ModelFacts, interval_columns, output_columns
 from salesflow.serving.predict_csv import escape_formula_text
+from salesflow.spark.curated import curated_path
 from salesflow.spark.read import open_sales, read_sales
+from salesflow.spark.session import get_spark, input_bytes
 from salesflow.spark.transforms import (
     KEYS,
     aggregate_monthly,
@@ -217,7 +219,6 @@ def predict(
     version: str | None = None,
 ) -> PredictResult:
     """Score a sales CSV (quantity optional) with the active model, or `version`."""
-    from salesflow.spark.train import curated_path  # train imports this module
 
     model_version = registry.get(version) if version else registry.require_active()
     facts = ModelFacts.of(model_version, curated_path(settings))
@@ -333,9 +334,6 @@ def _print_csv(df: DataFrame) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m salesflow.spark.predict CSV [--model V] [-o OUT]`: score a CSV with a model."""
-    from salesflow.config import get_settings
-    from salesflow.spark.session import get_spark, input_bytes
-
     parser = argparse.ArgumentParser(
         prog="python -m salesflow.spark.predict", description=main.__doc__
     )

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import csv
 import logging
-import shutil
-import subprocess
 import threading
 from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
-from salesflow.errors import ConfigurationError, InputError
+from salesflow.errors import InputError
 from salesflow.sales.contract import check_header
 from salesflow.spark import class_archive
+from salesflow.spark.java import check_java
 from salesflow.storage import local_path_of
 
 __all__ = [
@@ -44,28 +43,6 @@ QUICK_JIT = "-XX:TieredStopAtLevel=1"
 #: Spark's cache of compiled generated code holds 100 classes by default; one training
 #: generates ~100, so each run recompiled ~45 of them (~17 ms each, then JIT-compiled again).
 CODEGEN_CACHE_ENTRIES = 1000
-
-JAVA_HINT = (
-    "Java 17 or newer is required to run Spark and was not found on PATH. "
-    "Install it with: apt-get install openjdk-17-jre-headless"
-)
-
-
-def check_java() -> None:
-    """Fail early, with the fix, when no usable java is on PATH."""
-    java = shutil.which("java")
-    if java is None:
-        raise ConfigurationError(JAVA_HINT)
-    out = subprocess.run(
-        [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-    ).stderr
-    # `java -version` prints e.g. 'openjdk version "17.0.15"' or 'version "1.8.0_392"'.
-    try:
-        major = int(out.split('"')[1].split(".")[0])
-    except (IndexError, ValueError):
-        return
-    if major < 17:
-        raise ConfigurationError(f"Java {major} found; {JAVA_HINT}")
 
 
 def spark_conf(settings: Settings, java_options: str = "") -> dict[str, str]:

@@ -26,13 +26,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from salesflow.config import Settings
+from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, SalesflowError, TooManyRejectsError
 from salesflow.registry import ModelRegistry
 from salesflow.spark import backtest
 from salesflow.spark.curated import append_curated, curated_path, manifests
 from salesflow.spark.predict import write_csv
 from salesflow.spark.read import SalesSource, file_sha256, open_sales, read_sales
+from salesflow.spark.session import get_spark, input_bytes, input_categories
 from salesflow.spark.train_granularity import (
     Fitted,
     Progress,
@@ -49,7 +50,7 @@ from salesflow.spark.transforms import (
     validate,
 )
 
-__all__ = ["TrainInput", "TrainResult", "curated_path", "granularities", "main", "train"]
+__all__ = ["TrainInput", "TrainResult", "granularities", "main", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +247,6 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m salesflow.spark.train URL [URL...]`: train on sales files, print the result."""
-    from salesflow.config import get_settings
-    from salesflow.spark.session import get_spark, input_bytes, input_categories
-
     parser = argparse.ArgumentParser(
         prog="python -m salesflow.spark.train", description=main.__doc__
     )

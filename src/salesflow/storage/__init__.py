@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from salesflow.config import Settings
@@ -16,6 +15,7 @@ from salesflow.errors import InputError
 from salesflow.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 from salesflow.storage.local import FileStore
 from salesflow.storage.s3 import S3Store
+from salesflow.urls import local_path_of
 
 __all__ = [
     "FileStore",
@@ -51,11 +51,3 @@ def open_store(url: str, settings: Settings) -> ObjectStore:
 def store_for(settings: Settings) -> ObjectStore:
     """The store configured by `settings.storage_url`."""
     return open_store(settings.storage_url, settings)
-
-
-def local_path_of(url: str) -> Path:
-    """A file:// URL (or a plain path) as a local Path."""
-    parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path) if parsed.scheme else url)
-    raise InputError(f"{url!r} is not a local file:// location")

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from salesflow import kafka
+from salesflow.clients.jobs import JobServerClient
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError, UnavailableError
 from salesflow.logs import bind, configure_logging
@@ -75,9 +77,6 @@ class Handler(Protocol):
 
 def build_handler(settings: Settings) -> tuple[UploadHandler, Callable[[], None]]:
     """The production handler over the configured store and service clients, and its closer."""
-    from salesflow.clients.jobs import JobServerClient
-    from salesflow.clients.upload import UploadClient
-
     jobs = JobServerClient(settings)
     uploads = UploadClient(settings)
     handler = UploadHandler(settings, store_for(settings), jobs, uploads)

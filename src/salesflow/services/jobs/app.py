@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from salesflow import logs
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import ObjectNotFoundError, UnavailableError
 from salesflow.registry import ModelRegistry
@@ -29,7 +30,7 @@ from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
 from salesflow.services.jobs.runner import Engine, JobRunner, spark_engine
 from salesflow.serving.service import ForecastService
-from salesflow.spark.train import curated_path
+from salesflow.spark.curated import curated_path
 from salesflow.storage import store_for
 
 __all__ = ["ReportFn", "StatusReporter", "create_app", "serve", "upload_reporter"]
@@ -115,8 +116,6 @@ class StatusReporter:
 
 def upload_reporter(settings: Settings) -> ReportFn:
     """Send statuses with the upload service's client."""
-    from salesflow.clients.upload import UploadClient
-
     client = UploadClient(settings)
 
     def send(upload_id: str, status: str, fields: dict[str, Any]) -> None:

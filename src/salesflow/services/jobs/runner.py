@@ -25,10 +25,13 @@ from salesflow.config import Settings
 from salesflow.errors import SalesflowError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import Job, JobDB
+from salesflow.serving.model import LINEAGE_COLUMNS
 from salesflow.serving.predict_csv import predict_csv
 from salesflow.serving.service import ForecastService
+from salesflow.spark import predict as spark_predict
+from salesflow.spark.curated import curated_path
 from salesflow.spark.session import get_spark, stop_spark
-from salesflow.spark.train import TrainInput, curated_path, train
+from salesflow.spark.train import TrainInput, train
 from salesflow.spark.warmup import WarmUp
 from salesflow.storage import local_path_of
 
@@ -130,8 +133,6 @@ def spark_predictor(
     settings: Settings, registry: ModelRegistry, spark_fn: Callable[[], Any]
 ) -> PredictFn:
     """The real job predictor: `salesflow.spark.predict` on the process's session."""
-    from salesflow.serving.model import LINEAGE_COLUMNS
-    from salesflow.spark import predict as spark_predict
 
     def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
         result = spark_predict.predict(
