@@ -21,8 +21,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from salesflow import kafka
+from salesflow.faults import EXIT_CODE
 from salesflow.sales.contract import upload_key
-from salesflow.services.consumer.handler import CRASH_EXIT_CODE
 from salesflow.storage import local_path_of
 from tests.faults.conftest import CHEAP
 from tests.fixtures.system import System, check_invariants, running_system
@@ -139,7 +139,7 @@ def test_killed_after_train_before_commit_is_redelivered_to_the_same_job(system:
     """Case 4: the job server accepted, the consumer died before committing: one job, reused."""
     consumer = system.stack.restart("upload consumer", crash_point="consumer.after_train")
     upload_id = system.upload(system.sales_file(ROWS, seed=401))["upload_id"]
-    assert wait_exit(consumer.process, timeout=90) == CRASH_EXIT_CODE
+    assert wait_exit(consumer.process, timeout=90) == EXIT_CODE
     accepted = system.jobs(upload_id)
     assert len(accepted) == 1, accepted  # the job server has the job...
     assert lag(system) == 1  # ...and the event is not committed
@@ -158,7 +158,7 @@ def test_killed_after_verify_before_the_call_trains_once(system: System) -> None
     """Case 5: the consumer died after verifying, before asking for training: one job later."""
     consumer = system.stack.restart("upload consumer", crash_point="consumer.after_verify")
     upload_id = system.upload(system.sales_file(ROWS, seed=501))["upload_id"]
-    assert wait_exit(consumer.process, timeout=90) == CRASH_EXIT_CODE
+    assert wait_exit(consumer.process, timeout=90) == EXIT_CODE
     assert system.jobs(upload_id) == []
     assert lag(system) == 1
 

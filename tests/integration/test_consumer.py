@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from salesflow.config import Settings
 from salesflow.errors import UnavailableError
+from salesflow.faults import EXIT_CODE
 from salesflow.kafka import (
     EventPublisher,
     LocalBroker,
@@ -29,7 +30,6 @@ from salesflow.kafka import (
 )
 from salesflow.sales.contract import UploadEvent, new_upload_id, upload_key
 from salesflow.services.consumer.handler import (
-    CRASH_EXIT_CODE,
     DeadLetter,
     Done,
     Outcome,
@@ -376,7 +376,7 @@ def test_crash_after_train_leaves_the_event_uncommitted(kafka_settings: Settings
         check=False,
     )
 
-    assert done.returncode == CRASH_EXIT_CODE, done.stderr[-2000:]
+    assert done.returncode == EXIT_CODE, done.stderr[-2000:]
     assert done.stdout.count("HANDLED") == 1
     assert lag(settings) == 1
 

@@ -21,6 +21,7 @@ from salesflow.errors import (
     StorageError,
     UnavailableError,
 )
+from salesflow.faults import EXIT_CODE
 from salesflow.sales.contract import UploadEvent, new_upload_id, upload_key
 from salesflow.services.consumer.deadletter import (
     MAX_EVENT_BYTES,
@@ -29,7 +30,6 @@ from salesflow.services.consumer.deadletter import (
     scrub,
 )
 from salesflow.services.consumer.handler import (
-    CRASH_EXIT_CODE,
     DeadLetter,
     Done,
     Retry,
@@ -504,7 +504,7 @@ print("SURVIVED", flush=True)
         check=False,
     )
 
-    assert done.returncode == CRASH_EXIT_CODE, done.stderr.decode()
+    assert done.returncode == EXIT_CODE, done.stderr.decode()
     assert b"TRAIN CALLED" not in done.stdout and b"SURVIVED" not in done.stdout
 
 

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
+from salesflow import faults
 from salesflow.config import Settings
 from salesflow.errors import InputError
 from salesflow.registry import ModelRegistry
@@ -124,20 +125,6 @@ def _metadata(
         "feature_importances": feature_importances(model),
         **extra,
     }
-
-
-def _failure_point(spark: SparkSession, settings: Settings, step: str) -> None:
-    """Fail a Spark task at `step` if settings.crash_point names it (fault tests only).
-
-    A task that fails on an executor, not a Python raise: the job server meets the same kind of
-    error (a Spark job aborted by a failed task) that a crashing executor gives it.
-    """
-    if settings.crash_point != step:
-        return
-    log.warning("crash point %s reached: failing a Spark task", step)
-    # `id >= 0` keeps the optimiser from folding raise_error into a driver-side constant.
-    failing = F.when(F.col("id") >= 0, F.raise_error(F.lit(f"simulated executor failure ({step})")))
-    spark.range(1).select(failing.alias("never")).collect()
 
 
 @dataclass
@@ -270,7 +257,7 @@ def train_granularity(
             metadata = _metadata(
                 spark, settings, model, shape, metrics, input_stats, root, extra, grain
             )
-            _failure_point(spark, settings, "train.before_publish")
+            faults.reached(settings, "train.before_publish", spark)
             trained_on = "trained on " + ", ".join(s["url"] for s in input_stats)
             published = registry.publish(
                 staged,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from collections import deque
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from salesflow import logs
+from salesflow import faults, logs
 from salesflow.config import Settings
 from salesflow.errors import (
     HeaderError,
@@ -41,7 +40,6 @@ from salesflow.sales.contract import HEADER_PROBE_BYTES, UploadEvent, check_head
 from salesflow.storage import ObjectStore
 
 __all__ = [
-    "CRASH_EXIT_CODE",
     "DeadLetter",
     "Done",
     "JobsAPI",
@@ -50,14 +48,11 @@ __all__ = [
     "StatusReporter",
     "UploadHandler",
     "UploadsAPI",
-    "crash_point",
     "upload_id_of",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Exit status of a deliberate crash at a named step (EX_SOFTWARE), so fault tests can tell it apart.
-CRASH_EXIT_CODE = 70
 #: Waits before each retry of a failed status report: three tries over ~3.5 s, then the upload
 #: service's own reconciliation takes over.
 REPORT_RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -110,14 +105,6 @@ class UploadsAPI(Protocol):
     """The part of the upload service client the consumer uses."""
 
     def report_status(self, upload_id: str, status: str, **fields: Any) -> dict[str, Any]: ...
-
-
-def crash_point(settings: Settings, step: str) -> None:
-    """Exit the process at once if `settings.crash_point` names this step (fault tests only)."""
-    if settings.crash_point == step:
-        log.warning("crash point %s reached: exiting with status %d", step, CRASH_EXIT_CODE)
-        logging.shutdown()
-        os._exit(CRASH_EXIT_CODE)
 
 
 def upload_id_of(value: bytes | None) -> str | None:
@@ -319,7 +306,7 @@ class UploadHandler:
                 return Retry("storage_unavailable", f"the object store failed ({exc.code})")
             if outcome is not None:
                 return outcome
-            crash_point(self.settings, "consumer.after_verify")
+            faults.reached(self.settings, "consumer.after_verify")
             return self._train(event)
 
     def _verify(self, event: UploadEvent) -> DeadLetter | None:

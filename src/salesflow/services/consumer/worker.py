@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from salesflow import kafka
+from salesflow import faults, kafka
 from salesflow.clients.jobs import JobServerClient
 from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
@@ -41,7 +41,6 @@ from salesflow.services.consumer.handler import (
     Outcome,
     Retry,
     UploadHandler,
-    crash_point,
 )
 from salesflow.storage import store_for
 
@@ -285,7 +284,7 @@ class _Loop:
                     outcome = self._publish_dead_letter(outcome, value) or outcome
                 if not isinstance(outcome, Retry):
                     if isinstance(outcome, Done):
-                        crash_point(self.settings, "consumer.after_train")
+                        faults.reached(self.settings, "consumer.after_train")
                     self._commit(msg)
                     return
                 log.info("event not settled (%s); retrying in %.1f s", outcome.reason, delay)

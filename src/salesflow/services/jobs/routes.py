@@ -4,10 +4,8 @@ the warm in-process forecast service."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
-import signal
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -17,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from salesflow.config import Settings
+from salesflow import faults
 from salesflow.errors import (
     BusyError,
     InputError,
@@ -104,17 +102,6 @@ class ActivateRequest(BaseModel):
 # --- training jobs ---------------------------------------------------------------------------
 
 
-def pause_point(settings: Settings, step: str) -> None:
-    """Freeze this whole process (SIGSTOP) at `step` if settings.crash_point names it.
-
-    Fault tests only: the test sees the process stopped and resumes it with SIGCONT, so a client
-    call that the server has already acted on times out at the client.
-    """
-    if settings.crash_point == step:
-        log.warning("pause point %s reached: stopping until SIGCONT", step)
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-
 @router.post("/train", status_code=202)
 def post_train(
     body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
@@ -136,7 +123,7 @@ def post_train(
     job, created = db.create_train(body.upload_id, url, sha256, replay=body.replay)
     if created:
         runner.kick()
-        pause_point(settings, "jobs.after_accept")
+        faults.reached(settings, "jobs.after_accept")
     return {**job.to_dict(), "created": created}
 
 
