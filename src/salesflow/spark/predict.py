@@ -32,8 +32,9 @@ from pyspark.sql.types import StringType
 from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, ModelError, SalesflowError
 from salesflow.registry import ModelRegistry, ModelVersion
-from salesflow.serving.model import DEFAULT_LEVELS, ModelFacts, interval_columns, output_columns
+from salesflow.serving.model import DEFAULT_LEVELS, ModelFacts, output_columns
 from salesflow.serving.predict_csv import escape_formula_text
+from salesflow.spark import answer
 from salesflow.spark.curated import curated_path
 from salesflow.spark.read import open_sales, read_sales
 from salesflow.spark.session import get_spark, input_bytes
@@ -43,7 +44,6 @@ from salesflow.spark.transforms import (
     clean,
     keep_for_prediction,
     validate,
-    with_period,
 )
 from salesflow.storage import local_path_of
 
@@ -117,12 +117,9 @@ def model_labels(model: PipelineModel) -> tuple[list[str], list[str]]:
 def predict_frame(
     model_version: ModelVersion, df: DataFrame, facts: ModelFacts | None = None
 ) -> DataFrame:
-    """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`).
-
-    The answer rule is `salesflow.serving.model.ServedModel.score`'s: the model for known ids, else
-    the fallback means of `facts` (default: from the version's metadata alone), intervals for
-    model answers only, and the version and training time in every row.
-    """
+    """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`)
+    with a month model version, by the answer rule of `salesflow.spark.answer`; `facts`
+    defaults to what the version's metadata alone says."""
     missing = [c for c in KEYS if c not in df.columns]
     if missing:
         raise InputError(f"cannot predict: column(s) {', '.join(missing)} missing from the frame")
@@ -134,80 +131,7 @@ def predict_frame(
         )
     model = load_model(model_version)
     stores, products = model_labels(model)
-    if "quantity" not in df.columns:
-        df = df.withColumn("quantity", F.lit(None).cast("double"))
-    typed = df.select(
-        F.col("store_id").cast("string").alias("store_id"),
-        F.col("product_id").cast("string").alias("product_id"),
-        F.col("year").cast("int").alias("year"),
-        F.col("month").cast("int").alias("month"),
-        F.col("quantity").cast("double").alias("quantity"),
-    )
-    scored = model.transform(typed).transform(with_period)
-    raw = F.col("prediction")
-    # handleInvalid="keep" gives unseen ids the index just past the known labels.
-    unknown_store = F.col("store") == float(len(stores))
-    unknown_product = F.col("product") == float(len(products))
-    model_value = F.greatest(raw, F.lit(0.0))  # demand is never negative
-    by_model = ~unknown_store & ~unknown_product
-    basis: Column = F.when(by_model, F.lit("model"))
-    predicted: Column = F.when(by_model, model_value)
-    fallback = facts.fallback
-    if fallback is None:
-        basis, predicted = basis.otherwise(F.lit("model")), predicted.otherwise(model_value)
-    else:
-        spark = df.sparkSession
-        means = [
-            spark.createDataFrame(
-                list(fallback.product_mean.items()), "product_id string, pm double"
-            ),
-            spark.createDataFrame(list(fallback.store_mean.items()), "store_id string, sm double"),
-        ]
-        scored = scored.join(F.broadcast(means[0]), "product_id", "left").join(
-            F.broadcast(means[1]), "store_id", "left"
-        )
-        use_product = ~unknown_product & F.col("pm").isNotNull()
-        use_store = ~unknown_store & F.col("sm").isNotNull()
-        basis = (
-            basis.when(use_product, F.lit("product_mean"))
-            .when(use_store, F.lit("store_mean"))
-            .otherwise(F.lit("global_mean"))
-        )
-        predicted = (
-            predicted.when(use_product, F.col("pm"))
-            .when(use_store, F.col("sm"))
-            .otherwise(F.lit(fallback.global_mean))
-        )
-    scored = scored.withColumns({"basis": basis, "predicted_quantity": predicted})
-    is_model = F.col("basis") == "model"
-    clipped = raw < 0
-    bounds: list[Column] = []
-    for level in facts.levels:
-        lo, hi = interval_columns([level])
-        width = facts.half_widths.get(level)
-        if width is None:
-            bounds += [F.lit(None).cast("double").alias(lo), F.lit(None).cast("double").alias(hi)]
-            continue
-        low = F.col("predicted_quantity") - F.lit(width)
-        clipped = clipped | (low < 0)
-        bounds += [
-            F.when(is_model, F.greatest(low, F.lit(0.0))).alias(lo),
-            F.when(is_model, F.col("predicted_quantity") + F.lit(width)).alias(hi),
-        ]
-    return scored.select(
-        *KEYS,
-        "period",
-        "predicted_quantity",
-        *bounds,
-        "basis",
-        (is_model & clipped).alias("clipped"),
-        F.col("quantity").alias("actual_quantity"),
-        (F.col("predicted_quantity") - F.col("quantity")).alias("error"),
-        unknown_store.alias("unknown_store"),
-        unknown_product.alias("unknown_product"),
-        F.lit(facts.version).alias("model_version"),
-        F.lit(facts.lineage.get("trained_at")).cast("string").alias("trained_at"),
-    )
+    return df.transform(answer.score(model, facts, (len(stores), len(products))))
 
 
 def predict(
