@@ -3,8 +3,9 @@
 Each size is trained by `python -m salesflow.spark.train` in a fresh process (so the peak memory of
 python + JVM is that run's alone, sampled from /proc), on a catalogue large enough that the
 aggregate and the model grow with the rows. Writes growth.png next to the JSON and, from a full
-run, to docs/growth.png (the README shows it). Full mode only: `python -m bench.run --only growth`
-(20k to 20M rows; SALESFLOW_BENCH_GROWTH_MAX_ROWS stops earlier); `make bench-scale` adds 50M.
+run, to docs/growth.png (docs/performance.md shows it). Full mode only:
+`python -m bench.run --only growth` (20k to 20M rows; SALESFLOW_BENCH_GROWTH_MAX_ROWS stops
+earlier); `make bench-scale` adds 50M.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ SIZES = {"smoke": (20_000,), "full": (20_000, 2_000_000, 10_000_000)}
 #: Measured repetitions per size (after one warm-up for the warm variant); medians are reported.
 REPS = {"smoke": {20_000: 1}, "full": {20_000: 3, 2_000_000: 1, 10_000_000: 1}}
 #: Warm runs: the first after the warm-up is the slowest (3.9-4.2 s vs 3.1-3.4 s for the ones after,
-#: session 7), so even the smoke run reports the median of three.
+#: measured 2026-12-04), so even the smoke run reports the median of three.
 WARM_REPS = {"smoke": {20_000: 3}, "full": {20_000: 5, 2_000_000: 2, 10_000_000: 1}}
 #: Stages of the jobs, in order. "startup" is the wall time outside the job's own stages: the
 #: interpreter, imports, JVM and SparkSession start (and the JVM's stop); 0 for the warm variant.

@@ -1,4 +1,4 @@
-"""Rewrite the README's configuration table from the settings object (`make docs`)."""
+"""Rewrite the configuration table in docs/configuration.md from the settings object (`make docs`)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 from salesflow.config import settings_table
 
-README = Path(__file__).parents[1] / "README.md"
+CONFIGURATION = Path(__file__).parents[1] / "docs" / "configuration.md"
 
 
 def main() -> None:
-    text = README.read_text()
+    text = CONFIGURATION.read_text()
     table = "<!-- settings:start -->\n" + settings_table() + "\n<!-- settings:end -->"
-    README.write_text(
+    CONFIGURATION.write_text(
         re.sub(
             r"<!-- settings:start -->\n.*?<!-- settings:end -->", lambda _: table, text, flags=re.S
         )
