@@ -1,4 +1,4 @@
-# salesflow: every target does its own set-up on a fresh machine (Java 17+ is the one prerequisite).
+# salesflow: every target does its own set-up on a fresh machine (Java 17+ needed; `make test` installs Chromium with apt when missing).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
