@@ -17,6 +17,7 @@ from salesflow.errors import SalesflowError
 from salesflow.kafka import broker_reachable
 from salesflow.logs import bind
 from salesflow.sales.contract import new_upload_id
+from salesflow.services.http import CLIENT_CLOSED
 from salesflow.services.upload.deps import (
     DBDep,
     RelayDep,
@@ -40,8 +41,6 @@ health = APIRouter(tags=["health"])
 HEALTH_KEY = "_health/upload-service.probe"
 #: A readiness check slower than this counts as failing: a probe must answer quickly.
 CHECK_TIMEOUT_S = 5.0
-#: Status of a request whose client went away mid-body (nginx's convention; never delivered).
-CLIENT_CLOSED = 499
 
 #: The body POST /uploads reads as a stream, declared for the OpenAPI schema (FastAPI cannot see
 #: a body the route reads itself): one multipart `file` part.
