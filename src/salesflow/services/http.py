@@ -99,9 +99,19 @@ def require_token(settings: Settings) -> Callable[..., None]:
     return check
 
 
-def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
-    """`/healthz` (the process answers) and `/readyz` (every named dependency answers)."""
+def health_router(
+    checks: dict[str, ReadinessCheck],
+    *,
+    advisory: dict[str, ReadinessCheck] | None = None,
+    details: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> APIRouter:
+    """`/healthz` (the process answers) and `/readyz` (every named dependency answers).
+
+    `advisory` checks are reported but do not make the service unready (a dependency the service
+    can work without for a while); `details` adds fields to the readiness answer.
+    """
     router = APIRouter(tags=["health"])
+    advisory = advisory or {}
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -112,10 +122,12 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
     async def readyz() -> JSONResponse:
         """Ready: every dependency answers."""
         results = {name: await check() for name, check in checks.items()}
-        failing = {name: reason for name, reason in results.items() if reason}
+        failing = any(results.values())
+        results |= {name: await check() for name, check in advisory.items()}
         body = {
             "status": "ready" if not failing else "not_ready",
             "checks": {name: reason or "ok" for name, reason in results.items()},
+            **(await details() if details is not None else {}),
         }
         return JSONResponse(body, status_code=503 if failing else 200)
 
