@@ -87,11 +87,11 @@ async def create_upload(
                 log.info("the client disconnected mid-upload; nothing was stored")
                 return Response(status_code=CLIENT_CLOSED)
             if duplicate:
-                log.info("duplicate of upload %s; the new copy was dropped", record["upload_id"])
-                return JSONResponse({**record, "duplicate": True}, status_code=200)
+                log.info("duplicate of upload %s; the new copy was dropped", record.upload_id)
+                return JSONResponse({**record.to_dict(), "duplicate": True}, status_code=200)
             relay.kick()
-            log.info("stored an upload of %d bytes", record["size"])
-            return JSONResponse({**record, "duplicate": False}, status_code=202)
+            log.info("stored an upload of %d bytes", record.size)
+            return JSONResponse({**record.to_dict(), "duplicate": False}, status_code=202)
     finally:
         slots.release()
 
@@ -108,13 +108,13 @@ def list_uploads(
     status: Annotated[UploadStatus | None, Query()] = None,
 ) -> dict[str, Any]:
     """Uploads, newest first."""
-    return {"uploads": db.recent(limit=limit, status=status)}
+    return {"uploads": [record.to_dict() for record in db.recent(limit=limit, status=status)]}
 
 
 @uploads.get("/{upload_id}")
 def get_upload(upload_id: str, db: DBDep) -> dict[str, Any]:
     """One upload's record."""
-    return db.get(upload_id)
+    return db.get(upload_id).to_dict()
 
 
 @uploads.post("/{upload_id}/status")
@@ -127,5 +127,5 @@ def report_status(upload_id: str, report: StatusReport, db: DBDep) -> dict[str, 
         if applied:
             log.info("status -> %s", report.status)
         else:
-            log.info("status %s ignored: the upload is %s", report.status, record["status"])
-        return record
+            log.info("status %s ignored: the upload is %s", report.status, record.status)
+        return record.to_dict()

@@ -40,6 +40,7 @@ from salesflow.sales.contract import HEADER_PROBE_BYTES, HeaderInfo, check_heade
 from salesflow.sales.preview import Inspector
 from salesflow.services.upload.db import UploadDB, utc_now
 from salesflow.services.upload.outbox import event_of
+from salesflow.services.upload.record import NewUpload, UploadRecord
 from salesflow.storage import ObjectInfo, ObjectStore, ObjectWriter
 
 __all__ = ["Received", "UploadSlots", "receive_upload", "sanitise_filename", "store_upload"]
@@ -433,7 +434,7 @@ async def store_upload(
     store: ObjectStore,
     db: UploadDB,
     force: bool = False,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[UploadRecord, bool]:
     """The upload use case: stream the file in, then record it with its outbox event.
 
     Returns (record, duplicate). A duplicate (same sha256, not forced) answers with the earlier
@@ -452,20 +453,22 @@ async def store_upload(
         preview_max_bytes=settings.preview_max_bytes,
         max_field_bytes=settings.max_field_bytes,
     )
-    record = {
-        "upload_id": upload_id,
-        "key": key,
-        "url": received.info.url,
-        "size": received.info.size,
-        "sha256": received.info.sha256,
-        "filename": received.filename,
-        "preview": received.preview,
-        "created_at": utc_now(),
-    }
-    event = event_of(record)
+    info = received.info
+    assert info.sha256 is not None, "a writer's commit always hashes what it wrote"
+    upload = NewUpload(
+        upload_id=upload_id,
+        key=key,
+        url=info.url,
+        size=info.size,
+        sha256=info.sha256,
+        filename=received.filename,
+        created_at=utc_now(),
+        preview=received.preview,
+    )
+    event = event_of(upload)
     try:
         stored, duplicate = await anyio.to_thread.run_sync(
-            lambda: db.add_upload(record, event, settings.kafka_uploads_topic, force=force)
+            lambda: db.add_upload(upload, event, settings.kafka_uploads_topic, force=force)
         )
     except BaseException:
         with anyio.CancelScope(shield=True):
