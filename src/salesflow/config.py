@@ -46,8 +46,8 @@ class Settings(BaseSettings):
         # boto3's upload_file default. 1 GB to moto here, every variant in each round: 8 MiB x 3
         # in flight 0.91-0.94x boto3, 8 x 4 0.96x, 10 x 2 0.87-0.92x, 7 x 3 0.85x, 5 x 4 0.75-0.79x
         # (the server's work per part). 8 x 3 holds 24 MiB in flight, 4 more than 5 x 4: the upload
-        # service made room (preview.PIECE_BYTES, streaming._Form.close). 10,000 parts cap an
-        # object at ~78 GiB.
+        # service made room (preview.PIECE_BYTES, multipart.MultipartForm.close). 10,000 parts cap
+        # an object at ~78 GiB.
         8 * 1024 * 1024,
         ge=5 * 1024 * 1024,
         description="Multipart part size in bytes (>= 5 MiB); memory per upload is about "

@@ -1,7 +1,9 @@
-"""The one error tree. Services map these to HTTP codes or dead-letter reasons at their edge.
+"""The one error tree. Each class carries a stable `code` and the `http_status` a service answers
+with (inherited unless it says otherwise); services map these to HTTP or dead-letter reasons at
+their edge.
 
-SalesflowError
-├── InputError (also ValueError)        the user's input is wrong; the message says how to fix it
+SalesflowError                          HTTP 500 unless a class below says otherwise
+├── InputError (also ValueError)        the input is wrong; the message says how to fix it (HTTP 400)
 │   ├── HeaderError                     missing columns, empty file, unreadable header
 │   ├── NoRowsError                     a header but no data rows
 │   ├── NotUtf8Error                    bytes that are not UTF-8 (the offset and line are named)
@@ -13,15 +15,16 @@ SalesflowError
 │   ├── TooLargeError                   a body above the size limit (HTTP 413)
 │   ├── UnsupportedMediaError           not a CSV text file (HTTP 415)
 │   └── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
+├── UnauthorizedError                   a missing or wrong bearer token (HTTP 401)
 ├── NotFoundError                       no such upload / job (HTTP 404)
 ├── StorageError                        the object store failed
-│   ├── ObjectNotFoundError
-│   └── StorageFullError                no space left (ENOSPC/EDQUOT) while writing
-├── IntegrityError                      a stored object does not match its recorded size/sha256
+│   ├── ObjectNotFoundError             no object at that key (HTTP 404)
+│   └── StorageFullError                no space left (ENOSPC/EDQUOT) while writing (HTTP 507)
+├── IntegrityError                      a stored object differs from its recorded size/sha256 (HTTP 409)
 │   └── ReportMismatchError             a status report whose sha256/size is not the upload's (HTTP 409)
 ├── ModelError                          training or prediction could not run
-│   └── ModelNotFoundError              no such model version / no active model
-├── UnavailableError                    a dependency is down: retry later (transient)
+│   └── ModelNotFoundError              no such model version / no active model (HTTP 404)
+├── UnavailableError                    a dependency is down: retry later (transient; HTTP 503)
 │   └── BusyError                       too much work in flight right now (HTTP 503)
 └── ConfigurationError                  a setting is unusable (e.g. java missing)
 """
@@ -50,6 +53,7 @@ __all__ = [
     "StorageFullError",
     "TooLargeError",
     "TooManyRejectsError",
+    "UnauthorizedError",
     "UnavailableError",
     "UnsupportedMediaError",
     "UnterminatedQuoteError",
@@ -57,13 +61,16 @@ __all__ = [
 
 
 class SalesflowError(Exception):
-    """Root of every error salesflow raises on purpose. `code` is a stable machine-readable name."""
+    """Root of every error salesflow raises on purpose. `code` is a stable machine-readable name;
+    `http_status` is what a service answers when the error reaches its edge."""
 
     code = "salesflow_error"
+    http_status = 500
 
 
 class InputError(SalesflowError, ValueError):
     code = "invalid_input"
+    http_status = 400
 
 
 class HeaderError(InputError):
@@ -100,18 +107,27 @@ class InvalidKeyError(InputError):
 
 class TooLargeError(InputError):
     code = "too_large"
+    http_status = 413
 
 
 class UnsupportedMediaError(InputError):
     code = "unsupported_media_type"
+    http_status = 415
 
 
 class BodyTimeoutError(InputError):
     code = "body_timeout"
+    http_status = 408
+
+
+class UnauthorizedError(SalesflowError):
+    code = "unauthorized"
+    http_status = 401
 
 
 class NotFoundError(SalesflowError):
     code = "not_found"
+    http_status = 404
 
 
 class StorageError(SalesflowError):
@@ -120,14 +136,17 @@ class StorageError(SalesflowError):
 
 class ObjectNotFoundError(StorageError):
     code = "object_missing"
+    http_status = 404
 
 
 class StorageFullError(StorageError):
     code = "storage_full"
+    http_status = 507
 
 
 class IntegrityError(SalesflowError):
     code = "checksum_mismatch"
+    http_status = 409
 
 
 class ReportMismatchError(IntegrityError):
@@ -140,10 +159,12 @@ class ModelError(SalesflowError):
 
 class ModelNotFoundError(ModelError):
     code = "model_not_found"
+    http_status = 404
 
 
 class UnavailableError(SalesflowError):
     code = "unavailable"
+    http_status = 503
 
 
 class BusyError(UnavailableError):

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from salesflow.errors import FieldTooLongError, InputError, NotUtf8Error, UnterminatedQuoteError
-from salesflow.sales import preview as preview_module
+from salesflow.sales import preview_report
 from salesflow.sales.contract import check_header
+from salesflow.sales.line_hashes import LineHashes
 from salesflow.sales.preview import Inspector, Preview
 from salesflow.sales.rules import date_of, quantity_problem
 from tests.bad_input.helpers import HEADER, row
@@ -92,7 +93,7 @@ def test_a_zero_budget_still_checks_utf8() -> None:
 
 
 def test_duplicate_bound_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preview_module, "DUPLICATE_HASH_LIMIT", 10)
+    monkeypatch.setattr(preview_report, "DUPLICATE_HASH_LIMIT", 10)
     preview = inspect(HEADER + b"".join(row(str(i)) for i in range(20)) + row("1"))
     assert preview.bounded == ["duplicate_rows"]
     assert preview.duplicate_rows == 0  # the repeat came after the bound: a lower bound
@@ -102,7 +103,7 @@ def test_duplicate_bound_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_duplicates_are_found_across_sealed_runs(monkeypatch: pytest.MonkeyPatch, run: int) -> None:
     """Small runs: repeats of lines already moved into sorted runs (and of blank lines) still count
     the same as a plain set of the lines would."""
-    monkeypatch.setattr(preview_module._LineHashes, "RUN", run)
+    monkeypatch.setattr(LineHashes, "RUN", run)
     lines = [row(str(i % 37), quantity=str(i % 3)) for i in range(300)] + [b"\n"] * 3
     preview = inspect(HEADER + b"".join(lines), step=97)
     data = [line for line in lines if line.strip()]

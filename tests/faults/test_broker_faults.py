@@ -22,6 +22,7 @@ import pytest
 
 from salesflow.services.upload.db import utc_now
 from salesflow.services.upload.outbox import event_of
+from salesflow.services.upload.record import UploadRecord
 from tests.conftest import free_port
 from tests.faults.conftest import (
     broker_paused,
@@ -232,7 +233,7 @@ def test_batched_events_survive_a_consumer_restart(system: System) -> None:
         produce_all(
             batching,
             settings.kafka_uploads_topic,
-            [*poison, *((r["upload_id"], event_of(r)) for r in records)],
+            [*poison, *((r["upload_id"], event_of(UploadRecord.from_dict(r))) for r in records)],
         )
         batching.poll(0.5)  # serve the statistics callback
         batch_sizes = [

@@ -24,6 +24,7 @@ from salesflow.errors import BusyError, NotFoundError
 from salesflow.registry import ModelRegistry
 from salesflow.sales.contract import new_upload_id
 from salesflow.services.upload.outbox import event_of
+from salesflow.services.upload.record import NewUpload, UploadRecord
 from tests.faults.conftest import (
     Record,
     made_whole,
@@ -100,7 +101,7 @@ def test_same_file_and_same_event_twice_train_once(system: System) -> None:
     original = first if not first["duplicate"] else second
     upload_id = original["upload_id"]
     [event] = _upload_events(system, upload_id)
-    assert event.value == event_of(original)
+    assert event.value == event_of(UploadRecord.from_dict(original))
 
     copies = producer(system.settings)
     produce_all(copies, system.settings.kafka_uploads_topic, [(upload_id, event.value)])
@@ -131,14 +132,15 @@ def test_poison_events_are_dead_lettered_and_the_next_upload_trains(system: Syst
     consumer = system.stack.child("upload consumer").process
     assert consumer is not None
     template = event_of(
-        {
-            "upload_id": "0" * 32,
-            "url": "",
-            "size": 10,
-            "sha256": "0" * 64,
-            "filename": "x.csv",
-            "created_at": "2024-01-01T00:00:00.000Z",
-        }
+        NewUpload(
+            upload_id="0" * 32,
+            key=f"uploads/{'0' * 32}.csv",
+            url="",
+            size=10,
+            sha256="0" * 64,
+            filename="x.csv",
+            created_at="2024-01-01T00:00:00.000Z",
+        )
     )
     ours = settings.storage_url.rstrip("/") + "/uploads/{}.csv"
 

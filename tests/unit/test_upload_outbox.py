@@ -27,6 +27,7 @@ from salesflow.services.upload.outbox import (
     event_of,
     job_server_lookup,
 )
+from salesflow.services.upload.record import NewUpload, UploadRecord
 from tests.conftest import free_port
 
 
@@ -61,19 +62,18 @@ def db(tmp_path: Path) -> UploadDB:
     return UploadDB(tmp_path / "uploads.db")
 
 
-def add(db: UploadDB, settings: Settings, n: int) -> dict[str, Any]:
+def add(db: UploadDB, settings: Settings, n: int) -> UploadRecord:
     upload_id = f"{n:032x}"
-    record = {
-        "upload_id": upload_id,
-        "key": f"uploads/{upload_id}.csv",
-        "url": f"s3://bucket/uploads/{upload_id}.csv",
-        "size": n,
-        "sha256": f"{n:064x}",
-        "filename": "f.csv",
-        "created_at": "2024-01-01T00:00:00.000Z",
-    }
-    event = event_of(record)
-    return db.add_upload(record, event, settings.kafka_uploads_topic)[0]
+    upload = NewUpload(
+        upload_id=upload_id,
+        key=f"uploads/{upload_id}.csv",
+        url=f"s3://bucket/uploads/{upload_id}.csv",
+        size=n,
+        sha256=f"{n:064x}",
+        filename="f.csv",
+        created_at="2024-01-01T00:00:00.000Z",
+    )
+    return db.add_upload(upload, event_of(upload), settings.kafka_uploads_topic)[0]
 
 
 def test_publishes_in_order_and_marks_published(listening: Settings, db: UploadDB) -> None:
@@ -82,7 +82,7 @@ def test_publishes_in_order_and_marks_published(listening: Settings, db: UploadD
     relay = OutboxRelay(listening, db, publisher, prepare=lambda: None)
 
     assert relay.publish_pending() is False  # everything went out; no more waiting
-    assert [key for _, key, _ in publisher.sent] == [r["upload_id"] for r in records]
+    assert [key for _, key, _ in publisher.sent] == [r.upload_id for r in records]
     assert json.loads(publisher.sent[0][2])["schema_version"] == 1
     assert db.pending_count() == 0
 
@@ -97,13 +97,13 @@ def test_failure_is_recorded_then_topics_ensured_before_retry(
 
     relay.publish_pending()
     assert relay.failures == 1 and publisher.sent == []
-    [event] = db.events_of(first["upload_id"])
+    [event] = db.events_of(first.upload_id)
     assert event["attempts"] == 1 and "broker down" in event["last_error"]
-    assert db.events_of(second["upload_id"])[0]["attempts"] == 0  # stopped at the first failure
+    assert db.events_of(second.upload_id)[0]["attempts"] == 0  # stopped at the first failure
 
     relay.publish_pending()
     assert prepared == [True]  # topics re-created once, after the failure
-    assert [key for _, key, _ in publisher.sent] == [first["upload_id"], second["upload_id"]]
+    assert [key for _, key, _ in publisher.sent] == [first.upload_id, second.upload_id]
     assert relay.failures == 0 and db.pending_count() == 0
 
 
@@ -117,7 +117,7 @@ def test_closed_port_fails_fast_without_publishing(settings: Settings, db: Uploa
     relay.publish_pending()
     assert time.monotonic() - started < 1.0
     assert publisher.sent == [] and relay.failures == 1
-    [event] = db.events_of(record["upload_id"])
+    [event] = db.events_of(record.upload_id)
     assert event["attempts"] == 1
     assert "no Kafka broker accepts connections" in event["last_error"]
 
@@ -142,9 +142,9 @@ def test_reconcile_republishes_a_stale_stored_upload(listening: Settings, db: Up
     relay = OutboxRelay(listening, db, Recorder(), jobs=lambda _: None)
 
     assert relay.reconcile() == 1
-    events = db.events_of(record["upload_id"])
+    events = db.events_of(record.upload_id)
     assert len(events) == 2 and events[1]["published_at"] is None
-    assert UploadEvent.from_json(events[1]["payload"]).sha256 == record["sha256"]
+    assert UploadEvent.from_json(events[1]["payload"]).sha256 == record.sha256
     assert relay.reconcile() == 0  # its new event waits: not re-sent twice
 
 
@@ -169,23 +169,23 @@ def test_reconcile_adopts_the_job_servers_outcome(
 ) -> None:
     record = add(db, listening, 1)
     published(db)
-    db.update_status(record["upload_id"], "queued", job_id="j1")
+    db.update_status(record.upload_id, "queued", job_id="j1")
     time.sleep(0.05)
     asked: list[str] = []
     relay = OutboxRelay(listening, db, Recorder(), jobs=lambda uid: asked.append(uid) or job)
 
     assert relay.reconcile() == 0
-    assert asked == [record["upload_id"]]
-    now = db.get(record["upload_id"])
+    assert asked == [record.upload_id]
+    now = db.get(record.upload_id).to_dict()
     assert now["status"] == status
     assert {k: now[k] for k in fields} == fields
-    assert len(db.events_of(record["upload_id"])) == 1  # nothing re-published
+    assert len(db.events_of(record.upload_id)) == 1  # nothing re-published
 
 
 def test_reconcile_republishes_when_job_server_is_down(listening: Settings, db: UploadDB) -> None:
     record = add(db, listening, 1)
     published(db)
-    db.update_status(record["upload_id"], "training", job_id="j1")
+    db.update_status(record.upload_id, "training", job_id="j1")
     time.sleep(0.05)
 
     def down(_: str) -> dict[str, Any] | None:
@@ -193,7 +193,7 @@ def test_reconcile_republishes_when_job_server_is_down(listening: Settings, db: 
 
     relay = OutboxRelay(listening, db, Recorder(), jobs=down)
     assert relay.reconcile() == 1
-    assert db.get(record["upload_id"])["status"] == "training"
+    assert db.get(record.upload_id).status == "training"
 
 
 def test_thread_publishes_on_kick_and_stops(listening: Settings, db: UploadDB) -> None:
@@ -208,7 +208,7 @@ def test_thread_publishes_on_kick_and_stops(listening: Settings, db: UploadDB) -
         deadline = time.monotonic() + 5
         while not publisher.sent and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert [key for _, key, _ in publisher.sent] == [record["upload_id"]]
+        assert [key for _, key, _ in publisher.sent] == [record.upload_id]
     finally:
         started = time.monotonic()
         relay.stop()

@@ -27,14 +27,9 @@ from salesflow.errors import (
 )
 from salesflow.sales.contract import HEADER_PROBE_BYTES
 from salesflow.sales.preview import Inspector
-from salesflow.services.upload.streaming import (
-    PIPELINE_BATCHES,
-    WRITE_BATCH,
-    Received,
-    UploadSlots,
-    receive_upload,
-    sanitise_filename,
-)
+from salesflow.services.upload.multipart import sanitise_filename
+from salesflow.services.upload.pipeline import PIPELINE_BATCHES, WRITE_BATCH
+from salesflow.services.upload.streaming import Received, UploadSlots, receive_upload
 from salesflow.storage import FileStore, ObjectWriter
 
 KEY = "uploads/0123456789abcdef0123456789abcdef.csv"

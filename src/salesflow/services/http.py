@@ -19,6 +19,7 @@ from salesflow.auth import load_or_create_token, token_matches
 from salesflow.config import Settings
 
 __all__ = [
+    "CLIENT_CLOSED",
     "ReadinessCheck",
     "error_body",
     "health_router",
@@ -30,31 +31,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Status of a request whose client went away mid-body (nginx's convention; never delivered).
+CLIENT_CLOSED = 499
+
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """An async check that returns None when its dependency answers, else a short reason."""
 
-# Most specific first: the first isinstance match wins.
-_STATUS: list[tuple[type[errors.SalesflowError], int]] = [
-    (errors.TooLargeError, 413),
-    (errors.UnsupportedMediaError, 415),
-    (errors.BodyTimeoutError, 408),
-    (errors.InputError, 400),
-    (errors.NotFoundError, 404),
-    (errors.ObjectNotFoundError, 404),
-    (errors.ModelNotFoundError, 404),
-    (errors.IntegrityError, 409),
-    (errors.UnavailableError, 503),
-]
+#: Headers a status must carry: a 401 names its scheme (RFC 9110), a 503 says when to retry.
+_STATUS_HEADERS: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": "Bearer"},
+    503: {"Retry-After": "1"},
+}
 
 
 def status_for(exc: errors.SalesflowError) -> int:
-    """The HTTP status of a domain error."""
-    if getattr(exc, "code", "") == "storage_full":
-        return 507
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 500
+    """The HTTP status of a domain error: its class's `http_status` (see salesflow.errors)."""
+    return exc.http_status
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -64,7 +56,6 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map SalesflowError to its status, validation errors to 422, anything else to a bare 500."""
-    _install_auth_handler(app)
 
     @app.exception_handler(errors.SalesflowError)
     async def _domain(_: Request, exc: errors.SalesflowError) -> JSONResponse:
@@ -76,7 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
             if status < 500 or isinstance(exc, errors.UnavailableError)
             else ("internal error; see the service log")
         )
-        headers = {"Retry-After": "1"} if status == 503 else None
+        headers = _STATUS_HEADERS.get(status)
         return JSONResponse(error_body(exc.code, message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -103,30 +94,24 @@ def require_token(settings: Settings) -> Callable[..., None]:
 
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
         if not token_matches(expected, authorization):
-            raise _Unauthorized()
+            raise errors.UnauthorizedError("missing or wrong bearer token")
 
     return check
 
 
-class _Unauthorized(errors.SalesflowError):
-    code = "unauthorized"
+def health_router(
+    checks: dict[str, ReadinessCheck],
+    *,
+    advisory: dict[str, ReadinessCheck] | None = None,
+    details: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> APIRouter:
+    """`/healthz` (the process answers) and `/readyz` (every named dependency answers).
 
-
-def _install_auth_handler(app: FastAPI) -> None:
-    """401 for a missing or wrong token."""
-
-    @app.exception_handler(_Unauthorized)
-    async def _unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
-        return JSONResponse(
-            error_body("unauthorized", "missing or wrong bearer token"),
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
-    """`/healthz` (the process answers) and `/readyz` (every named dependency answers)."""
+    `advisory` checks are reported but do not make the service unready (a dependency the service
+    can work without for a while); `details` adds fields to the readiness answer.
+    """
     router = APIRouter(tags=["health"])
+    advisory = advisory or {}
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -137,10 +122,12 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
     async def readyz() -> JSONResponse:
         """Ready: every dependency answers."""
         results = {name: await check() for name, check in checks.items()}
-        failing = {name: reason for name, reason in results.items() if reason}
+        failing = any(results.values())
+        results |= {name: await check() for name, check in advisory.items()}
         body = {
             "status": "ready" if not failing else "not_ready",
             "checks": {name: reason or "ok" for name, reason in results.items()},
+            **(await details() if details is not None else {}),
         }
         return JSONResponse(body, status_code=503 if failing else 200)
 

@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from salesflow.services.http import error_body
+from salesflow.services.http import CLIENT_CLOSED, error_body
 
 __all__ = ["Upstream", "UpstreamError"]
 
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 _REQUEST_HEADERS = ("content-type", "content-length", "accept")
 #: Response headers passed back to the browser.
 _RESPONSE_HEADERS = ("content-type", "content-disposition", "retry-after", "x-model-version")
-#: Status answered when the browser went away mid-body (nginx's convention; never delivered).
-CLIENT_CLOSED = 499
 
 
 class UpstreamError(Exception):

@@ -17,8 +17,9 @@ from salesflow.logs import configure_logging
 from salesflow.services.http import install_error_handlers, protected
 from salesflow.services.upload.db import UploadDB
 from salesflow.services.upload.deps import Resources
+from salesflow.services.upload.health import health_routes
 from salesflow.services.upload.outbox import OutboxRelay, job_server_lookup
-from salesflow.services.upload.routes import health, uploads
+from salesflow.services.upload.routes import uploads
 from salesflow.services.upload.streaming import UploadSlots
 from salesflow.storage import store_for
 
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="salesflow upload service", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(health)
+    app.include_router(health_routes(lambda: app.state.resources))
     app.include_router(uploads, dependencies=protected(settings))
     return app
 

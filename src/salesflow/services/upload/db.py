@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from salesflow.errors import InputError, NotFoundError, ReportMismatchError
+from salesflow.services.upload.record import NewUpload, UploadRecord
 from salesflow.sqlite import SqliteFile
 
 __all__ = [
@@ -121,21 +122,21 @@ class UploadDB(SqliteFile):
     # --- uploads -------------------------------------------------------------------------------
 
     def add_upload(
-        self, record: dict[str, Any], event: bytes, topic: str, *, force: bool = False
-    ) -> tuple[dict[str, Any], bool]:
+        self, upload: NewUpload, event: bytes, topic: str, *, force: bool = False
+    ) -> tuple[UploadRecord, bool]:
         """Insert an upload and its event atomically; `(record, duplicate)`.
 
         Unless `force`, an existing non-rejected upload with the same sha256 is returned instead
         (duplicate=True) and nothing is written: the check and the insert share one transaction,
         so two concurrent uploads of the same bytes cannot both be created.
         """
-        now = record.get("created_at") or utc_now()
+        now = upload.created_at
         with self._transaction() as conn:
             if not force:
                 row = conn.execute(
                     f"SELECT {_COLUMNS} FROM uploads WHERE sha256 = ? AND status != 'rejected' "
                     "ORDER BY created_at LIMIT 1",
-                    (record["sha256"],),
+                    (upload.sha256,),
                 ).fetchone()
                 if row is not None:
                     return _record(row), True
@@ -143,28 +144,28 @@ class UploadDB(SqliteFile):
                 f"INSERT INTO uploads ({_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, 'stored', NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
                 (
-                    record["upload_id"],
-                    record["key"],
-                    record["url"],
-                    record["size"],
-                    record["sha256"],
-                    record["filename"],
-                    json.dumps(record.get("preview")),
+                    upload.upload_id,
+                    upload.key,
+                    upload.url,
+                    upload.size,
+                    upload.sha256,
+                    upload.filename,
+                    json.dumps(upload.preview),
                     now,
                     now,
                 ),
             )
-            _insert_event(conn, record["upload_id"], topic, event, now)
-        return self.get(record["upload_id"]), False
+            _insert_event(conn, upload.upload_id, topic, event, now)
+        return self.get(upload.upload_id), False
 
-    def get(self, upload_id: str) -> dict[str, Any]:
+    def get(self, upload_id: str) -> UploadRecord:
         """One upload; NotFoundError if unknown."""
         rows = self._query(f"SELECT {_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,))
         if not rows:
             raise NotFoundError(f"no upload {upload_id[:80]!r}")
         return _record(rows[0])
 
-    def recent(self, *, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, *, limit: int = 100, status: str | None = None) -> list[UploadRecord]:
         """Uploads, newest first, optionally only those with `status`."""
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
         rows = self._query(
@@ -175,7 +176,7 @@ class UploadDB(SqliteFile):
 
     def update_status(
         self, upload_id: str, status: str, **fields: Any
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[UploadRecord, bool]:
         """Apply a status report if it moves the upload forward; `(record, applied)`.
 
         Terminal uploads never change; a report older than the current status (queued after
@@ -271,7 +272,7 @@ class UploadDB(SqliteFile):
 
     # --- reconciliation ------------------------------------------------------------------------
 
-    def stale_uploads(self, older_than_s: float, limit: int = 100) -> list[dict[str, Any]]:
+    def stale_uploads(self, older_than_s: float, limit: int = 100) -> list[UploadRecord]:
         """Non-terminal uploads untouched (and not reconciled) for `older_than_s`, with no event
         still waiting in the outbox and none published in that time: those whose hand-off may
         have been lost.
@@ -317,8 +318,9 @@ def _insert_event(
     )
 
 
-def _record(row: sqlite3.Row) -> dict[str, Any]:
+def _record(row: sqlite3.Row) -> UploadRecord:
+    """An uploads row as a record, its JSON columns decoded."""
     record = dict(row)
     for name in ("metrics", "preview"):
         record[name] = json.loads(record[name]) if record[name] is not None else None
-    return record
+    return UploadRecord(**record)

@@ -25,6 +25,7 @@ from salesflow.kafka import ensure_topics
 from salesflow.logs import bind
 from salesflow.sales.contract import UploadEvent
 from salesflow.services.upload.db import UploadDB
+from salesflow.services.upload.record import NewUpload, UploadRecord
 
 __all__ = [
     "JobLookup",
@@ -77,15 +78,15 @@ def bootstrap_accepts(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) ->
     return False
 
 
-def event_of(record: dict[str, Any]) -> bytes:
-    """The upload event of an upload row."""
+def event_of(upload: NewUpload | UploadRecord) -> bytes:
+    """The upload event announcing an upload."""
     return UploadEvent(
-        upload_id=record["upload_id"],
-        url=record["url"],
-        size=record["size"],
-        sha256=record["sha256"],
-        filename=record["filename"],
-        uploaded_at=record["created_at"],
+        upload_id=upload.upload_id,
+        url=upload.url,
+        size=upload.size,
+        sha256=upload.sha256,
+        filename=upload.filename,
+        uploaded_at=upload.created_at,
     ).to_json()
 
 
@@ -226,24 +227,24 @@ class OutboxRelay:
         """Re-announce uploads whose hand-off looks lost; returns how many were re-published."""
         republished = 0
         for record in self.db.stale_uploads(self.settings.reconcile_after_s):
-            with bind(upload_id=record["upload_id"]):
-                if record["status"] != "stored" and self._adopt_job(record):
+            with bind(upload_id=record.upload_id):
+                if record.status != "stored" and self._adopt_job(record):
                     continue
                 self.db.republish(
-                    record["upload_id"], self.settings.kafka_uploads_topic, event_of(record)
+                    record.upload_id, self.settings.kafka_uploads_topic, event_of(record)
                 )
-                log.info("upload %s for too long: its event was re-published", record["status"])
+                log.info("upload %s for too long: its event was re-published", record.status)
                 republished += 1
         if republished:
             self.kick()
         return republished
 
-    def _adopt_job(self, record: dict[str, Any]) -> bool:
+    def _adopt_job(self, record: UploadRecord) -> bool:
         """Take over a finished job's outcome; True if the upload is now settled."""
         if self.jobs is None:
             return False
         try:
-            job = self.jobs(record["upload_id"])
+            job = self.jobs(record.upload_id)
         except UnavailableError as exc:
             log.info("job server unavailable for a stale upload (%s); re-publishing", exc)
             return False
@@ -252,7 +253,7 @@ class OutboxRelay:
             return False
         if job is None:
             return False
-        upload_id, status = record["upload_id"], job.get("status")
+        upload_id, status = record.upload_id, job.get("status")
         if status == "succeeded":
             self.db.update_status(
                 upload_id,

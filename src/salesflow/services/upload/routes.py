@@ -3,45 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from salesflow.errors import SalesflowError
-from salesflow.kafka import broker_reachable
 from salesflow.logs import bind
 from salesflow.sales.contract import new_upload_id
-from salesflow.services.upload.deps import (
-    DBDep,
-    RelayDep,
-    Resources,
-    ResourcesDep,
-    SettingsDep,
-    SlotsDep,
-    StoreDep,
-)
-from salesflow.services.upload.outbox import bootstrap_accepts
+from salesflow.services.http import CLIENT_CLOSED
+from salesflow.services.upload.deps import DBDep, RelayDep, SettingsDep, SlotsDep, StoreDep
 from salesflow.services.upload.streaming import store_upload
 
-__all__ = ["health", "uploads"]
+__all__ = ["uploads"]
 
 log = logging.getLogger(__name__)
 
 uploads = APIRouter(prefix="/uploads", tags=["uploads"])
-health = APIRouter(tags=["health"])
-
-#: The storage readiness probe writes and deletes this small object (outside the upload prefix).
-HEALTH_KEY = "_health/upload-service.probe"
-#: A readiness check slower than this counts as failing: a probe must answer quickly.
-CHECK_TIMEOUT_S = 5.0
-#: Status of a request whose client went away mid-body (nginx's convention; never delivered).
-CLIENT_CLOSED = 499
 
 #: The body POST /uploads reads as a stream, declared for the OpenAPI schema (FastAPI cannot see
 #: a body the route reads itself): one multipart `file` part.
@@ -108,11 +87,11 @@ async def create_upload(
                 log.info("the client disconnected mid-upload; nothing was stored")
                 return Response(status_code=CLIENT_CLOSED)
             if duplicate:
-                log.info("duplicate of upload %s; the new copy was dropped", record["upload_id"])
-                return JSONResponse({**record, "duplicate": True}, status_code=200)
+                log.info("duplicate of upload %s; the new copy was dropped", record.upload_id)
+                return JSONResponse({**record.to_dict(), "duplicate": True}, status_code=200)
             relay.kick()
-            log.info("stored an upload of %d bytes", record["size"])
-            return JSONResponse({**record, "duplicate": False}, status_code=202)
+            log.info("stored an upload of %d bytes", record.size)
+            return JSONResponse({**record.to_dict(), "duplicate": False}, status_code=202)
     finally:
         slots.release()
 
@@ -129,13 +108,13 @@ def list_uploads(
     status: Annotated[UploadStatus | None, Query()] = None,
 ) -> dict[str, Any]:
     """Uploads, newest first."""
-    return {"uploads": db.recent(limit=limit, status=status)}
+    return {"uploads": [record.to_dict() for record in db.recent(limit=limit, status=status)]}
 
 
 @uploads.get("/{upload_id}")
 def get_upload(upload_id: str, db: DBDep) -> dict[str, Any]:
     """One upload's record."""
-    return db.get(upload_id)
+    return db.get(upload_id).to_dict()
 
 
 @uploads.post("/{upload_id}/status")
@@ -148,62 +127,5 @@ def report_status(upload_id: str, report: StatusReport, db: DBDep) -> dict[str, 
         if applied:
             log.info("status -> %s", report.status)
         else:
-            log.info("status %s ignored: the upload is %s", report.status, record["status"])
-        return record
-
-
-# --- health --------------------------------------------------------------------------------------
-
-
-@health.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Alive."""
-    return {"status": "ok"}
-
-
-@health.get("/readyz")
-async def readyz(resources: ResourcesDep) -> JSONResponse:
-    """Ready when storage and the database answer. Kafka being down is reported, not fatal:
-    uploads are still accepted and their events wait in the outbox."""
-    checks = {
-        "storage": await _check(lambda: resources.store.put(HEALTH_KEY, [b"ok"])),
-        "database": await _check(resources.db.ping),
-    }
-    failing = any(result != "ok" for result in checks.values())
-    kafka_ok = await _check(_kafka_check(resources))
-    pending = await anyio.to_thread.run_sync(resources.db.pending_count)
-    checks["kafka"] = (
-        "ok" if kafka_ok == "ok" else f"unreachable (events wait in the outbox: {pending} pending)"
-    )
-    body = {
-        "status": "not_ready" if failing else "ready",
-        "checks": checks,
-        "outbox_pending": pending,
-    }
-    return JSONResponse(body, status_code=503 if failing else 200)
-
-
-def _kafka_check(resources: Resources) -> Callable[[], None]:
-    def check() -> None:
-        settings = resources.settings
-        # The TCP pre-flight answers at once when nothing listens; metadata proves it is Kafka.
-        if not bootstrap_accepts(settings) or not broker_reachable(
-            settings, timeout=CHECK_TIMEOUT_S / 2
-        ):
-            raise ConnectionError("broker unreachable")
-
-    return check
-
-
-async def _check(probe: Callable[[], object]) -> str:
-    """Run a blocking probe on a thread with a deadline: "ok" or a short reason."""
-    try:
-        with anyio.fail_after(CHECK_TIMEOUT_S):
-            await anyio.to_thread.run_sync(probe, abandon_on_cancel=True)
-    except TimeoutError:
-        return f"no answer within {CHECK_TIMEOUT_S:g} s"
-    except SalesflowError as exc:
-        return f"failing ({exc.code})"
-    except Exception as exc:
-        return f"failing ({type(exc).__name__})"
-    return "ok"
+            log.info("status %s ignored: the upload is %s", report.status, record.status)
+        return record.to_dict()
