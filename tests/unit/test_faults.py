@@ -17,7 +17,7 @@ def test_an_unarmed_point_does_nothing(settings: Settings) -> None:
 
 
 def test_an_unknown_point_is_refused(settings: Settings) -> None:
-    with pytest.raises(ValueError, match="unknown fault point 'consumer.nowhere'"):
+    with pytest.raises(ValueError, match=r"unknown fault point 'consumer\.nowhere'"):
         faults.reached(settings, "consumer.nowhere")
 
 
