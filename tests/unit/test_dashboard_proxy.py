@@ -241,9 +241,12 @@ def test_status_reports_services_broker_lag_and_active_model(
             return httpx.Response(
                 503, json={"status": "not_ready", "checks": {"spark": "starting"}}
             )
-        return httpx.Response(
-            200, json={"active": "v0001", "models": [{"version": "v0001", "active": True}]}
-        )
+        listing = {
+            "active": "v0001",
+            "active_by_granularity": {"month": "v0001", "day": None},
+            "models": [{"version": "v0001", "active": True}],
+        }
+        return httpx.Response(200, json=listing)
 
     # Nothing listens on the bootstrap port: the broker must show as unreachable, lag unknown.
     client = make_client(
@@ -260,5 +263,6 @@ def test_status_reports_services_broker_lag_and_active_model(
     }
     assert status["broker"]["reachable"] is False
     assert status["consumer"]["lag"] is None
-    assert status["active_model"]["version"] == "v0001"
+    assert status["active_model"] == {"version": "v0001", "active": True}
+    assert status["active_day_model"] is None and status["models_error"] is None
     assert status["ok"] is False

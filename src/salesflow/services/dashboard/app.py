@@ -77,7 +77,7 @@ def create_app(
             sessions=sessions,
             upload=upload,
             jobs=jobs,
-            board=StatusBoard(settings, upload, jobs, warehouse),
+            board=StatusBoard(settings, upload, jobs),
             web_root=root,
             warehouse=warehouse,
         )
