@@ -1,5 +1,6 @@
-"""`salesflow status` and `salesflow jobs` against real services: the upload service, the job server
-(on the test run's SparkSession), the upload consumer and the Tansu broker, on free ports."""
+"""`salesflow status`, `salesflow jobs` and the dashboard's API against real services: the upload
+service, the job server (on the test run's SparkSession), the upload consumer and the Tansu broker,
+on free ports."""
 
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
 from salesflow import cli
+from salesflow.auth import load_or_create_token
 from salesflow.cli.system import status_rows
+from salesflow.clients.jobs import JobServerClient
 from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings, get_settings
 from salesflow.registry import ModelRegistry
 from salesflow.sales.generate import generate_sales
 from salesflow.services.consumer.worker import build_handler, consume
+from salesflow.services.dashboard.app import create_app as create_dashboard
 from salesflow.services.jobs.app import create_app as create_jobs_app
 from salesflow.services.jobs.runner import spark_engine
 from salesflow.services.upload.app import create_app as create_upload_app
@@ -73,6 +78,7 @@ def system(
         max_depth=5,
         backtest_windows=1,
         holdout_months=3,  # the one window: no extra holdout fit
+        promotion_gate=False,  # nor is the gate: the first model becomes the active one
         jobs_jit_warmup_runs=0,  # tests/integration/test_warmup.py has it
         auth_token=SecretStr("cli-system-token-" + "x" * 20),
         _env_file=None,
@@ -143,14 +149,17 @@ def test_status_and_jobs_against_running_services(system: Settings, tmp_path: Pa
     assert answer["consumer"]["running"] is True and answer["consumer"]["lag"] == 0
     active = ModelRegistry(system.warehouse_path / "models").active()
     shown = answer["active_model"]
-    assert (shown and shown["version"]) == (active and active.version)
+    assert active is not None and shown is not None and answer["models_error"] is None
+    assert shown["version"] == active.version
+    # The details come from the job server's /models: the backtest without its per-series rows.
+    assert shown["backtest"]["skill"] == active.metadata["backtest"]["skill"]
+    assert "per_series" not in shown["backtest"]
     # The table shows the JSON's data: one line per part with its state and address.
     lines = table.stdout.splitlines()
     for row in status_rows(answer):
         line = next(x for x in lines if f" {row['part']}" in x and row["address"] in x)
         assert row["state"] in line and (" yes " in line) == (row["up"] is True), line
-    if active is not None:
-        assert f"active model: {active.version}" in table.stdout
+    assert f"active model: {active.version}" in table.stdout
 
     listed = invoke("jobs", "--json")
     jobs_table = invoke("jobs", "--upload", upload_id)
@@ -160,3 +169,40 @@ def test_status_and_jobs_against_running_services(system: Settings, tmp_path: Pa
     assert jobs[0]["model_version"] == record.get("model_version")
     line = next(x for x in jobs_table.stdout.splitlines() if jobs[0]["job_id"] in x)
     assert jobs[0]["status"] in line and upload_id in line
+
+
+def test_the_dashboard_answers_from_the_job_server_alone(system: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "sales.csv"
+    generate_sales(source, rows=3000, seed=5)
+    with UploadClient(system) as client:
+        upload_id = client.upload(source)["upload_id"]
+        wait_until(
+            lambda: client.get(upload_id)["status"] in ("trained", "failed"),
+            TRAIN_TIMEOUT_S,
+            "the upload never finished",
+        )
+        assert client.get(upload_id)["status"] == "trained"
+    # A dashboard told of a remote warehouse it cannot reach: whatever it shows came over HTTP.
+    own = system.model_copy(update={"warehouse_url": "s3://nowhere/warehouse"})
+    with (
+        JobServerClient(system) as jobs,
+        TestClient(create_dashboard(own)) as dashboard,
+    ):
+        dashboard.get("/login", params={"token": load_or_create_token(own)})
+        version = jobs.models()["models"][0]["version"]
+        activated = dashboard.post(f"/api/models/{version}/activate", json={"reason": "checked"})
+        assert activated.status_code == 200, activated.text
+        models = dashboard.get("/api/models").json()
+        assert models == jobs.models()
+        assert models["active"] == version and models["models"][0]["backtest"]["windows"]
+        assert (models["history"][-1]["version"], models["history"][-1]["reason"]) == (
+            version,
+            "checked",
+        )
+        series = dashboard.get("/api/series").json()
+        assert series == jobs.series() and series["stores"]
+        store, product = series["stores"][0], series["products"][0]
+        query = {"store_id": store, "product_id": product}
+        history = dashboard.get("/api/history", params=query).json()
+        assert history == jobs.history(store, product)
+        assert sum(m["quantity"] for m in history["months"]) > 0

@@ -1,6 +1,6 @@
 """Per-series backtest scores on hand-made arrays (no Spark session): `summary` agrees with
 scoring each series on its own mask, keeps the best-selling
-`PER_SERIES_MAX` series and says so, and the dashboard still counts every series.
+`PER_SERIES_MAX` series and says so, and the job server's /models still counts every series.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from salesflow.registry import ModelRegistry
-from salesflow.services.dashboard.models import complete_models
+from salesflow.services.jobs.models import model_view
 from salesflow.spark.backtest import Backtest
 from salesflow.spark.scoring import PER_SERIES_MAX, scores, summary
 from salesflow.spark.windows import Window
@@ -130,7 +130,7 @@ def test_summary_of_200k_rows_and_50k_series_runs() -> None:
     assert len(json.dumps(found["per_series"])) < 1_000_000
 
 
-def test_dashboard_counts_every_series_not_only_the_listed_ones(tmp_path: Path) -> None:
+def test_the_models_listing_counts_every_series_not_only_the_listed_ones(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     bt = random_backtest(rng, 6000, [f"s{i}" for i in range(30)], [f"p{i}" for i in range(50)])
     backtest = summary(bt, horizon=1)
@@ -141,8 +141,6 @@ def test_dashboard_counts_every_series_not_only_the_listed_ones(tmp_path: Path) 
             folder, {"backtest": backtest}, activate=True, reason="a test", actor="test"
         ).version
 
-    body = complete_models({"models": [{"version": version}]}, tmp_path / "models")
-
-    shown = body["models"][0]["backtest"]
+    shown = model_view(registry.get(version))["backtest"]
     assert shown["series"] == backtest["series"] > PER_SERIES_MAX
     assert "per_series" not in shown and "per_series_note" not in shown

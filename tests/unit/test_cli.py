@@ -1,6 +1,6 @@
-"""The CLI for people and scripts: `status` with nothing running, `uploads` from a real upload
-service, `--json` equal to the table's data, progress on stderr only, and day-level models
-(`train --granularity`, `models` per granularity, `models coherence`, `forecast --date`)."""
+"""The CLI for people and scripts: `uploads` from a real upload service, `--json` equal to the
+table's data, progress on stderr only, and day-level models (`train --granularity`, `models` per
+granularity, `models coherence`, `forecast --date`). `status` is in test_cli_status.py."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import contextlib
 import datetime as dt
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
@@ -22,7 +20,6 @@ from salesflow import cli
 from salesflow.cli import output as cli_output
 from salesflow.cli.forecasting import TRAIN_STAGES, print_train
 from salesflow.cli.output import StageProgress
-from salesflow.clients.status import system_status
 from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings, get_settings
 from salesflow.registry import ModelRegistry
@@ -31,95 +28,15 @@ from salesflow.services.jobs.app import create_app as create_job_server
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.upload.app import create_app
 from salesflow.spark.train import TrainResult
-from tests.conftest import free_port
 from tests.fixtures.servers import serving
 from tests.unit.test_jobs_api import FakeSpark
 
 #: Wide enough that no table cell wraps (assertions look for whole values on one line).
 WIDE = {"COLUMNS": "220"}
-#: `status` must answer within this long when everything is down (probes wait at most 3 s).
-STATUS_BUDGET_S = 8.0
-
-
-@pytest.fixture
-def cli_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Settings on free ports where nothing listens, exported for the CLI's get_settings()."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        upload_port=free_port(),
-        jobs_port=free_port(),
-        dashboard_port=free_port(),
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-        auth_token=SecretStr("cli-test-token-" + "x" * 20),
-        _env_file=None,
-    )
-    monkeypatch.chdir(tmp_path)  # no stray .env file
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield settings
-    get_settings.cache_clear()
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli.app, list(args), env={**WIDE, **(env or {})})
-
-
-def test_status_with_nothing_running_says_each_part_is_down(cli_settings: Settings) -> None:
-    started = time.monotonic()
-    result = invoke("status")
-    elapsed = time.monotonic() - started
-    assert result.exit_code == 1, result.output
-    assert elapsed < STATUS_BUDGET_S, f"status took {elapsed:.1f} s with everything down"
-    lines = result.stdout.splitlines()
-    for part in ("dashboard (optional)", "upload service", "job server", "broker"):
-        row = next(line for line in lines if f" {part} " in line)
-        assert " no " in row and "unreachable" in row, row
-    consumer = next(line for line in lines if " upload consumer " in line)
-    assert "unknown" in consumer and "lag unknown" in consumer
-    assert cli_settings.upload_service_url in result.stdout
-    assert "down: upload service, job server, broker" in result.stdout
-    assert "active model: none" in result.stdout
-
-
-def test_status_json_names_the_required_parts_that_are_down(cli_settings: Settings) -> None:
-    result = invoke("status", "--json")
-    assert result.exit_code == 1
-    answer = json.loads(result.stdout)
-    assert answer["ok"] is False
-    assert answer["down"] == ["upload service", "job server", "broker"]
-    assert {s["name"]: s["status"] for s in answer["services"]} == {
-        "dashboard": "unreachable",
-        "upload service": "unreachable",
-        "job server": "unreachable",
-    }
-    assert answer["broker"] == {
-        "bootstrap": cli_settings.kafka_bootstrap_servers,
-        "reachable": False,
-    }
-    assert answer["consumer"]["running"] is None and answer["consumer"]["lag"] is None
-    assert answer["active_model"] is None
-
-
-def test_status_reads_the_active_model_from_the_registry_when_the_job_server_is_down(
-    cli_settings: Settings,
-) -> None:
-    registry = ModelRegistry(cli_settings.warehouse_path / "models")
-    with registry.staging() as staged:
-        (staged / "pipeline").mkdir()
-        meta = {"created_at": "2026-11-27T10:00:00+00:00", "backtest": {"skill": 0.125}}
-        registry.publish(staged, meta, reason="test", actor="t", activate=True)
-    with registry.staging() as staged:
-        (staged / "pipeline").mkdir()
-        meta = {"created_at": "2026-11-27T10:01:00+00:00", "granularity": "day"}
-        registry.publish(staged, meta, reason="test", actor="t", activate=True)
-    answer = system_status(cli_settings)
-    model, day = answer["active_model"], answer["active_day_model"]
-    assert model is not None and day is not None
-    assert (model["version"], model["source"]) == ("v0001", "registry")
-    assert model["backtest"]["skill"] == 0.125
-    assert (day["version"], day["granularity"]) == ("v0002", "day")
-    assert "active day model: v0002" in invoke("status").stdout
 
 
 @contextlib.contextmanager

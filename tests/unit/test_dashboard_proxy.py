@@ -1,5 +1,6 @@
 """The dashboard's proxy: the token is added server-side and never comes back; bodies stream through;
-upstream failures become clear errors; /api/models is completed from the registry."""
+upstream failures become clear errors; models, history and series are the job server's answers as
+they are (the dashboard reads no disk)."""
 
 from __future__ import annotations
 
@@ -187,47 +188,48 @@ def test_upstream_errors_pass_through_unchanged(make_client: Callable[..., TestC
     assert response.json() == body
 
 
-def publish(registry: ModelRegistry, metadata: dict[str, Any], activate: bool) -> str:
-    with registry.staging() as folder:
-        (folder / "pipeline").mkdir()
-        return registry.publish(
-            folder, metadata, activate=activate, reason="a test", actor="test"
-        ).version
-
-
-def test_models_are_completed_from_the_registry(
+def test_models_history_and_series_are_the_job_servers_answers(
     make_client: Callable[..., TestClient], settings: Settings
 ) -> None:
+    # A registry on the dashboard's disk that disagrees with the job server: never read.
     registry = ModelRegistry(settings.warehouse_path / "models")
-    backtest = {
-        "windows": [{"origin": "2021-09", "months": ["2021-10"], "model": {"wape": 0.2}}],
-        "overall": {"model": {"wape": 0.2}, "seasonal_naive": {"wape": 0.4}},
-        "skill": 0.5,
-        "per_series": [{"store_id": "1", "product_id": "1"}] * 50,
+    with registry.staging() as staged:
+        meta = {"feature_importances": {"month": 1.0}}
+        registry.publish(staged, meta, activate=True, reason="t", actor="t")
+    answers = {
+        "/models": {"active": "v0007", "models": [{"version": "v0007", "backtest": None}]},
+        "/history": {"store_id": "s1", "product_id": "all", "granularity": "day", "days": []},
+        "/series": {"stores": ["s1"], "products": ["p1"]},
     }
-    first = publish(registry, {"created_at": "2024-01-01T00:00:00Z"}, activate=True)
-    second = publish(
-        registry,
-        {"backtest": backtest, "feature_importances": {"month": 0.7, "store": 0.3}},
-        activate=True,
-    )
-    listing = {
-        "active": second,
-        "models": [
-            {"version": second, "active": True, "metrics": None},
-            {"version": first, "active": False, "metrics": None},
-            {"version": "v0099", "active": False},  # unknown here: left as it is
-        ],
-    }
-    jobs = Recorder(lambda r: httpx.Response(200, json=listing))
+    jobs = Recorder(lambda r: httpx.Response(200, json=answers[r.url.path]))
     client = make_client(jobs=jobs)
-    body = client.get("/api/models").json()
-    newest, oldest, unknown = body["models"]
-    assert newest["feature_importances"] == {"month": 0.7, "store": 0.3}
-    assert newest["backtest"]["skill"] == 0.5
-    assert newest["backtest"]["series"] == 50 and "per_series" not in newest["backtest"]
-    assert "backtest" not in oldest and unknown == {"version": "v0099", "active": False}
-    assert [h["version"] for h in body["history"]] == [first, second]
+    assert client.get("/api/models").json() == answers["/models"]
+    history = client.get("/api/history", params={"store_id": "s1", "granularity": "day"})
+    assert history.json() == answers["/history"]
+    assert client.get("/api/series").json() == answers["/series"]
+    assert [r.url.path for r in jobs.requests] == ["/models", "/history", "/series"]
+    assert dict(jobs.requests[1].url.params) == {"store_id": "s1", "granularity": "day"}
+
+
+def test_a_history_refused_by_the_job_server_passes_through(
+    make_client: Callable[..., TestClient],
+) -> None:
+    body = {"error": {"code": "invalid_input", "message": "store_id is empty"}}
+    client = make_client(jobs=Recorder(lambda r: httpx.Response(400, json=body)))
+    answer = client.get("/api/history", params={"store_id": ""})
+    assert answer.status_code == 400 and answer.json() == body
+
+
+def test_coherence_is_proxied_for_versions_only(make_client: Callable[..., TestClient]) -> None:
+    def coherence(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/models/v0002/coherence":
+            return httpx.Response(200, json={"version": "v0002", "max_relative_gap": 0.04})
+        return httpx.Response(500)
+
+    client = make_client(jobs=Recorder(coherence))
+    answer = client.get("/api/models/v0002/coherence")
+    assert answer.status_code == 200 and answer.json()["max_relative_gap"] == 0.04
+    assert client.get("/api/models/..%2Fjobs/coherence").status_code in (404, 422)
 
 
 def test_status_reports_services_broker_lag_and_active_model(
@@ -241,9 +243,12 @@ def test_status_reports_services_broker_lag_and_active_model(
             return httpx.Response(
                 503, json={"status": "not_ready", "checks": {"spark": "starting"}}
             )
-        return httpx.Response(
-            200, json={"active": "v0001", "models": [{"version": "v0001", "active": True}]}
-        )
+        listing = {
+            "active": "v0001",
+            "active_by_granularity": {"month": "v0001", "day": None},
+            "models": [{"version": "v0001", "active": True}],
+        }
+        return httpx.Response(200, json=listing)
 
     # Nothing listens on the bootstrap port: the broker must show as unreachable, lag unknown.
     client = make_client(
@@ -260,5 +265,6 @@ def test_status_reports_services_broker_lag_and_active_model(
     }
     assert status["broker"]["reachable"] is False
     assert status["consumer"]["lag"] is None
-    assert status["active_model"]["version"] == "v0001"
+    assert status["active_model"] == {"version": "v0001", "active": True}
+    assert status["active_day_model"] is None and status["models_error"] is None
     assert status["ok"] is False

@@ -1,4 +1,4 @@
-"""JobServerClient's forecast and retrain calls, with httpx.MockTransport."""
+"""JobServerClient's forecast, retrain and history calls, with httpx.MockTransport."""
 
 from __future__ import annotations
 
@@ -43,6 +43,26 @@ def test_forecast_many_and_retrain_post_json(settings: Settings) -> None:
     assert [(r.method, r.url.path) for r in seen] == [("POST", "/forecast"), ("POST", "/train")]
     assert json.loads(seen[0].content) == {"queries": queries, "model": "v0001"}
     assert json.loads(seen[1].content) == {"upload_id": UPLOAD, "replay": True}
+
+
+def test_history_and_series_ask_the_job_server(settings: Settings) -> None:
+    seen: list[httpx.Request] = []
+    client = JobServerClient(settings, transport=_recording(seen, {"stores": ["s1"]}))
+    client.history("s1", "p1")
+    client.history(granularity="day", days=28)
+    assert client.series() == {"stores": ["s1"]}
+    assert [r.url.path for r in seen] == ["/history", "/history", "/series"]
+    assert dict(seen[0].url.params) == {
+        "store_id": "s1",
+        "product_id": "p1",
+        "granularity": "month",
+    }
+    assert dict(seen[1].url.params) == {
+        "store_id": "all",
+        "product_id": "all",
+        "granularity": "day",
+        "days": "28",
+    }
 
 
 @pytest.mark.parametrize(

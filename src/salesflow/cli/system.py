@@ -116,7 +116,8 @@ def status(as_json: JsonOption = False) -> None:
 
     Required (exit code 1 when down): the upload service, the job server, the broker, and the
     upload consumer (down when the broker reports its group without members). The dashboard and a
-    missing model are shown but do not fail. Each probe waits at most a few seconds.
+    missing model are shown but do not fail; the active model is the job server's (unknown when it
+    does not answer). Each probe waits at most a few seconds.
     """
     from salesflow.clients.status import system_status
 
@@ -183,7 +184,9 @@ def _print_status(answer: dict[str, Any]) -> None:
         table.add_row(name, up, row["state"], row["detail"] or "-", row["address"])
     console.print(table)
     model = answer.get("active_model")
-    if model is None:
+    if answer.get("models_error"):
+        console.print(f"active model: [yellow]unknown[/] ({answer['models_error']})")
+    elif model is None:
         console.print("active model: none (upload a sales file to train one)")
     else:
         skill = (model.get("backtest") or {}).get("skill")
@@ -191,7 +194,6 @@ def _print_status(answer: dict[str, Any]) -> None:
             f"active model: [bold]{model['version']}[/], trained "
             f"{str(model.get('created_at') or '?')[:19]}, skill {fmt(skill)} "
             f"(vs seasonal-naive), holdout WAPE {fmt(((model.get('metrics') or {}).get('model') or {}).get('wape'))}"
-            f" [dim](from the {model.get('source', 'job server')})[/]"
         )
     day = answer.get("active_day_model")
     if day is not None:

@@ -215,8 +215,8 @@ class JobServerClient:
     # --- models --------------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        """`{"active": month version | None, "active_by_granularity": {...}, "models": [...]}`,
-        newest first."""
+        """`{"active": month version | None, "active_by_granularity": {...}, "models": [...],
+        "history": [...]}`: versions newest first, the last activations oldest first."""
         result: dict[str, Any] = self._json("GET", "/models")
         return result
 
@@ -230,6 +230,33 @@ class JobServerClient:
         """Make a model version the active one."""
         body = {"reason": reason} if reason else None
         result: dict[str, Any] = self._json("POST", f"/models/{version}/activate", json=body)
+        return result
+
+    # --- the curated history -------------------------------------------------------------------
+
+    def history(
+        self,
+        store_id: str = "all",
+        product_id: str = "all",
+        *,
+        granularity: str = "month",
+        days: int | None = None,
+    ) -> dict[str, Any]:
+        """Actuals of one store/product ("all": totals): `months` [{month, quantity}], or with
+        granularity "day" `days` [{date, quantity}] (the last `days` of them)."""
+        params: dict[str, Any] = {
+            "store_id": store_id,
+            "product_id": product_id,
+            "granularity": granularity,
+        }
+        if days is not None:
+            params["days"] = days
+        result: dict[str, Any] = self._json("GET", "/history", params=params)
+        return result
+
+    def series(self) -> dict[str, list[str]]:
+        """`{"stores": [...], "products": [...]}`: the ids in the curated history."""
+        result: dict[str, list[str]] = self._json("GET", "/series")
         return result
 
     def healthy(self) -> bool:

@@ -1,14 +1,14 @@
 """One look at the whole system: each service's readiness, the broker, the upload consumer, the
-active model. The dashboard's overview (/api/status) and `salesflow status` both call `gather`.
+active models. The dashboard's overview (/api/status) and `salesflow status` both call `gather`.
 
 Every probe has a deadline (PROBE_TIMEOUT_S) and the probes run at once, so the answer comes within
-a few seconds even when everything is down, and says which parts are.
+a few seconds even when everything is down, and says which parts are. The active models come from
+the job server's /models alone: when it does not answer, `models_error` says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,13 +20,12 @@ from confluent_kafka.admin import AdminClient
 from salesflow import kafka
 from salesflow.auth import auth_headers
 from salesflow.config import Settings
-from salesflow.errors import SalesflowError
-from salesflow.registry import ModelRegistry
 
 __all__ = [
     "PROBE_TIMEOUT_S",
     "REQUIRED",
     "Getter",
+    "active_models",
     "down_parts",
     "endpoints",
     "gather",
@@ -61,7 +60,6 @@ async def gather(
     upload: Getter,
     jobs: Getter,
     dashboard: Getter | None = None,
-    models_root: Path | None = None,
 ) -> dict[str, Any]:
     """The system's status; `dashboard=None` means the caller is the dashboard (so it is up)."""
     results: dict[str, Any] = {}
@@ -75,8 +73,7 @@ async def gather(
         group.start_soon(run, "upload", lambda: _service("upload service", upload))
         group.start_soon(run, "jobs", lambda: _service("job server", jobs))
         group.start_soon(run, "kafka", lambda: _kafka(settings))
-        group.start_soon(run, "models", lambda: _active_model(jobs, models_root, "month"))
-        group.start_soon(run, "day_model", lambda: _active_model(jobs, models_root, "day"))
+        group.start_soon(run, "models", lambda: active_models(jobs))
     own = {"name": "dashboard", "ok": True, "status": "ready", "checks": {}}
     services = [results.get("dashboard", own), results["upload"], results["jobs"]]
     broker, consumer = results["kafka"]
@@ -84,8 +81,7 @@ async def gather(
         "services": services,
         "broker": broker,
         "consumer": consumer,
-        "active_model": results["models"],
-        "active_day_model": results["day_model"],
+        **results["models"],
         "endpoints": endpoints(settings),
     }
     answer["down"] = down_parts(answer)
@@ -174,55 +170,23 @@ def group_state(settings: Settings, timeout: float = PROBE_TIMEOUT_S) -> str | N
     return str(described.state.name).lower()
 
 
-async def _active_model(
-    jobs: Getter, models_root: Path | None, granularity: str
-) -> dict[str, Any] | None:
-    """The active version of a granularity from the job server, completed from the registry; when
-    the job server does not answer, read straight from the registry folder (when it is local)."""
-    from salesflow.services.dashboard.models import complete_models  # a pure registry helper
-
+async def active_models(jobs: Getter) -> dict[str, Any]:
+    """`active_model` and `active_day_model` as the job server's /models shows them (None: there
+    is none), and `models_error`: why they are unknown (None when the job server answered)."""
     answer = await jobs("/models", PROBE_TIMEOUT_S)
-    found: list[dict[str, Any]] = []
-    source = "job server"
-    if answer is not None and answer[0] == 200 and isinstance(answer[1], dict):
-        active = (answer[1].get("active_by_granularity") or {}).get(granularity)
-        if active is None and granularity == "month":
-            active = answer[1].get("active")  # a job server from before day models
-        found = [m for m in answer[1].get("models") or [] if m.get("version") == active]
-    elif models_root is not None:
-        source = "registry"
-        found = await _in_thread(lambda: _registry_active(models_root, granularity)) or []
-    if not found:
-        return None
-    completed = await anyio.to_thread.run_sync(
-        complete_models, {"models": found, "history": []}, models_root
-    )
-    model: dict[str, Any] | None = next(iter(completed["models"]), None)
-    if model is not None:
-        model["source"] = source
-    return model
-
-
-def _registry_active(root: Path, granularity: str) -> list[dict[str, Any]]:
-    """The active version as the job server's /models shows it, read from the registry folder."""
-    if not root.exists():
-        return []
-    try:
-        active = ModelRegistry(root).active(granularity=granularity)
-    except (SalesflowError, OSError, ValueError):
-        return []
-    if active is None:
-        return []
-    meta = active.metadata
-    keys = ("created_at", "metrics", "rows_read", "rows_rejected", "date_range")
-    return [
-        {
-            "version": active.version,
-            "active": True,
-            "granularity": granularity,
-            **{k: meta.get(k) for k in keys},
-        }
-    ]
+    unknown = {"active_model": None, "active_day_model": None}
+    if answer is None:
+        return {**unknown, "models_error": "the job server did not answer"}
+    code, body = answer
+    if code != 200 or not isinstance(body, dict):
+        return {**unknown, "models_error": f"the job server answered /models with HTTP {code}"}
+    active = body.get("active_by_granularity") or {}
+    by_version = {m.get("version"): m for m in body.get("models") or [] if isinstance(m, dict)}
+    return {
+        "active_model": by_version.get(active.get("month")),
+        "active_day_model": by_version.get(active.get("day")),
+        "models_error": None,
+    }
 
 
 async def _in_thread(fn: Callable[[], Any]) -> Any:
@@ -253,10 +217,6 @@ def http_getter(client: httpx.AsyncClient) -> Getter:
 
 def system_status(settings: Settings) -> dict[str, Any]:
     """The status as seen from outside the services (the CLI): every service is probed over HTTP."""
-    try:
-        models_root: Path | None = settings.warehouse_path / "models"
-    except SalesflowError:
-        models_root = None  # an s3:// warehouse: only the job server knows the models
 
     async def probe() -> dict[str, Any]:
         headers = auth_headers(settings)
@@ -270,7 +230,6 @@ def system_status(settings: Settings) -> dict[str, Any]:
                 upload=http_getter(upload),
                 jobs=http_getter(jobs),
                 dashboard=http_getter(dashboard),
-                models_root=models_root,
             )
 
     return anyio.run(probe)

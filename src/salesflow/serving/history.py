@@ -31,6 +31,7 @@ __all__ = [
     "curated_root",
     "daily_root",
     "read_daily",
+    "read_history",
     "read_monthly",
     "series_ids",
 ]
@@ -219,6 +220,22 @@ def read_daily(
     return DailyHistory(
         store_id, product_id, [d.isoformat() for d in days], [sold.get(d, 0.0) for d in days]
     )
+
+
+def read_history(
+    warehouse: Path,
+    store_id: str = ALL,
+    product_id: str = ALL,
+    granularity: str = "month",
+    last_days: int | None = None,
+) -> MonthlyHistory | DailyHistory:
+    """The actuals of one series (or totals) in a local warehouse folder: per month, or per day
+    (granularity "day", the last `last_days`)."""
+    if granularity == "day":
+        return read_daily(daily_root(warehouse), store_id, product_id, last_days)
+    if granularity != "month":
+        raise InputError(f"granularity is {granularity!r}: give month or day")
+    return read_monthly(curated_root(warehouse), store_id, product_id)
 
 
 def _natural(value: str) -> tuple[int, int, str]:

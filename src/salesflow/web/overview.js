@@ -17,7 +17,7 @@ export async function refresh() {
     api("/jobs", { params: { limit: 5 } }),
   ]);
   if (status.status === "fulfilled") {
-    renderActive(status.value.active_model);
+    renderActive(status.value.active_model, status.value.models_error);
     renderHealth(status.value);
   } else {
     fill("service-health", el("li", { class: "error" }, status.reason.message));
@@ -40,7 +40,11 @@ export function skillOf(model) {
   return null;
 }
 
-function renderActive(model) {
+function renderActive(model, unknown) {
+  if (unknown) {
+    fill("active-model", el("p", { class: "error" }, `Active model unknown: ${unknown}.`));
+    return;
+  }
   if (!model) {
     fill("active-model", el("p", { class: "muted" }, "No active model yet: upload a sales file to train one."));
     return;

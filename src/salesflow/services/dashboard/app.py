@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 
 from salesflow.auth import auth_headers, load_or_create_token
 from salesflow.config import Settings
-from salesflow.errors import SalesflowError
 from salesflow.logs import configure_logging
 from salesflow.services.dashboard.overview import StatusBoard
 from salesflow.services.dashboard.proxy import Upstream
@@ -44,14 +43,6 @@ def login_url(settings: Settings) -> str:
     return f"{dashboard_url(settings)}/login" + (f"?token={token}" if token else "")
 
 
-def _local_warehouse(settings: Settings) -> Path | None:
-    try:
-        return settings.warehouse_path
-    except SalesflowError:
-        log.warning("the warehouse is not a local folder: history and model details are off")
-        return None
-
-
 def create_app(
     settings: Settings,
     *,
@@ -70,16 +61,14 @@ def create_app(
             "upload service", settings.upload_service_url, headers, timeout, upload_transport
         )
         jobs = Upstream("job server", settings.job_server_url, headers, timeout, jobs_transport)
-        warehouse = _local_warehouse(settings)
         app.state.dashboard = DashboardState(
             settings=settings,
             token=load_or_create_token(settings),
             sessions=sessions,
             upload=upload,
             jobs=jobs,
-            board=StatusBoard(settings, upload, jobs, warehouse),
+            board=StatusBoard(settings, upload, jobs),
             web_root=root,
-            warehouse=warehouse,
         )
         log.info("dashboard ready on %s", dashboard_url(settings))
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,11 +33,8 @@ def _getter(upstream: Upstream) -> system_status.Getter:
 class StatusBoard:
     """Builds (and briefly caches) the /api/status answer."""
 
-    def __init__(
-        self, settings: Settings, upload: Upstream, jobs: Upstream, warehouse: Path | None
-    ) -> None:
+    def __init__(self, settings: Settings, upload: Upstream, jobs: Upstream) -> None:
         self.settings = settings
-        self.models_root = warehouse / "models" if warehouse else None
         self.upload = upload
         self.jobs = jobs
         self._cached: tuple[float, dict[str, Any]] | None = None
@@ -53,7 +49,6 @@ class StatusBoard:
                 self.settings,
                 upload=_getter(self.upload),
                 jobs=_getter(self.jobs),
-                models_root=self.models_root,
             )
             self._cached = (time.monotonic(), result)
             return result

@@ -1,33 +1,22 @@
-"""The dashboard's routes: login, the page, the proxied API and what the dashboard answers itself."""
+"""The dashboard's routes: login, the page, and the API the page calls, proxied to the upload service
+and the job server (the dashboard reads nothing from their disks) or answered from them (status)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from salesflow.auth import token_matches
 from salesflow.config import Settings
-from salesflow.services.dashboard.models import complete_models
 from salesflow.services.dashboard.overview import StatusBoard
-from salesflow.services.dashboard.proxy import Upstream, UpstreamError
+from salesflow.services.dashboard.proxy import Upstream
 from salesflow.services.dashboard.session import COOKIE, SESSION_TTL_S, SessionStore
-from salesflow.services.http import error_body
-from salesflow.serving.history import (
-    ALL,
-    MAX_DAYS,
-    curated_root,
-    daily_root,
-    read_daily,
-    read_monthly,
-    series_ids,
-)
 
 __all__ = ["DashboardState", "api", "pages"]
 
@@ -53,7 +42,6 @@ class DashboardState:
     jobs: Upstream
     board: StatusBoard
     web_root: Path
-    warehouse: Path | None
 
 
 def _state(request: Request) -> DashboardState:
@@ -164,17 +152,9 @@ async def get_job(job_id: IdParam, request: Request, state: StateDep) -> Respons
 
 
 @api.get("/models")
-async def list_models(state: StateDep) -> Response:
-    """Model versions with metrics, backtests, importances and the activation history."""
-    try:
-        code, body = await state.jobs.get_json("/models")
-    except UpstreamError as exc:
-        return exc.response
-    if code == 200 and isinstance(body, dict):
-        body = await anyio.to_thread.run_sync(
-            complete_models, body, state.warehouse / "models" if state.warehouse else None
-        )
-    return JSONResponse(body, status_code=code)
+async def list_models(request: Request, state: StateDep) -> Response:
+    """Model versions with metrics, backtests, importances and the activation history (job server)."""
+    return await state.jobs.forward(request, "/models")
 
 
 @api.get("/models/{version}/coherence")
@@ -207,51 +187,19 @@ async def post_forecast(request: Request, state: StateDep) -> Response:
     )
 
 
-# --- answered by the dashboard -------------------------------------------------------------------
-
-
-def _no_warehouse() -> JSONResponse:
-    return JSONResponse(
-        error_body(
-            "no_local_warehouse",
-            "the history needs a local warehouse (SALESFLOW_WAREHOUSE_URL=file://...)",
-        ),
-        status_code=501,
-    )
-
-
 @api.get("/history")
-async def history(
-    state: StateDep,
-    store_id: Annotated[str, Query(max_length=200)] = ALL,
-    product_id: Annotated[str, Query(max_length=200)] = ALL,
-    granularity: Annotated[Literal["month", "day"], Query()] = "month",
-    days: Annotated[
-        int | None, Query(ge=1, le=MAX_DAYS, description="day: the last N days")
-    ] = None,
-) -> Response:
-    """Actuals of one store/product from the curated history ("all" for totals): per month
-    ("YYYY-MM"), or with granularity=day per day ("YYYY-MM-DD", zero-filled, the last `days`)."""
-    if state.warehouse is None:
-        return _no_warehouse()
-    if granularity == "day":
-        daily = await anyio.to_thread.run_sync(
-            read_daily, daily_root(state.warehouse), store_id, product_id, days
-        )
-        return JSONResponse(daily.to_dict())
-    found = await anyio.to_thread.run_sync(
-        read_monthly, curated_root(state.warehouse), store_id, product_id
-    )
-    return JSONResponse(found.to_dict())
+async def history(request: Request, state: StateDep) -> Response:
+    """Actuals of one store/product (or totals) per month or day, for the chart (job server)."""
+    return await state.jobs.forward(request, "/history")
 
 
 @api.get("/series")
-async def series(state: StateDep) -> Response:
-    """The store and product ids in the history, for the forecast explorer's pickers."""
-    if state.warehouse is None:
-        return _no_warehouse()
-    found = await anyio.to_thread.run_sync(series_ids, curated_root(state.warehouse))
-    return JSONResponse({"stores": found.stores, "products": found.products})
+async def series(request: Request, state: StateDep) -> Response:
+    """The store and product ids in the history, for the explorer's pickers (job server)."""
+    return await state.jobs.forward(request, "/series")
+
+
+# --- answered by the dashboard -------------------------------------------------------------------
 
 
 @api.get("/status")

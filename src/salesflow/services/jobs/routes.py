@@ -24,7 +24,7 @@ from salesflow.errors import (
     TooLargeError,
     UnavailableError,
 )
-from salesflow.registry import GRANULARITIES, ModelVersion, normalise_version
+from salesflow.registry import normalise_version
 from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header, upload_key
 from salesflow.services.jobs.db import MAX_LIST
 from salesflow.services.jobs.deps import (
@@ -36,7 +36,16 @@ from salesflow.services.jobs.deps import (
     StateDep,
     StoreDep,
 )
+from salesflow.services.jobs.models import model_view, models_listing
 from salesflow.services.jobs.runner import PredictOutcome
+from salesflow.serving.history import (
+    ALL,
+    MAX_DAYS,
+    MAX_ID_LENGTH,
+    curated_root,
+    read_history,
+    series_ids,
+)
 from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.serving.service import Query as ForecastQuery
 
@@ -300,40 +309,10 @@ def post_forecast(body: ForecastRequest, forecasts: ForecastDep) -> JSONResponse
 # --- models ----------------------------------------------------------------------------------
 
 
-def _model(version: ModelVersion) -> dict[str, Any]:
-    """A version as the API shows it: no local paths."""
-    meta = version.metadata
-    return {
-        "version": version.version,
-        "granularity": version.granularity,
-        "active": version.active,
-        "status": "active" if version.active else "candidate",
-        "created_at": meta.get("created_at"),
-        "metrics": meta.get("metrics"),
-        "parameters": meta.get("parameters"),
-        "rows_read": meta.get("rows_read"),
-        "rows_rejected": meta.get("rows_rejected"),
-        "rows_aggregated": meta.get("rows_aggregated"),
-        "date_range": meta.get("date_range"),
-        "stores": len(meta.get("stores") or []),
-        "products": len(meta.get("products") or []),
-        "inputs": [
-            {"upload_id": i.get("upload_id"), "sha256": i.get("sha256")}
-            for i in meta.get("inputs") or []
-        ],
-    }
-
-
 @router.get("/models")
 def list_models(registry: RegistryDep) -> dict[str, Any]:
-    """Model versions, newest first, with their metrics; the active ones are marked."""
-    versions = registry.versions()
-    active = {g: registry.active_name(g) for g in GRANULARITIES}
-    return {
-        "active": active["month"],
-        "active_by_granularity": active,
-        "models": [_model(v) for v in reversed(versions)],
-    }
+    """Versions newest first with their details, the active ones, the last activations: the page."""
+    return models_listing(registry)
 
 
 @router.get("/models/{version}/coherence")
@@ -348,4 +327,28 @@ def activate_model(
 ) -> dict[str, Any]:
     """Make a version the active model (also a rollback); 404 for an unknown version."""
     reason = (body or ActivateRequest()).reason[:500]
-    return _model(registry.activate(version, reason=reason, actor="job-server api"))
+    return model_view(registry.activate(version, reason=reason, actor="job-server api"))
+
+
+# --- the curated history -----------------------------------------------------------------------
+
+IdQuery = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
+
+
+@router.get("/history")
+def get_history(
+    settings: SettingsDep,
+    store_id: IdQuery = ALL,
+    product_id: IdQuery = ALL,
+    granularity: Literal["month", "day"] = "month",
+    days: Annotated[int | None, Query(ge=1, le=MAX_DAYS, description="day: the last N")] = None,
+) -> dict[str, object]:
+    """Actuals of one store/product ("all": totals) per month or day, for the dashboard's chart."""
+    return read_history(settings.warehouse_path, store_id, product_id, granularity, days).to_dict()
+
+
+@router.get("/series")
+def get_series(settings: SettingsDep) -> dict[str, list[str]]:
+    """The store and product ids in the curated history, for the dashboard's pickers."""
+    found = series_ids(curated_root(settings.warehouse_path))
+    return {"stores": found.stores, "products": found.products}

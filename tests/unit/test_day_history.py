@@ -1,5 +1,5 @@
-"""The daily history reader on a small curated folder written here, /api/history?granularity=day
-and the proxied day-model coherence check."""
+"""The daily history reader on a small curated folder written here, and the job server's
+/history?granularity=day over it."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from salesflow.auth import load_or_create_token
+from salesflow.auth import auth_headers
 from salesflow.config import Settings
 from salesflow.errors import InputError
-from salesflow.services.dashboard.app import create_app
+from salesflow.services.jobs.app import create_app
 from salesflow.serving.history import ALL, MAX_DAYS, daily_root, read_daily
+from tests.unit.test_jobs_api import FakeSpark
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -81,37 +81,24 @@ def test_unknown_ids_bad_windows_and_no_daily_history(daily: Path, tmp_path: Pat
         read_daily(daily, "", "p1")
 
 
-def coherence_answer(request: httpx.Request) -> httpx.Response:
-    if request.url.path == "/models/v0002/coherence":
-        return httpx.Response(200, json={"version": "v0002", "max_relative_gap": 0.04})
-    return httpx.Response(500)
-
-
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, jobs_transport=httpx.MockTransport(coherence_answer))
-    with TestClient(app) as test_client:
-        test_client.get("/login", params={"token": load_or_create_token(settings)})
+    app = create_app(settings, engine=FakeSpark().engine())
+    with TestClient(app, headers=auth_headers(settings)) as test_client:
         yield test_client
 
 
 def test_history_endpoint_by_day(client: TestClient, daily: Path) -> None:
     body = client.get(
-        "/api/history", params={"store_id": "s1", "product_id": "p1", "granularity": "day"}
+        "/history", params={"store_id": "s1", "product_id": "p1", "granularity": "day"}
     ).json()
     assert body["granularity"] == "day"
     assert [d["date"] for d in body["days"]][-2:] == ["2024-02-29", "2024-03-01"]
     assert [d["quantity"] for d in body["days"]] == [3.0, 0.0, 0.0, 4.5]
-    recent = client.get("/api/history", params={"granularity": "day", "days": 1}).json()
+    recent = client.get("/history", params={"granularity": "day", "days": 1}).json()
     assert recent["days"] == [{"date": "2024-03-02", "quantity": 1.5}]
     # The monthly answer is unchanged (no monthly folder here: empty).
-    assert client.get("/api/history").json()["months"] == []
-    assert client.get("/api/history", params={"granularity": "week"}).status_code == 422
-    too_many = client.get("/api/history", params={"granularity": "day", "days": MAX_DAYS + 1})
+    assert client.get("/history").json()["months"] == []
+    assert client.get("/history", params={"granularity": "week"}).status_code == 422
+    too_many = client.get("/history", params={"granularity": "day", "days": MAX_DAYS + 1})
     assert too_many.status_code == 422
-
-
-def test_coherence_is_proxied_for_versions_only(client: TestClient) -> None:
-    answer = client.get("/api/models/v0002/coherence")
-    assert answer.status_code == 200 and answer.json()["max_relative_gap"] == 0.04
-    assert client.get("/api/models/..%2Fjobs/coherence").status_code in (404, 422)

@@ -1,21 +1,22 @@
-"""The history reader on a small curated folder written here, and /api/history and /api/series."""
+"""The history reader on a small curated folder written here, and the job server's /history and
+/series over it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from salesflow.auth import load_or_create_token
+from salesflow.auth import auth_headers
 from salesflow.config import Settings
 from salesflow.errors import InputError
-from salesflow.services.dashboard.app import create_app
-from salesflow.serving.history import ALL, curated_root, read_monthly, series_ids
+from salesflow.services.jobs.app import create_app
+from salesflow.serving.history import ALL, curated_root, read_history, read_monthly, series_ids
+from tests.unit.test_jobs_api import FakeSpark
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -97,24 +98,40 @@ def test_series_ids_sort_numbers_numerically(curated: Path) -> None:
     assert found.products == ["p1", "p2", "p3"]
 
 
+def test_read_history_picks_the_granularity(curated: Path, settings: Settings) -> None:
+    assert read_history(settings.warehouse_path, "2", "p1") == read_monthly(curated, "2", "p1")
+    assert read_history(settings.warehouse_path, granularity="day").to_dict()["days"] == []
+    with pytest.raises(InputError, match="granularity is 'week'"):
+        read_history(settings.warehouse_path, granularity="week")
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, jobs_transport=httpx.MockTransport(lambda r: httpx.Response(500)))
-    with TestClient(app) as test_client:
-        test_client.get("/login", params={"token": load_or_create_token(settings)})
+    app = create_app(settings, engine=FakeSpark().engine())
+    with TestClient(app, headers=auth_headers(settings)) as test_client:
         yield test_client
 
 
-def test_history_and_series_endpoints(client: TestClient, curated: Path) -> None:
-    body = client.get("/api/history", params={"store_id": "2", "product_id": "p1"}).json()
-    assert body["store_id"] == "2" and body["product_id"] == "p1"
-    assert [m["quantity"] for m in body["months"]] == [10.0, 22.5]
-    totals = client.get("/api/history").json()
+def test_the_job_server_answers_history_and_series(client: TestClient, curated: Path) -> None:
+    body = client.get("/history", params={"store_id": "2", "product_id": "p1"}).json()
+    assert body == {
+        "store_id": "2",
+        "product_id": "p1",
+        "months": [{"month": "2021-01", "quantity": 10.0}, {"month": "2021-02", "quantity": 22.5}],
+    }
+    totals = client.get("/history").json()
     assert totals["store_id"] == ALL and len(totals["months"]) == 4
-    assert client.get("/api/series").json() == {
+    assert client.get("/series").json() == {
         "stores": ["2", "10", "x"],
         "products": ["p1", "p2", "p3"],
     }
-    bad = client.get("/api/history", params={"store_id": ""})
+    bad = client.get("/history", params={"store_id": ""})
     assert bad.status_code == 400
     assert "store_id is empty" in bad.json()["error"]["message"]
+    assert client.get("/history", params={"product_id": "p" * 201}).status_code == 422
+
+
+def test_history_and_series_need_the_token(client: TestClient, curated: Path) -> None:
+    for path in ("/history", "/series"):
+        answer = client.get(path, headers={"Authorization": "Bearer wrong"})
+        assert answer.status_code == 401, path
