@@ -28,7 +28,7 @@ from salesflow.auth import auth_headers
 from salesflow.config import Settings
 from salesflow.errors import ModelError
 from salesflow.services.jobs.app import create_app as create_job_server
-from salesflow.services.jobs.runner import Engine, PredictOutcome
+from salesflow.services.jobs.engine import Engine, PredictOutcome
 from salesflow.services.upload.app import create_app as create_upload_service
 from tests.conftest import free_port
 

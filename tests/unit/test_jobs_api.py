@@ -21,7 +21,7 @@ from salesflow.registry import ModelRegistry
 from salesflow.sales.contract import upload_key
 from salesflow.services.jobs.app import create_app
 from salesflow.services.jobs.db import JobDB
-from salesflow.services.jobs.runner import Engine, PredictOutcome
+from salesflow.services.jobs.engine import Engine, PredictOutcome
 from salesflow.spark.train import TrainInput, TrainResult
 from salesflow.storage import store_for
 

@@ -16,7 +16,8 @@ from salesflow.errors import NotFoundError, UnavailableError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.app import StatusReporter
 from salesflow.services.jobs.db import Job, JobDB
-from salesflow.services.jobs.runner import JobRunner, PredictOutcome
+from salesflow.services.jobs.engine import PredictOutcome
+from salesflow.services.jobs.runner import JobRunner
 from salesflow.spark.train import TrainInput
 
 UPLOAD = "0123456789abcdef0123456789abcdef"

@@ -26,9 +26,10 @@ from salesflow.services.http import ReadinessCheck, install_error_handlers, prot
 from salesflow.services.http import health_router as make_health_router
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState, SparkWarmup
+from salesflow.services.jobs.engine import Engine, spark_engine
 from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
-from salesflow.services.jobs.runner import Engine, JobRunner, spark_engine
+from salesflow.services.jobs.runner import JobRunner
 from salesflow.serving.service import ForecastService
 from salesflow.spark.curated import curated_path
 from salesflow.storage import store_for

@@ -13,7 +13,8 @@ from salesflow.config import Settings
 from salesflow.errors import UnavailableError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import JobDB
-from salesflow.services.jobs.runner import Engine, JobRunner
+from salesflow.services.jobs.engine import Engine
+from salesflow.services.jobs.runner import JobRunner
 from salesflow.storage import ObjectStore
 
 __all__ = [

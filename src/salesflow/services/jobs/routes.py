@@ -36,7 +36,7 @@ from salesflow.services.jobs.deps import (
     StateDep,
     StoreDep,
 )
-from salesflow.services.jobs.runner import PredictOutcome
+from salesflow.services.jobs.engine import PredictOutcome
 from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.serving.service import Query as ForecastQuery
 
