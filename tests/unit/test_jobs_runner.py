@@ -33,7 +33,13 @@ def make_runner(
     db = JobDB(settings.data_dir / "jobs.db")
     registry = ModelRegistry(settings.data_dir / "models")
     runner = JobRunner(
-        settings, db, registry, on_status, train_fn=train_fn, predict_fn=no_predict, spark_fn=object
+        settings,
+        db,
+        registry,
+        on_status,
+        train_fn=train_fn,
+        predict_fn=no_predict,
+        session_fn=object,
     )
     return runner, db
 

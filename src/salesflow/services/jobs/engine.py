@@ -1,6 +1,6 @@
 """What the job server's workers run: the engine (session, training, prediction) and its predictors.
 
-The Spark work is injected through an `Engine`, so the runner and the routes can be tested with
+The Spark work is injected through a `SparkEngine`, so the runner and the routes can be tested with
 plain functions; `spark_engine` builds the real one on the process's warm session. Small
 synchronous predictions use `predict_now` (the real engine's is in-process, no Spark).
 """
@@ -26,9 +26,9 @@ from salesflow.spark.train import TrainInput, train
 from salesflow.spark.warmup import WarmUp
 
 __all__ = [
-    "Engine",
     "PredictFn",
     "PredictOutcome",
+    "SparkEngine",
     "TrainFn",
     "inprocess_predictor",
     "lineage_path",
@@ -78,11 +78,12 @@ class PredictFn(Protocol):
 
 
 @dataclass(frozen=True)
-class Engine:
-    """The job server's workers: session start/stop, training, and prediction - `predict` for
-    jobs (Spark), `predict_now` for small synchronous files (None: `predict`, on the session)."""
+class SparkEngine:
+    """What the job server's workers run: `session()` starts (or returns) the warm SparkSession,
+    `stop` ends it; `train`, `predict` for jobs (Spark) and `predict_now` for small synchronous
+    files (None: `predict`, on the session)."""
 
-    spark: Callable[[], Any]
+    session: Callable[[], Any]
     stop: Callable[[], None]
     train: TrainFn
     predict: PredictFn
@@ -103,13 +104,13 @@ def _write_lineage(csv_out: Path, lineage: dict[str, Any]) -> None:
 
 
 def spark_predictor(
-    settings: Settings, registry: ModelRegistry, spark_fn: Callable[[], Any]
+    settings: Settings, registry: ModelRegistry, session_fn: Callable[[], Any]
 ) -> PredictFn:
     """The real job predictor: `salesflow.spark.predict` on the process's session."""
 
     def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
         result = spark_predict.predict(
-            spark_fn(), settings, str(source), registry=registry, version=version
+            session_fn(), settings, str(source), registry=registry, version=version
         )
         records = None
         if csv_out is None:
@@ -156,19 +157,19 @@ def inprocess_predictor(forecasts: ForecastService) -> PredictFn:
 
 def spark_engine(
     settings: Settings, registry: ModelRegistry, forecasts: ForecastService | None = None
-) -> Engine:
+) -> SparkEngine:
     """The real engine: one warm SparkSession per process, stopped at shutdown; small
     predictions in-process with `forecasts` (default: a new service on `registry`)."""
 
-    def spark() -> Any:
+    def session() -> Any:
         return get_spark(settings)
 
     forecasts = forecasts or ForecastService(registry, history_root=curated_path(settings))
-    return Engine(
-        spark=spark,
+    return SparkEngine(
+        session=session,
         stop=stop_spark,
         train=train,
-        predict=spark_predictor(settings, registry, spark),
+        predict=spark_predictor(settings, registry, session),
         predict_now=inprocess_predictor(forecasts),
         warm_up=WarmUp(settings, settings.jobs_jit_warmup_runs),
     )

@@ -230,7 +230,7 @@ async def _predict_now(
     `source`."""
     predict = state.runner.predict_now_fn
     if predict is None:
-        state.warmup.require()
+        state.startup.require()
         predict = state.runner.predict_fn
     limit = state.settings.predict_max_concurrent
     if not state.predict_slots.acquire(blocking=False):

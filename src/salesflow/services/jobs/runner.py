@@ -105,7 +105,7 @@ class JobRunner:
         *,
         train_fn: TrainFn = train,
         predict_fn: PredictFn | None = None,
-        spark_fn: Callable[[], Any] | None = None,
+        session_fn: Callable[[], Any] | None = None,
         predict_now_fn: PredictFn | None = None,
         on_claim: Callable[[], None] | None = None,
     ) -> None:
@@ -116,8 +116,8 @@ class JobRunner:
         self.registry = registry
         self.on_status = on_status
         self.train_fn = train_fn
-        self.spark_fn: Callable[[], Any] = spark_fn or (lambda: get_spark(settings))
-        self.predict_fn = predict_fn or spark_predictor(settings, registry, self.spark_fn)
+        self.session_fn: Callable[[], Any] = session_fn or (lambda: get_spark(settings))
+        self.predict_fn = predict_fn or spark_predictor(settings, registry, self.session_fn)
         self.predict_now_fn = predict_now_fn
         self.on_claim = on_claim
         self._wake = threading.Condition()
@@ -217,7 +217,7 @@ class JobRunner:
                 return adopted
             inputs = [TrainInput(url=job.input_url, sha256=job.sha256, upload_id=job.upload_id)]
             result = self.train_fn(
-                self.spark_fn(), self.settings, inputs, registry=self.registry, progress=progress
+                self.session_fn(), self.settings, inputs, registry=self.registry, progress=progress
             )
             return str(result.version), _train_result(result)
         source = local_path_of(job.input_url)
