@@ -215,7 +215,7 @@ def job_server(settings: Any) -> Iterator[tuple[str, Any]]:
 
     engine = None
     try:
-        from salesflow.services.jobs.runner import spark_engine
+        from salesflow.services.jobs.engine import spark_engine
 
         real = spark_engine(settings, ModelRegistry(settings.warehouse_path / "models"))
         engine = dataclasses.replace(real, stop=lambda: None)

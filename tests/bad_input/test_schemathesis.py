@@ -28,7 +28,7 @@ from salesflow.auth import auth_headers
 from salesflow.config import Settings
 from salesflow.errors import ModelError
 from salesflow.services.jobs.app import create_app as create_job_server
-from salesflow.services.jobs.runner import Engine, PredictOutcome
+from salesflow.services.jobs.engine import PredictOutcome, SparkEngine
 from salesflow.services.upload.app import create_app as create_upload_service
 from tests.conftest import free_port
 
@@ -65,7 +65,9 @@ def upload_schema(settings: Settings) -> Any:
 
 
 def jobs_schema(settings: Settings) -> Any:
-    engine = Engine(spark=lambda: None, stop=lambda: None, train=_refuse_training, predict=_predict)
+    engine = SparkEngine(
+        session=lambda: None, stop=lambda: None, train=_refuse_training, predict=_predict
+    )
     app = create_job_server(settings, engine=engine, report=lambda *_: None)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

@@ -151,7 +151,7 @@ def test_a_model_published_by_an_interrupted_attempt_is_adopted(settings: Settin
             db,
             registry,
             train_fn=lambda *args, **kwargs: trained.append(args),
-            spark_fn=lambda: None,
+            session_fn=lambda: None,
         )
         second = db.claim_next()
         assert second is not None and second.attempts == 2

@@ -30,7 +30,7 @@ from salesflow.sales.generate import generate_sales
 from salesflow.services.consumer.worker import build_handler, consume
 from salesflow.services.dashboard.app import create_app as create_dashboard
 from salesflow.services.jobs.app import create_app as create_jobs_app
-from salesflow.services.jobs.runner import spark_engine
+from salesflow.services.jobs.engine import spark_engine
 from salesflow.services.upload.app import create_app as create_upload_app
 from tests.conftest import free_port
 from tests.fixtures.servers import serving

@@ -35,7 +35,7 @@ from salesflow.sales.catalog import load_catalog
 from salesflow.sales.contract import new_upload_id, upload_key
 from salesflow.sales.generate import generate_sales
 from salesflow.services.jobs.app import create_app
-from salesflow.services.jobs.runner import lineage_path, spark_engine
+from salesflow.services.jobs.engine import lineage_path, spark_engine
 from salesflow.serving.model import ModelFacts, ServedModel
 from salesflow.serving.predict_csv import predict_csv
 from salesflow.serving.service import MAX_QUERIES, ForecastService

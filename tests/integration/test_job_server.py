@@ -22,7 +22,7 @@ from salesflow.sales.catalog import load_catalog
 from salesflow.sales.contract import new_upload_id, upload_key
 from salesflow.sales.generate import generate_sales
 from salesflow.services.jobs.app import create_app
-from salesflow.services.jobs.runner import spark_engine
+from salesflow.services.jobs.engine import spark_engine
 from salesflow.storage import store_for
 from tests.conftest import free_port
 from tests.fixtures.servers import serving

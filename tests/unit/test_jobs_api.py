@@ -21,7 +21,7 @@ from salesflow.registry import ModelRegistry
 from salesflow.sales.contract import upload_key
 from salesflow.services.jobs.app import create_app
 from salesflow.services.jobs.db import JobDB
-from salesflow.services.jobs.runner import Engine, PredictOutcome
+from salesflow.services.jobs.engine import PredictOutcome, SparkEngine
 from salesflow.spark.train import TrainInput, TrainResult
 from salesflow.storage import store_for
 
@@ -99,8 +99,10 @@ class FakeSpark:
             records=None if csv_out is not None else records,
         )
 
-    def engine(self, spark: Callable[[], Any] = object) -> Engine:
-        return Engine(spark=spark, stop=lambda: None, train=self.train, predict=self.predict)
+    def engine(self, session: Callable[[], Any] = object) -> SparkEngine:
+        return SparkEngine(
+            session=session, stop=lambda: None, train=self.train, predict=self.predict
+        )
 
 
 class Reports:
@@ -375,7 +377,7 @@ def test_too_many_synchronous_predictions_are_busy(
 
 def test_predict_waits_for_spark(settings: Settings, fake: FakeSpark, reports: Reports) -> None:
     started = threading.Event()
-    app = create_app(settings, engine=fake.engine(spark=lambda: started.wait(10)), report=reports)
+    app = create_app(settings, engine=fake.engine(session=lambda: started.wait(10)), report=reports)
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")

@@ -18,7 +18,8 @@ from salesflow.registry import ModelRegistry
 from salesflow.sales.contract import upload_key
 from salesflow.services.jobs.app import StatusReporter, create_app
 from salesflow.services.jobs.db import JobDB
-from salesflow.services.jobs.runner import JobRunner, PredictOutcome
+from salesflow.services.jobs.engine import PredictOutcome
+from salesflow.services.jobs.runner import JobRunner
 from salesflow.spark.train import TrainInput, TrainResult
 from salesflow.storage import store_for
 
@@ -140,9 +141,9 @@ def test_post_train_replay_needs_the_stored_file(settings: Settings) -> None:
     def refuse(*_: Any, **__: Any) -> Any:
         raise AssertionError("not used")
 
-    from salesflow.services.jobs.runner import Engine
+    from salesflow.services.jobs.engine import SparkEngine
 
-    engine = Engine(spark=object, stop=lambda: None, train=refuse, predict=refuse)
+    engine = SparkEngine(session=object, stop=lambda: None, train=refuse, predict=refuse)
     app = create_app(settings, engine=engine, report=lambda *_: None)
     with TestClient(app, headers=auth_headers(settings)) as client:
         missing = client.post("/train", json={"upload_id": UPLOAD, "replay": True})

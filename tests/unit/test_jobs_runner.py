@@ -16,7 +16,8 @@ from salesflow.errors import NotFoundError, UnavailableError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.app import StatusReporter
 from salesflow.services.jobs.db import Job, JobDB
-from salesflow.services.jobs.runner import JobRunner, PredictOutcome
+from salesflow.services.jobs.engine import PredictOutcome
+from salesflow.services.jobs.runner import JobRunner
 from salesflow.spark.train import TrainInput
 
 UPLOAD = "0123456789abcdef0123456789abcdef"
@@ -32,7 +33,13 @@ def make_runner(
     db = JobDB(settings.data_dir / "jobs.db")
     registry = ModelRegistry(settings.data_dir / "models")
     runner = JobRunner(
-        settings, db, registry, on_status, train_fn=train_fn, predict_fn=no_predict, spark_fn=object
+        settings,
+        db,
+        registry,
+        on_status,
+        train_fn=train_fn,
+        predict_fn=no_predict,
+        session_fn=object,
     )
     return runner, db
 

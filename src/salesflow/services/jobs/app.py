@@ -25,10 +25,12 @@ from salesflow.registry import ModelRegistry
 from salesflow.services.http import ReadinessCheck, install_error_handlers, protected
 from salesflow.services.http import health_router as make_health_router
 from salesflow.services.jobs.db import Job, JobDB
-from salesflow.services.jobs.deps import ServerState, SparkWarmup
+from salesflow.services.jobs.deps import ServerState
+from salesflow.services.jobs.engine import SparkEngine, spark_engine
 from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
-from salesflow.services.jobs.runner import Engine, JobRunner, spark_engine
+from salesflow.services.jobs.runner import JobRunner
+from salesflow.services.jobs.startup import SessionStartup
 from salesflow.serving.service import ForecastService
 from salesflow.spark.curated import curated_path
 from salesflow.storage import store_for
@@ -137,7 +139,7 @@ def _health_checks(app: FastAPI) -> dict[str, ReadinessCheck]:
 
     async def spark() -> str | None:
         current = state()
-        return "starting" if current is None else current.warmup.problem()
+        return "starting" if current is None else current.startup.problem()
 
     async def db() -> str | None:
         current = state()
@@ -166,7 +168,7 @@ def _health_checks(app: FastAPI) -> dict[str, ReadinessCheck]:
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, report: ReportFn | None = None
+    settings: Settings, *, engine: SparkEngine | None = None, report: ReportFn | None = None
 ) -> FastAPI:
     """The job server. `engine` and `report` default to real Spark and the upload service client."""
 
@@ -181,19 +183,19 @@ def create_app(
         registry = ModelRegistry(settings.warehouse_path / "models")
         # Warm in-process answers for GET/POST /forecast (and small predictions): no Spark.
         forecasts = ForecastService(registry, history_root=curated_path(settings))
-        spark = engine or spark_engine(settings, registry, forecasts)
+        jobs_engine = engine or spark_engine(settings, registry, forecasts)
         reporter = StatusReporter(report or upload_reporter(settings))
-        warmup = SparkWarmup(spark)
+        startup = SessionStartup(jobs_engine)
         runner = JobRunner(
             settings,
             db,
             registry,
             reporter.on_status,
-            train_fn=spark.train,
-            predict_fn=spark.predict,
-            spark_fn=spark.spark,
-            predict_now_fn=spark.predict_now,
-            on_claim=spark.warm_up.stop if spark.warm_up else None,
+            train_fn=jobs_engine.train,
+            predict_fn=jobs_engine.predict,
+            session_fn=jobs_engine.session,
+            predict_now_fn=jobs_engine.predict_now,
+            on_claim=jobs_engine.warm_up.stop if jobs_engine.warm_up else None,
         )
         app.state.forecasts = forecasts
         app.state.server = ServerState(
@@ -202,21 +204,21 @@ def create_app(
             registry=registry,
             store=store_for(settings),
             runner=runner,
-            warmup=warmup,
+            startup=startup,
             predict_slots=threading.BoundedSemaphore(settings.predict_max_concurrent),
         )
-        warmup.start()
+        startup.start()
         reporter.start()
         runner.start()
         log.info("job server ready on %s:%d", settings.host, settings.jobs_port)
         try:
             yield
         finally:
-            if spark.warm_up is not None:
-                await anyio.to_thread.run_sync(spark.warm_up.stop)  # waits up to 5 s
+            if jobs_engine.warm_up is not None:
+                await anyio.to_thread.run_sync(jobs_engine.warm_up.stop)  # waits up to 5 s
             await anyio.to_thread.run_sync(runner.stop)
             await anyio.to_thread.run_sync(reporter.stop)
-            await anyio.to_thread.run_sync(spark.stop)
+            await anyio.to_thread.run_sync(jobs_engine.stop)
             del app.state.server
             del app.state.forecasts
             db.close()

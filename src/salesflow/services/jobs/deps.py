@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass
 from typing import Annotated
@@ -13,7 +12,8 @@ from salesflow.config import Settings
 from salesflow.errors import UnavailableError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import JobDB
-from salesflow.services.jobs.runner import Engine, JobRunner
+from salesflow.services.jobs.runner import JobRunner
+from salesflow.services.jobs.startup import SessionStartup
 from salesflow.storage import ObjectStore
 
 __all__ = [
@@ -22,53 +22,9 @@ __all__ = [
     "RunnerDep",
     "ServerState",
     "SettingsDep",
-    "SparkWarmup",
     "StateDep",
     "StoreDep",
 ]
-
-log = logging.getLogger(__name__)
-
-
-class SparkWarmup:
-    """Starts the warm SparkSession in a background thread so /healthz answers at once, then
-    runs the engine's JIT warm-up (salesflow.spark.warmup) in that thread."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._ready = threading.Event()
-        self._error: str | None = None
-        self._thread = threading.Thread(target=self._start, name="spark-warmup", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _start(self) -> None:
-        try:
-            session = self.engine.spark()
-        except Exception as exc:
-            log.error("spark did not start", exc_info=exc)
-            self._error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            return
-        self._ready.set()
-        if self.engine.warm_up is not None:
-            self.engine.warm_up.run(session)  # ready meanwhile: the first job stops it
-
-    def problem(self) -> str | None:
-        """None when the session is up, else why not ("starting" or the start-up error)."""
-        if self._ready.is_set():
-            return None
-        return f"failed: {self._error}" if self._error else "starting"
-
-    def require(self) -> None:
-        """Raise UnavailableError (503) until the session is up."""
-        problem = self.problem()
-        if problem:
-            raise UnavailableError(f"spark: {problem}")
-
-    def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
 
 @dataclass
@@ -80,7 +36,7 @@ class ServerState:
     registry: ModelRegistry
     store: ObjectStore
     runner: JobRunner
-    warmup: SparkWarmup
+    startup: SessionStartup
     #: Synchronous predictions running now are bounded by settings.predict_max_concurrent.
     predict_slots: threading.BoundedSemaphore
 

@@ -36,8 +36,8 @@ from salesflow.services.jobs.deps import (
     StateDep,
     StoreDep,
 )
+from salesflow.services.jobs.engine import PredictOutcome
 from salesflow.services.jobs.models import model_view, models_listing
-from salesflow.services.jobs.runner import PredictOutcome
 from salesflow.serving.history import (
     ALL,
     MAX_DAYS,
@@ -239,7 +239,7 @@ async def _predict_now(
     `source`."""
     predict = state.runner.predict_now_fn
     if predict is None:
-        state.warmup.require()
+        state.startup.require()
         predict = state.runner.predict_fn
     limit = state.settings.predict_max_concurrent
     if not state.predict_slots.acquire(blocking=False):

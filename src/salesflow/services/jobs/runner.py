@@ -1,52 +1,32 @@
 """The job runner: worker threads that claim queued jobs and run them in-process on the warm session.
 
-The Spark work is injected (`train_fn`, `predict_fn`, `spark_fn`), defaulting to the real
-`salesflow.spark` functions, so the runner and the routes can be tested with plain functions.
-Small synchronous predictions use `predict_now_fn` (the real engine's is in-process, no Spark).
-A failed job gets a stable error code and a short message; tracebacks go to the server log only.
+The work itself comes from `salesflow.services.jobs.engine` (real Spark by default, plain
+functions in tests). A failed job gets a stable error code and a short message; tracebacks go to
+the server log only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from salesflow import logs
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import Job, JobDB
-from salesflow.serving.model import LINEAGE_COLUMNS
-from salesflow.serving.predict_csv import predict_csv
-from salesflow.serving.service import ForecastService
-from salesflow.spark import predict as spark_predict
-from salesflow.spark.curated import curated_path
-from salesflow.spark.session import get_spark, stop_spark
+from salesflow.services.jobs.engine import PredictFn, TrainFn, spark_predictor
+from salesflow.spark.session import get_spark
 from salesflow.spark.train import TrainInput, train
-from salesflow.spark.warmup import WarmUp
 from salesflow.storage import local_path_of
 
-__all__ = [
-    "Engine",
-    "JobRunner",
-    "PredictFn",
-    "PredictOutcome",
-    "StatusCallback",
-    "TrainFn",
-    "inprocess_predictor",
-    "lineage_path",
-    "spark_engine",
-    "spark_predictor",
-]
+__all__ = ["JobRunner", "StatusCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -62,143 +42,6 @@ STOP_TIMEOUT_S = 10.0
 StatusCallback = Callable[[Job], None]
 #: `extra` of a log call whose line the runner puts in the job's tail itself.
 _SKIP_TAIL = {"skip_tail": True}
-
-
-class TrainFn(Protocol):
-    """`salesflow.spark.train.train`'s signature."""
-
-    def __call__(
-        self,
-        spark: Any,
-        settings: Settings,
-        inputs: Sequence[TrainInput],
-        *,
-        registry: ModelRegistry | None = None,
-        progress: Callable[[str], None] | None = None,
-    ) -> Any: ...
-
-
-@dataclass(frozen=True)
-class PredictOutcome:
-    """What a prediction produced: the model used, counts, the records when asked for JSON, the
-    model's lineage, notes on what its metadata lacked, and input rows dropped (by reason)."""
-
-    model_version: str
-    rows: int
-    unknown_stores: list[str] = field(default_factory=list)
-    unknown_products: list[str] = field(default_factory=list)
-    records: list[dict[str, Any]] | None = None
-    lineage: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    rows_dropped: dict[str, int] | None = None
-
-
-class PredictFn(Protocol):
-    """Predict a local CSV with a model version (None: the active one).
-
-    Writes a CSV to `csv_out` when given, else returns the records.
-    """
-
-    def __call__(
-        self, source: Path, *, version: str | None, csv_out: Path | None
-    ) -> PredictOutcome: ...
-
-
-@dataclass(frozen=True)
-class Engine:
-    """The job server's workers: session start/stop, training, and prediction - `predict` for
-    jobs (Spark), `predict_now` for small synchronous files (None: `predict`, on the session)."""
-
-    spark: Callable[[], Any]
-    stop: Callable[[], None]
-    train: TrainFn
-    predict: PredictFn
-    predict_now: PredictFn | None = None
-    warm_up: WarmUp | None = None  # run once the session is up; stopped by the first job
-
-
-def lineage_path(csv_out: Path) -> Path:
-    """The sidecar holding the full lineage of a prediction CSV: `<file>.lineage.json`."""
-    return csv_out.with_name(csv_out.name + ".lineage.json")
-
-
-def _write_lineage(csv_out: Path, lineage: dict[str, Any]) -> None:
-    target = lineage_path(csv_out)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, target)
-
-
-def spark_predictor(
-    settings: Settings, registry: ModelRegistry, spark_fn: Callable[[], Any]
-) -> PredictFn:
-    """The real job predictor: `salesflow.spark.predict` on the process's session."""
-
-    def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
-        result = spark_predict.predict(
-            spark_fn(), settings, str(source), registry=registry, version=version
-        )
-        records = None
-        if csv_out is None:
-            records = spark_predict.to_records(result.frame.drop(*LINEAGE_COLUMNS))
-        else:
-            spark_predict.write_csv(result.frame, csv_out)
-            _write_lineage(csv_out, result.lineage)
-        return PredictOutcome(
-            model_version=result.version,
-            rows=int(result.rows),
-            unknown_stores=sorted(result.unknown_stores),
-            unknown_products=sorted(result.unknown_products),
-            records=records,
-            lineage=result.lineage,
-            notes=result.notes,
-        )
-
-    return run
-
-
-def inprocess_predictor(forecasts: ForecastService) -> PredictFn:
-    """Small files without Spark: parsed in Python, scored by the warm in-process model."""
-
-    def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
-        result = predict_csv(forecasts, source, version)
-        records = None
-        if csv_out is None:
-            records = result.records()
-        else:
-            result.write_csv(csv_out)
-        return PredictOutcome(
-            model_version=result.model_version,
-            rows=len(result.rows),
-            unknown_stores=result.unknown_stores,
-            unknown_products=result.unknown_products,
-            records=records,
-            lineage=result.lineage,
-            notes=result.notes,
-            rows_dropped=result.rows_dropped,
-        )
-
-    return run
-
-
-def spark_engine(
-    settings: Settings, registry: ModelRegistry, forecasts: ForecastService | None = None
-) -> Engine:
-    """The real engine: one warm SparkSession per process, stopped at shutdown; small
-    predictions in-process with `forecasts` (default: a new service on `registry`)."""
-
-    def spark() -> Any:
-        return get_spark(settings)
-
-    forecasts = forecasts or ForecastService(registry, history_root=curated_path(settings))
-    return Engine(
-        spark=spark,
-        stop=stop_spark,
-        train=train,
-        predict=spark_predictor(settings, registry, spark),
-        predict_now=inprocess_predictor(forecasts),
-        warm_up=WarmUp(settings, settings.jobs_jit_warmup_runs),
-    )
 
 
 class _TailHandler(logging.Handler):
@@ -262,7 +105,7 @@ class JobRunner:
         *,
         train_fn: TrainFn = train,
         predict_fn: PredictFn | None = None,
-        spark_fn: Callable[[], Any] | None = None,
+        session_fn: Callable[[], Any] | None = None,
         predict_now_fn: PredictFn | None = None,
         on_claim: Callable[[], None] | None = None,
     ) -> None:
@@ -273,8 +116,8 @@ class JobRunner:
         self.registry = registry
         self.on_status = on_status
         self.train_fn = train_fn
-        self.spark_fn: Callable[[], Any] = spark_fn or (lambda: get_spark(settings))
-        self.predict_fn = predict_fn or spark_predictor(settings, registry, self.spark_fn)
+        self.session_fn: Callable[[], Any] = session_fn or (lambda: get_spark(settings))
+        self.predict_fn = predict_fn or spark_predictor(settings, registry, self.session_fn)
         self.predict_now_fn = predict_now_fn
         self.on_claim = on_claim
         self._wake = threading.Condition()
@@ -374,7 +217,7 @@ class JobRunner:
                 return adopted
             inputs = [TrainInput(url=job.input_url, sha256=job.sha256, upload_id=job.upload_id)]
             result = self.train_fn(
-                self.spark_fn(), self.settings, inputs, registry=self.registry, progress=progress
+                self.session_fn(), self.settings, inputs, registry=self.registry, progress=progress
             )
             return str(result.version), _train_result(result)
         source = local_path_of(job.input_url)
