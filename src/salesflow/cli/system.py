@@ -258,7 +258,9 @@ def _duration(job: dict[str, Any]) -> str | None:
 
 @app.command("config")
 def show_config(
-    markdown: Annotated[bool, typer.Option(help="Print the configuration table of docs/configuration.md.")] = False,
+    markdown: Annotated[
+        bool, typer.Option(help="Print the configuration table of docs/configuration.md.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show every setting with its current value (secrets hidden)."""
