@@ -13,7 +13,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # admin re-exports it without declaring it
 
 from salesflow.config import Settings
 from salesflow.errors import ConfigurationError, UnavailableError

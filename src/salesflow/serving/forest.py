@@ -88,7 +88,8 @@ class Forecaster:
     def unknown_mask(self, column: str, values: Sequence[Any]) -> NDArray[np.bool_]:
         """True where a value of an indexed input column was not seen in training."""
         ix = self._indexer(column)
-        return ix.lookup(values) == len(ix.labels)
+        unknown: NDArray[np.bool_] = ix.lookup(values) == len(ix.labels)
+        return unknown
 
     def predict(self, columns: Mapping[str, Sequence[Any]]) -> Float:
         """One forecast per row of `columns` (column name -> values), as Spark would compute it."""
@@ -120,11 +121,14 @@ class Forecaster:
     def _combine(self, leaves: Int) -> Float:
         """Spark's ensemble arithmetic: the tree, the mean of a forest, the weighted GBT sum."""
         forest = self._forest
+        value: Float
         if self.kind == "decision_tree":
-            return forest.value[leaves[0]]
-        if self.kind == "random_forest":  # Spark ignores RF tree weights (all 1.0): sum, divide
-            return np.add.accumulate(forest.value[leaves], axis=0)[-1] / leaves.shape[0]
-        return vector_ddot(forest.product[leaves], forest.product_error[leaves], self._lanes)
+            value = forest.value[leaves[0]]
+        elif self.kind == "random_forest":  # Spark ignores RF tree weights (all 1.0): sum, divide
+            value = np.add.accumulate(forest.value[leaves], axis=0)[-1] / leaves.shape[0]
+        else:
+            return vector_ddot(forest.product[leaves], forest.product_error[leaves], self._lanes)
+        return value
 
     def _indexer(self, column: str) -> Indexer:
         if column not in self._by_input:

@@ -73,7 +73,10 @@ def vector_ddot(product: Float, error: Float, lanes: int) -> Float:
             chunk = slice(start, start + lanes)
             acc = fma(product[chunk], error[chunk], acc)
         total = np.add.accumulate(acc, axis=0)[-1:]  # accumulate adds strictly in lane order
-    return np.add.accumulate(np.concatenate([total, product[whole:]]), axis=0)[-1]
+    last: NDArray[np.float64] = np.add.accumulate(np.concatenate([total, product[whole:]]), axis=0)[
+        -1
+    ]
+    return last
 
 
 def jvm_double_lanes() -> int:

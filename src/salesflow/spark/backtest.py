@@ -162,7 +162,8 @@ def _objects(column: pa.ChunkedArray) -> np.ndarray:
     thousand ids repeated over millions of rows: 8 bytes a row, not a string each)."""
     encoded = column.combine_chunks().dictionary_encode()
     values = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-    return values[encoded.indices.to_numpy()]
+    objects: np.ndarray = values[encoded.indices.to_numpy()]
+    return objects
 
 
 def _labels(stats: pa.Table, windows: int) -> list[tuple[list[str], list[str]]]:
@@ -207,7 +208,8 @@ class Backtest:
     @property
     def compared(self) -> np.ndarray:
         """Rows where model, naive and seasonal-naive all have a forecast (all three scored here)."""
-        return np.isfinite(self.naive) & np.isfinite(self.seasonal)
+        both: np.ndarray = np.isfinite(self.naive) & np.isfinite(self.seasonal)
+        return both
 
 
 def _fit(
