@@ -1,0 +1,114 @@
+"""The model competition's scoreboard: every candidate scored on the same backtest rows, one kept.
+
+Candidates are the forest pipelines the backtest refits (salesflow's forest, the original
+project's pipeline) and per-series statistical models (`salesflow.spark.statistical`). Each
+candidate's forecasts are aligned to the backtest's rows (window, store, product, period); the
+leaderboard scores every candidate on the rows where all of them have a forecast (a series that
+first sold inside a window has no per-series history to fit, while a forest answers it from its
+store and product effects), and the winner is the lowest WAPE there. Numpy only, no Spark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from salesflow.spark.backtest import Backtest
+
+__all__ = ["Entry", "aligned", "leaderboard", "winner"]
+
+_DIGITS = 4
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One candidate's line on the leaderboard (scores on the rows every candidate forecast)."""
+
+    name: str
+    kind: str  # "pipeline" (a Spark forest) or "statistical" (per-series, served from a table)
+    wape: float | None  # sum |error| / sum |actual|
+    mase: float | None  # mean absolute error over the pooled in-sample seasonal-naive MAE
+    bias: float | None  # sum (forecast - actual) / sum |actual|: > 0 over-forecasts
+    rows: int  # rows compared
+    rank: int = 0  # 1 = the winner
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _key(window: np.ndarray, store: np.ndarray, product: np.ndarray, period: np.ndarray) -> Any:
+    """Row keys comparable across tables: a structured array of (window, store, product, period)."""
+    return np.rec.fromarrays(
+        [window.astype(np.int64), store.astype(str), product.astype(str), period.astype(np.int64)]
+    )
+
+
+def aligned(bt: Backtest, forecasts: pa.Table, model: str) -> Backtest:
+    """`bt` with `model` column replaced by `model`'s forecasts from `forecasts` (window,
+    store_id, product_id, period_index, model, forecast): NaN where that model gave none."""
+    chosen = forecasts.filter(pa.compute.equal(forecasts.column("model"), model))
+    if chosen.num_rows == 0 or bt.actual.size == 0:
+        return dataclasses.replace(bt, model=np.full(bt.actual.size, np.nan))
+    theirs = _key(
+        np.asarray(chosen.column("window").to_numpy()),
+        np.asarray(chosen.column("store_id").to_pylist(), dtype=object),
+        np.asarray(chosen.column("product_id").to_pylist(), dtype=object),
+        np.asarray(chosen.column("period_index").to_numpy()),
+    )
+    values = np.asarray(chosen.column("forecast").to_numpy(zero_copy_only=False), float)
+    order = np.argsort(theirs, kind="stable")
+    theirs, values = theirs[order], values[order]
+    mine = _key(bt.window, bt.store, bt.product, bt.period)
+    at = np.minimum(np.searchsorted(theirs, mine), len(theirs) - 1)
+    hit = theirs[at] == mine
+    return dataclasses.replace(bt, model=np.where(hit, values[at], np.nan))
+
+
+def _round(value: float) -> float | None:
+    return round(value, _DIGITS) if math.isfinite(value) else None
+
+
+def _entry(name: str, kind: str, bt: Backtest, rows: np.ndarray) -> Entry:
+    actual, forecast = bt.actual[rows], bt.model[rows]
+    scale = bt.pooled_scale[rows]
+    total = float(np.abs(actual).sum())
+    error = forecast - actual
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.abs(error) / scale
+        mase = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else math.nan
+    return Entry(
+        name=name,
+        kind=kind,
+        wape=_round(float(np.abs(error).sum()) / total) if total else None,
+        mase=_round(mase),
+        bias=_round(float(error.sum()) / total) if total else None,
+        rows=int(rows.sum()),
+    )
+
+
+def leaderboard(candidates: Mapping[str, tuple[str, Backtest]]) -> list[Entry]:
+    """Every candidate (name -> (kind, its backtest)) scored on the rows all of them forecast,
+    best first; a candidate with no score ranks last."""
+    if not candidates:
+        return []
+    backtests = [bt for _, bt in candidates.values()]
+    common = np.logical_and.reduce([np.isfinite(bt.model) for bt in backtests])
+    entries = [_entry(name, kind, bt, common) for name, (kind, bt) in candidates.items()]
+    order = sorted(
+        range(len(entries)),
+        key=lambda i: (entries[i].wape is None, entries[i].wape or 0.0, i),
+    )
+    return [dataclasses.replace(entries[i], rank=r + 1) for r, i in enumerate(order)]
+
+
+def winner(entries: Sequence[Entry]) -> Entry:
+    """The leaderboard's first line."""
+    if not entries:
+        raise ValueError("an empty leaderboard has no winner")
+    return entries[0]
