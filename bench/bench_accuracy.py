@@ -179,9 +179,14 @@ def _rows(name: str, out: dict[str, Any]) -> dict[str, dict[str, Any]]:
     wape.update(best_anchor=best, salesflow_vs_best=salesflow / best_wape)
     sf = out["salesflow"]
     cover = {"dataset": name, "held-out cells": len(split.holdout)}
+    bounds = [c for c in sf.frame.columns if c.startswith(("lo_", "hi_"))]
+    given = float(sf.frame[bounds].notna().all(axis=1).mean())
     for method in ("salesflow", "AutoETS"):
         for level in methods.LEVELS:
-            cover[f"{method} {level}%"] = scores[method].coverage.get(level)
+            found = scores[method].coverage.get(level)
+            # a version without interval widths gives null bounds: "-", not a coverage of 0
+            cover[f"{method} {level}%"] = None if method == "salesflow" and not given else found
+    cover["salesflow bounds given"] = given
     cover.update(salesflow_version=sf.version, promoted=sf.promoted)
     return {
         "wape": wape,
