@@ -25,7 +25,15 @@ from typing import Any
 from bench.common import RESULTS_DIR, Context, console, machine_info
 
 #: Every benchmark, in run (and SUMMARY) order; module bench.bench_<name>.
-BENCHMARKS: tuple[str, ...] = ("training", "aggregate", "serving", "upload", "handoff", "growth")
+BENCHMARKS: tuple[str, ...] = (
+    "training",
+    "aggregate",
+    "serving",
+    "upload",
+    "handoff",
+    "accuracy",
+    "growth",
+)
 #: Benchmarks too slow for a smoke run (growth trains on millions of rows by design).
 FULL_ONLY: frozenset[str] = frozenset({"growth"})
 #: Generated inputs are kept here between runs: a 10M-row file takes ~15 s to write.
