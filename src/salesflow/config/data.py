@@ -7,7 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-__all__ = ["SparkSettings", "StorageSettings", "TrainingSettings"]
+__all__ = ["Candidate", "SparkSettings", "StorageSettings", "TrainingSettings"]
+
+#: The models a training can let compete (`TrainingSettings.candidates`).
+Candidate = Literal[
+    "forest", "original", "AutoETS", "AutoTheta", "AutoARIMA", "SeasonalNaive", "Combination"
+]
+DEFAULT_CANDIDATES: tuple[Candidate, ...] = ("forest", "original")
 
 
 class StorageSettings:
@@ -135,6 +141,15 @@ class TrainingSettings:
         32, ge=2, description="Tree bins; raised automatically to the number of stores/products."
     )
     seed: int = Field(42, description="Random seed for model fitting.")
+    candidates: list[Candidate] = Field(
+        default_factory=lambda: list(DEFAULT_CANDIDATES),
+        min_length=1,
+        description="Models a training lets compete; the lowest backtest WAPE wins. forest: the "
+        "forest of regressor/num_trees/max_depth above; original: the original project's "
+        "pipeline exactly (a random forest with Spark's defaults); statistical: "
+        "AutoETS, AutoTheta, AutoARIMA, SeasonalNaive, Combination (per series, statsforecast). "
+        'JSON list, e.g. ["original"] trains the original pipeline alone.',
+    )
     holdout_months: int = Field(
         6, ge=1, description="Most recent months held out to evaluate a model."
     )

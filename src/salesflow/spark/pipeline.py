@@ -248,6 +248,7 @@ def evaluate(
     settings: Settings,
     shape: HistoryShape,
     fit_transform: Callable[[DataFrame], DataFrame] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit on all but the last `holdout_months` months; score model and baseline on the same rows.
 
@@ -255,7 +256,7 @@ def evaluate(
     so the compared rows are the held-out rows that have such a value. Metrics are RMSE, MAE and
     WAPE (sum |error| / sum |actual|). Without a year of history before the held-out months
     there is nothing to compare on and every score is None. `fit_transform` alters the frame the
-    model is fitted on (tests only).
+    model is fitted on (tests only); `params`: the pipeline's (default: the settings' forest).
     """
     months = settings.holdout_months
     empty = {"rmse": None, "mae": None, "wape": None}
@@ -275,7 +276,8 @@ def evaluate(
     fit_part = indexed.filter(F.col("period_index") <= cutoff)
     if fit_transform is not None:
         fit_part = fit_transform(fit_part)
-    model = build_pipeline(settings, shape.stores, shape.products).fit(fit_part)
+    chosen = params or pipeline_parameters(settings, shape.stores, shape.products)
+    model = pipeline_from_parameters(chosen).fit(fit_part)
     held_out = indexed.transform(seasonal_naive).filter(F.col("period_index") > cutoff)
     predicted = F.greatest(F.col("prediction"), F.lit(0.0))  # as predict.py clips
     compared = F.col("baseline").isNotNull()

@@ -12,6 +12,7 @@ ends the run; nothing is published.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from pyspark.util import inheritable_thread_target
 from salesflow import faults
 from salesflow.errors import InputError
 from salesflow.registry import ModelVersion
-from salesflow.spark import backtest, scoring
+from salesflow.spark import backtest, candidates, scoring
+from salesflow.spark.candidates import PIPELINES, Contest, pipeline_candidate
 from salesflow.spark.coherence import coherence
 from salesflow.spark.curated import curated_path, manifests, read_history
 from salesflow.spark.pipeline import (
@@ -36,7 +38,6 @@ from salesflow.spark.pipeline import (
     feature_importances,
     period_indexer,
     pipeline_from_parameters,
-    pipeline_parameters,
 )
 from salesflow.spark.predict import model_labels
 from salesflow.spark.promotion import gate
@@ -79,6 +80,7 @@ class Evaluation:
     intervals: dict[str, Any]  # split-conformal half-widths per level
     promotion: dict[str, Any]  # the gate's record
     active: ModelVersion | None  # the active version the gate compared against
+    contest: Contest  # the candidates' leaderboard and the winner
 
 
 def train_granularity(
@@ -87,17 +89,25 @@ def train_granularity(
     """Backtest, gate, fit and publish one granularity's model from its curated history."""
     started = time.perf_counter()
     history = read(run, grain)
-    params = pipeline_parameters(run.settings, history.shape.stores, history.shape.products, grain)
+    # The first configured pipeline candidate is fitted on everything while the contest runs:
+    # it is the final model unless another candidate wins, which is then fitted after it.
+    first = next((c for c in run.settings.candidates if c in PIPELINES), "forest")
+    guess = pipeline_candidate(first, run.settings, history.shape, grain)
     fit_and_save = inheritable_thread_target(run.spark)(_fit_and_save)
     with run.registry.staging() as staged, ThreadPoolExecutor(max_workers=1) as pool:
         final: Future[PipelineModel] = pool.submit(
-            fit_and_save, run, history, params, staged / "pipeline"
+            fit_and_save, run, history, guess, staged / "pipeline"
         )
         with run.timed("evaluate"):
-            evaluation = backtest_and_gate(run, history, params)
+            evaluation = backtest_and_gate(run, history)
+        params = evaluation.contest.params
         with run.timed("fit"):  # what the final fit and save took beyond the backtest
             run.say(f"fitting the final {grain} model on all data")
             model = final.result()
+            if params != guess:
+                run.say(f"{evaluation.contest.winner.name} won: fitting it on all data")
+                shutil.rmtree(staged / "pipeline")
+                model = _fit_and_save(run, history, params, staged / "pipeline")
         with run.timed("save"):
             metadata = describe(run, history, params, evaluation, model, sources, month)
             faults.reached(run.settings, "train.before_publish", run.spark)
@@ -158,8 +168,9 @@ def _fit_and_save(
     return model
 
 
-def backtest_and_gate(run: TrainRun, history: History, params: dict[str, Any]) -> Evaluation:
-    """The rolling-origin backtest, the holdout metrics, the intervals and the promotion gate."""
+def backtest_and_gate(run: TrainRun, history: History) -> Evaluation:
+    """The contest of candidates on the rolling-origin backtest, the winner's holdout metrics
+    and intervals, and the promotion gate."""
     settings, shape, altered = run.settings, history.shape, run.options.fit_transform
     windows, horizon = settings.backtest_windows, settings.backtest_horizon
     run.say(
@@ -167,14 +178,15 @@ def backtest_and_gate(run: TrainRun, history: History, params: dict[str, Any]) -
         "fitting the final model alongside"
     )
     prepared = backtest.prepare(history.frame, shape, windows, horizon)
-    scored = backtest.run(prepared, params, altered)
+    contest = candidates.contest(settings, prepared, shape, history.grain, altered)
+    scored, params = contest.backtest, contest.params
     summary = scoring.summary(scored, horizon=horizon)
     metrics = scoring.holdout_metrics(scored, settings.holdout_months, horizon)
     if metrics is None and history.grain == "day":
         metrics = _no_day_holdout(settings.holdout_months, horizon)
     elif metrics is None:  # the holdout is not made of whole windows: one more fit
         run.say(f"evaluating on the last {settings.holdout_months} months")
-        metrics = evaluate(history.frame, settings, shape, altered)
+        metrics = evaluate(history.frame, settings, shape, altered, params)
     active = run.registry.active(history.grain)
     promotion = gate(
         settings,
@@ -190,7 +202,7 @@ def backtest_and_gate(run: TrainRun, history: History, params: dict[str, Any]) -
         say=run.say,
     )
     intervals = scoring.intervals(scored, settings.interval_levels)
-    return Evaluation(summary, metrics, intervals, promotion, active)
+    return Evaluation(summary, metrics, intervals, promotion, active, contest)
 
 
 def describe(
@@ -209,6 +221,7 @@ def describe(
         "intervals": evaluation.intervals,
         "fallback": shape.fallback,
         "promotion": evaluation.promotion,
+        "competition": evaluation.contest.to_dict(),
     }
     if history.filled_cells is not None:
         extra["filled_cells"] = history.filled_cells
