@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from salesflow.errors import ModelError
 from salesflow.registry import ModelVersion
+from salesflow.serving.table import TableSpec, level_columns
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -123,7 +125,7 @@ def _half_widths(raw: Any) -> dict[str, float]:
 
 def interval_columns(levels: Sequence[str]) -> list[str]:
     """CSV columns of the intervals: lo_80, hi_80, lo_95, hi_95 for levels 0.8 and 0.95."""
-    return [f"{side}_{float(level) * 100:g}" for level in levels for side in ("lo", "hi")]
+    return [column for level in levels for column in level_columns(level)]
 
 
 def output_columns(levels: Sequence[str] = DEFAULT_LEVELS, *, lineage: bool = True) -> list[str]:
@@ -152,6 +154,7 @@ class ModelFacts:
 
     Missing keys (a version trained before they existed) give notes instead of errors: no
     intervals -> null bounds; no fallback means -> the model answers unseen ids (basis "model").
+    `table`: the version's forecast table (`salesflow.serving.table`), when it answers from one.
     """
 
     version: str
@@ -161,6 +164,7 @@ class ModelFacts:
     levels: tuple[str, ...]
     fallback: Fallback | None
     notes: tuple[str, ...] = ()
+    table: TableSpec | None = None
 
     @classmethod
     def of(cls, model_version: ModelVersion, history_root: Path | None = None) -> ModelFacts:
@@ -170,8 +174,9 @@ class ModelFacts:
         granularity = str(
             meta.get("granularity") or (meta.get("parameters") or {}).get("granularity") or "month"
         )
+        table = TableSpec.parse(meta.get("forecast_table"), version)
         half_widths = _half_widths(meta.get("intervals"))
-        if not half_widths:
+        if not half_widths and table is None:
             notes.append(f"model {version} records no prediction intervals: lo/hi are null")
         sources = list(meta.get("training_sources") or [])
         if not sources:
@@ -182,6 +187,12 @@ class ModelFacts:
             fallback = Fallback.from_history(history_root, sources)
             if fallback is not None:
                 notes.append(f"fallback means of model {version} computed from its history")
+        if fallback is None and table is not None:
+            raise ModelError(
+                f"model {version} answers from a forecast table but records no fallback means "
+                "(metadata 'fallback') and its history is gone: ids outside the table would have "
+                "no answer"
+            )
         if fallback is None:
             notes.append(
                 f"model {version} has no fallback means: the model itself answers ids it never "
@@ -207,5 +218,12 @@ class ModelFacts:
                 "month_version": raw_coherence.get("month_version"),
                 "summary": raw_coherence.get("summary"),
             }
-        levels = tuple(half_widths) or DEFAULT_LEVELS
-        return cls(version, granularity, lineage, half_widths, levels, fallback, tuple(notes))
+        if table is not None:
+            lineage["forecast_table"] = {
+                "model": table.model,
+                "horizon": table.horizon(granularity),
+            }
+        levels = table.levels if table else tuple(half_widths) or DEFAULT_LEVELS
+        return cls(
+            version, granularity, lineage, half_widths, levels, fallback, tuple(notes), table
+        )

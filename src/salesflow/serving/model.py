@@ -29,6 +29,7 @@ from salesflow.serving.facts import (
     output_columns,
 )
 from salesflow.serving.forest import Forecaster
+from salesflow.serving.table import ForecastTable, day_indexes, month_indexes
 
 __all__ = [
     "BASES",
@@ -39,12 +40,20 @@ __all__ = [
     "Scored",
     "ServedModel",
     "bound",
+    "horizon_note",
     "interval_columns",
     "output_columns",
 ]
 
-#: Where an answer comes from, best first: the fallback chain for ids the model never saw.
-BASES: tuple[str, ...] = ("model", "product_mean", "store_mean", "global_mean")
+#: Where an answer comes from: the model, the fallback chain for ids it never saw (best first),
+#: or no answer for a period outside a forecast table's horizon.
+BASES: tuple[str, ...] = (
+    "model",
+    "product_mean",
+    "store_mean",
+    "global_mean",
+    "outside_horizon",
+)
 #: The only inputs a served model may need: they are what a query or a sales row gives (day
 #: models also use the day of week and of month, derived from the query's date).
 _FEATURES = frozenset({"store_id", "product_id", "year", "month", "day_of_week", "day_of_month"})
@@ -71,16 +80,26 @@ class Scored:
 
 @dataclass
 class ServedModel:
-    """One loaded version: its Forecaster, its facts, and how long loading took."""
+    """One loaded version: its Forecaster (a forest version) or its forecast table (a table
+    version), its facts, and how long loading took."""
 
-    forecaster: Forecaster
+    forecaster: Forecaster | None
     facts: ModelFacts
     load_seconds: float
+    table: ForecastTable | None = None
 
     @classmethod
     def load(cls, model_version: ModelVersion, history_root: Path | None = None) -> ServedModel:
-        """Read a version's saved pipeline and metadata; ModelError if it needs other inputs."""
+        """Read a version's forecast table, or else its saved pipeline, and its metadata;
+        ModelError if the pipeline needs other inputs or the table breaks its contract."""
         started = time.perf_counter()
+        facts = ModelFacts.of(model_version, history_root)
+        if facts.table is not None:
+            path = model_version.path / facts.table.file
+            if not path.is_file():
+                raise ModelError(f"model {facts.version} names forecast table {path}: missing")
+            table = ForecastTable.load(path, facts.table)
+            return cls(None, facts, round(time.perf_counter() - started, 4), table)
         forecaster = Forecaster.load(model_version.pipeline_path)
         unsupported = set(forecaster.feature_columns) - _FEATURES
         if unsupported:
@@ -88,7 +107,6 @@ class ServedModel:
                 f"model {model_version.version} needs columns {sorted(unsupported)}; "
                 f"serving supplies only {sorted(_FEATURES)}"
             )
-        facts = ModelFacts.of(model_version, history_root)
         return cls(forecaster, facts, round(time.perf_counter() - started, 4))
 
     @property
@@ -106,8 +124,25 @@ class ServedModel:
     ) -> Scored:
         """Answer every row. Equal to `salesflow.spark.predict.predict_frame` on the same rows.
 
-        Day models need `dates` (their year and month must be `years` and `months`): the day of
-        week (Spark's dayofweek, 1 = Sunday) and day of month are derived from them.
+        Day models need `dates` (their year and month must be `years` and `months`).
+        A table version answers from its table (`_score_table`), a forest version from its trees.
+        """
+        if self.table is not None:
+            return self._score_table(self.table, store_ids, product_ids, years, months, dates)
+        assert self.forecaster is not None  # load gives one or the other
+        return self._score_forest(self.forecaster, store_ids, product_ids, years, months, dates)
+
+    def _score_forest(
+        self,
+        fc: Forecaster,
+        store_ids: Sequence[str | None],
+        product_ids: Sequence[str | None],
+        years: Sequence[int],
+        months: Sequence[int],
+        dates: Sequence[date] | None,
+    ) -> Scored:
+        """The forest's answers. A day model's inputs include the day of week (Spark's dayofweek,
+        1 = Sunday) and day of month, derived from `dates`.
 
         Both ids known -> the model (also for a store and product that never sold together:
         the model has seen both and answers from their learned effects, which is history enough).
@@ -116,7 +151,6 @@ class ServedModel:
         a known store -> its mean across all products; else the global mean. Fallback answers
         get no interval: the widths were calibrated on the model's errors, not on these means.
         """
-        fc = self.forecaster
         columns: dict[str, Sequence[Any]] = {
             "store_id": store_ids,
             "product_id": product_ids,
@@ -132,17 +166,11 @@ class ServedModel:
         predicted = np.maximum(raw, 0.0)  # demand is never negative
         model = ~unknown_store & ~unknown_product
         basis = np.full(raw.size, "model", dtype=object)
-        fallback = self.facts.fallback
-        if fallback is not None:
-            product_mean = _lookup(fallback.product_mean, product_ids)
-            store_mean = _lookup(fallback.store_mean, store_ids)
-            use_product = ~model & ~unknown_product & ~np.isnan(product_mean)
-            use_store = ~model & ~use_product & ~unknown_store & ~np.isnan(store_mean)
-            use_global = ~model & ~use_product & ~use_store
-            basis[use_product], basis[use_store], basis[use_global] = BASES[1:]
-            predicted = np.where(use_product, product_mean, predicted)
-            predicted = np.where(use_store, store_mean, predicted)
-            predicted = np.where(use_global, fallback.global_mean, predicted)
+        if self.facts.fallback is not None:
+            predicted = _fall_back(
+                self.facts.fallback, ~model, predicted, basis,
+                (store_ids, unknown_store), (product_ids, unknown_product),
+            )  # fmt: skip
         by_model = basis == "model"
         clipped = by_model & (raw < 0)
         lower, upper = {}, {}
@@ -157,12 +185,81 @@ class ServedModel:
             upper[level] = np.where(by_model, predicted + width, np.nan)
         return Scored(predicted, basis, lower, upper, clipped, unknown_store, unknown_product)
 
+    def _score_table(
+        self,
+        table: ForecastTable,
+        store_ids: Sequence[str | None],
+        product_ids: Sequence[str | None],
+        years: Sequence[int],
+        months: Sequence[int],
+        dates: Sequence[date] | None,
+    ) -> Scored:
+        """The table's answers: a row it holds -> its numbers as written (basis "model", never
+        clipped: the writer keeps them >= 0); a series it holds but not in that period ->
+        basis "outside_horizon", no number and no bounds (never extrapolated); a store and
+        product it does not hold together -> the fallback chain, as for the forest."""
+        if self.facts.granularity == "day":
+            if dates is None:
+                raise ModelError(f"model {self.version} is a day model: dates are needed")
+            periods = day_indexes(dates)
+        else:
+            periods = month_indexes(years, months)
+        found = table.lookup(store_ids, product_ids, periods)
+        basis = np.where(found.found, "model", "outside_horizon").astype(object)
+        fallback = self.facts.fallback
+        assert fallback is not None  # ModelFacts.of refuses a table version without means
+        predicted = _fall_back(
+            fallback, ~found.known_series, found.predicted, basis,
+            (store_ids, ~found.known_store), (product_ids, ~found.known_product),
+        )  # fmt: skip
+        return Scored(
+            predicted,
+            basis,
+            {level: found.lower[level] for level in self.facts.levels},
+            {level: found.upper[level] for level in self.facts.levels},
+            np.zeros(len(store_ids), dtype=np.bool_),
+            ~found.known_store,
+            ~found.known_product,
+        )
+
+
+def _fall_back(
+    fallback: Fallback,
+    needed: Bool,
+    predicted: Float,
+    basis: NDArray[np.object_],
+    stores: tuple[Sequence[str | None], Bool],
+    products: tuple[Sequence[str | None], Bool],
+) -> Float:
+    """Where `needed`: the product's mean (a known product), else the store's (a known store),
+    else the global mean. Sets `basis` in place; returns the new predictions."""
+    (store_ids, unknown_store), (product_ids, unknown_product) = stores, products
+    product_mean = _lookup(fallback.product_mean, product_ids)
+    store_mean = _lookup(fallback.store_mean, store_ids)
+    use_product = needed & ~unknown_product & ~np.isnan(product_mean)
+    use_store = needed & ~use_product & ~unknown_store & ~np.isnan(store_mean)
+    use_global = needed & ~use_product & ~use_store
+    basis[use_product], basis[use_store], basis[use_global] = BASES[1:4]
+    predicted = np.where(use_product, product_mean, predicted)
+    predicted = np.where(use_store, store_mean, predicted)
+    return np.where(use_global, fallback.global_mean, predicted)
+
 
 def _lookup(means: Mapping[str, float], ids: Sequence[str | None]) -> Float:
     """Each id's mean; NaN for an id without one (or a missing id)."""
     get = means.get
     return np.fromiter(
         (math.nan if i is None else get(i, math.nan) for i in ids), np.float64, count=len(ids)
+    )
+
+
+def horizon_note(facts: ModelFacts) -> str:
+    """What a table version answers, for responses holding "outside_horizon" rows."""
+    assert facts.table is not None
+    return (
+        f"model {facts.version} answers {facts.table.horizon(facts.granularity)} from its "
+        f"forecast table ({facts.table.model}); other periods are not extrapolated (basis "
+        "'outside_horizon', predicted_quantity null)"
     )
 
 
