@@ -1,7 +1,8 @@
 """Model versions on disk: immutable `vNNNN` folders, active pointers, and an activation log.
 
     <root>/v0001/metadata.json     what was trained on, parameters, metrics (written before publish)
-    <root>/v0001/pipeline/         the fitted PipelineModel
+    <root>/v0001/pipeline/         the fitted PipelineModel (absent when a forecast table answers)
+    <root>/v0001/forecasts.parquet the version's forecast table, if any (salesflow.serving.table)
     <root>/ACTIVE                  the active month model's name (replaced atomically)
     <root>/ACTIVE.day              the active day model's name
     <root>/activations.jsonl       every change of a pointer: who, when, why, previous, granularity

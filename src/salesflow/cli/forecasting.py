@@ -217,9 +217,10 @@ def _print_answer(answer: dict[str, Any]) -> None:
     ]
     lineage = answer.get("lineage") or {}
     grain = answer.get("granularity") or "month"
+    predicted = one["predicted_quantity"]  # null: outside the model's forecast horizon
     console.print(
         f"store {one['store_id']}, product {one['product_id']}, {one['period']} ({grain}): "
-        f"[bold]{one['predicted_quantity']:,.1f}[/]"
+        + (f"[bold]{predicted:,.1f}[/]" if predicted is not None else "[bold]no forecast[/]")
         + (f"  ({', '.join(bounds)})" if bounds else "  (no interval)")
     )
     console.print(

@@ -168,6 +168,11 @@ def print_metrics(metrics: dict[str, Any], cells: str = "store/product/months") 
     console.print(table)
 
 
+def _quantity(value: Any) -> str:
+    """A predicted quantity as a whole number; "-" for none (outside the forecast horizon)."""
+    return "-" if value is None else f"{float(value):,.0f}"
+
+
 def print_forecast(records: list[dict[str, Any]], title: str) -> None:
     """Predictions, one row per store/product/period."""
     table = Table(title=title)
@@ -179,7 +184,7 @@ def print_forecast(records: list[dict[str, Any]], title: str) -> None:
             str(r.get("store_id")),
             str(r.get("product_id")),
             str(r.get("period")),
-            f"{float(r.get('predicted_quantity') or 0):,.0f}{flags}",
+            _quantity(r.get("predicted_quantity")) + flags,
         )
     console.print(table)
 
@@ -187,15 +192,15 @@ def print_forecast(records: list[dict[str, Any]], title: str) -> None:
 def print_forecast_grid(records: list[dict[str, Any]], names: dict[str, str], title: str) -> None:
     """One row per store/product, one column per month: how a planner reads a forecast."""
     periods = sorted({str(r["period"]) for r in records})
-    grid: dict[tuple[str, str], dict[str, float]] = {}
+    grid: dict[tuple[str, str], dict[str, float | None]] = {}
     for r in records:
         key = (names.get(r["store_id"], r["store_id"]), names.get(r["product_id"], r["product_id"]))
-        grid.setdefault(key, {})[str(r["period"])] = float(r.get("predicted_quantity") or 0)
+        grid.setdefault(key, {})[str(r["period"])] = r.get("predicted_quantity")
     table = Table(title=title)
     table.add_column("store")
     table.add_column("product")
     for period in periods:
         table.add_column(period, justify="right")
     for (store, product), values in sorted(grid.items()):
-        table.add_row(store, product, *(f"{values.get(p, 0):,.0f}" for p in periods))
+        table.add_row(store, product, *(_quantity(values.get(p)) for p in periods))
     console.print(table)

@@ -2,7 +2,9 @@
 
 - `forest`: a saved Spark forest walked with numpy (`Forecaster`);
 - `jvm_float`: the JVM's floating-point sums reproduced, so answers equal Spark's bit for bit;
-- `model`: a served model version, what its metadata says and the answer rule;
+- `facts`: what a version's metadata says (lineage, interval widths, fallback means);
+- `table`: a version's forecast table (the contract, lookups, `write_table`);
+- `model`: a served model version (forest- or table-backed) and the answer rule;
 - `service`: the forecast service (single queries, series, fallbacks) over the registry;
 - `predict_csv`: predictions for a small sales CSV without Spark;
 - `history`: the curated histories' actuals, read without Spark.

@@ -1,32 +1,35 @@
-"""A served model version: its in-process Forecaster, what its metadata says, and the answer rule.
+"""A served model version and the answer rule: its in-process Forecaster and what its metadata says.
 
-`ModelFacts` reads what answers need from a version's metadata.json (lineage, interval half
-widths, fallback means) and degrades gracefully when an older version lacks a key. `ServedModel`
-scores rows with the fallback chain and the intervals; `salesflow.spark.predict.predict_frame`
-applies the same rule in Spark, and a test holds the two equal. No Spark here.
+`ServedModel` scores rows with the fallback chain and the intervals of `ModelFacts`
+(`salesflow.serving.facts`); `salesflow.spark.predict.predict_frame` applies the same rule in
+Spark, and a test holds the two equal. No Spark here.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from salesflow.errors import ModelError
 from salesflow.registry import ModelVersion
+from salesflow.serving.facts import (
+    DEFAULT_LEVELS,
+    LINEAGE_COLUMNS,
+    Fallback,
+    ModelFacts,
+    interval_columns,
+    output_columns,
+)
 from salesflow.serving.forest import Forecaster
+from salesflow.serving.table import ForecastTable, day_indexes, month_indexes
 
 __all__ = [
     "BASES",
@@ -37,197 +40,26 @@ __all__ = [
     "Scored",
     "ServedModel",
     "bound",
+    "horizon_note",
     "interval_columns",
     "output_columns",
 ]
 
-log = logging.getLogger(__name__)
-
-#: Where an answer comes from, best first: the fallback chain for ids the model never saw.
-BASES: tuple[str, ...] = ("model", "product_mean", "store_mean", "global_mean")
-#: Interval levels shown when a model records none (settings.interval_levels' default).
-DEFAULT_LEVELS: tuple[str, ...] = ("0.8", "0.95")
-#: Columns that carry the model's identity in every row of a prediction CSV.
-LINEAGE_COLUMNS: tuple[str, ...] = ("model_version", "trained_at")
+#: Where an answer comes from: the model, the fallback chain for ids it never saw (best first),
+#: or no answer for a period outside a forecast table's horizon.
+BASES: tuple[str, ...] = (
+    "model",
+    "product_mean",
+    "store_mean",
+    "global_mean",
+    "outside_horizon",
+)
 #: The only inputs a served model may need: they are what a query or a sales row gives (day
 #: models also use the day of week and of month, derived from the query's date).
 _FEATURES = frozenset({"store_id", "product_id", "year", "month", "day_of_week", "day_of_month"})
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Float = NDArray[np.float64]
 Bool = NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class Fallback:
-    """Means of the monthly aggregate quantity the model was fitted on, for ids it never saw."""
-
-    global_mean: float
-    product_mean: dict[str, float]
-    store_mean: dict[str, float]
-
-    @classmethod
-    def parse(cls, raw: Any) -> Fallback | None:
-        """The metadata's "fallback" block, or None when it is absent or malformed."""
-        if not isinstance(raw, Mapping) or not _number(raw.get("global_mean")):
-            return None
-        means: list[dict[str, float]] = []
-        for key in ("product_mean", "store_mean"):
-            values = raw.get(key)
-            if not isinstance(values, Mapping) or not all(_number(v) for v in values.values()):
-                return None
-            means.append({str(k): float(v) for k, v in values.items()})
-        return cls(float(raw["global_mean"]), *means)
-
-    @classmethod
-    def from_history(cls, root: Path, sources: Sequence[str]) -> Fallback | None:
-        """The same means computed from the curated partitions the model was fitted on.
-
-        None when any of those partitions is gone: means of part of the history would mislead.
-        """
-        tables = []
-        columns = ["store_id", "product_id", "year", "month", "quantity"]
-        for sha256 in sources:
-            folder = root / f"source_sha256={sha256}"
-            if not _SHA256.fullmatch(sha256) or not folder.is_dir():
-                return None
-            try:  # pyarrow skips Spark's _SUCCESS, .crc and our _source.json
-                tables.append(pq.read_table(folder, columns=columns, partitioning=None))
-            except (OSError, pa.ArrowException) as exc:
-                log.warning("curated partition %s unreadable: %s", folder, exc)
-                return None
-        if not tables:
-            return None
-        monthly = (
-            pa.concat_tables(tables)
-            .group_by(columns[:4])
-            .aggregate([("quantity", "sum")])
-            .rename_columns([*columns[:4], "quantity"])
-        )
-        if monthly.num_rows == 0:
-            return None
-
-        def means(key: str) -> dict[str, float]:
-            grouped = monthly.group_by(key).aggregate([("quantity", "mean")])
-            return dict(
-                zip(grouped[key].to_pylist(), grouped["quantity_mean"].to_pylist(), strict=True)
-            )
-
-        total = pc.mean(monthly["quantity"]).as_py()
-        return cls(float(total), means("product_id"), means("store_id"))
-
-
-def _number(value: Any) -> TypeGuard[float]:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _half_widths(raw: Any) -> dict[str, float]:
-    """level -> half width from the metadata's "intervals" block; {} when absent or malformed."""
-    levels = raw.get("levels") if isinstance(raw, Mapping) else None
-    if not isinstance(levels, Mapping):
-        return {}
-    found: dict[str, float] = {}
-    for level, spec in levels.items():
-        width = spec.get("half_width") if isinstance(spec, Mapping) else None
-        try:
-            in_range = 0 < float(level) < 1
-        except ValueError:
-            in_range = False
-        if not in_range or not _number(width) or width < 0:
-            return {}
-        found[str(level)] = float(width)
-    return dict(sorted(found.items(), key=lambda kv: float(kv[0])))
-
-
-def interval_columns(levels: Sequence[str]) -> list[str]:
-    """CSV columns of the intervals: lo_80, hi_80, lo_95, hi_95 for levels 0.8 and 0.95."""
-    return [f"{side}_{float(level) * 100:g}" for level in levels for side in ("lo", "hi")]
-
-
-def output_columns(levels: Sequence[str] = DEFAULT_LEVELS, *, lineage: bool = True) -> list[str]:
-    """The columns of a prediction, in order (both the Spark and the in-process path)."""
-    return [
-        "store_id",
-        "product_id",
-        "year",
-        "month",
-        "period",
-        "predicted_quantity",
-        *interval_columns(levels),
-        "basis",
-        "clipped",
-        "actual_quantity",
-        "error",
-        "unknown_store",
-        "unknown_product",
-        *(LINEAGE_COLUMNS if lineage else ()),
-    ]
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What answers need from a version's metadata: lineage, interval widths, fallback means.
-
-    Missing keys (a version trained before they existed) give notes instead of errors: no
-    intervals -> null bounds; no fallback means -> the model answers unseen ids (basis "model").
-    """
-
-    version: str
-    granularity: str
-    lineage: dict[str, Any]
-    half_widths: dict[str, float]
-    levels: tuple[str, ...]
-    fallback: Fallback | None
-    notes: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, model_version: ModelVersion, history_root: Path | None = None) -> ModelFacts:
-        """Facts of a version; `history_root` (the curated history) backs missing fallback means."""
-        meta, version = model_version.metadata, model_version.version
-        notes: list[str] = []
-        granularity = str(
-            meta.get("granularity") or (meta.get("parameters") or {}).get("granularity") or "month"
-        )
-        half_widths = _half_widths(meta.get("intervals"))
-        if not half_widths:
-            notes.append(f"model {version} records no prediction intervals: lo/hi are null")
-        sources = list(meta.get("training_sources") or [])
-        if not sources:
-            sources = sorted({i["sha256"] for i in meta.get("inputs") or [] if i.get("sha256")})
-        fallback = Fallback.parse(meta.get("fallback"))
-        # The curated history a root holds is monthly: it cannot back a day model's means.
-        if fallback is None and history_root is not None and sources and granularity == "month":
-            fallback = Fallback.from_history(history_root, sources)
-            if fallback is not None:
-                notes.append(f"fallback means of model {version} computed from its history")
-        if fallback is None:
-            notes.append(
-                f"model {version} has no fallback means: the model itself answers ids it never "
-                "saw (basis 'model', see unknown_store/unknown_product)"
-            )
-        raw_backtest = meta.get("backtest")
-        backtest: Mapping[str, Any] = raw_backtest if isinstance(raw_backtest, Mapping) else {}
-        lineage = {
-            "model_version": version,
-            "trained_at": meta.get("created_at"),
-            "training_sources": sources,
-            "date_range": meta.get("date_range"),
-            "granularity": granularity,
-            "metrics": {
-                "holdout": meta.get("metrics"),
-                "backtest": backtest.get("overall"),
-                "skill": backtest.get("skill"),
-            },
-        }
-        raw_coherence = meta.get("coherence")
-        if granularity == "day" and isinstance(raw_coherence, Mapping):
-            lineage["coherence"] = {
-                "month_version": raw_coherence.get("month_version"),
-                "summary": raw_coherence.get("summary"),
-            }
-        levels = tuple(half_widths) or DEFAULT_LEVELS
-        return cls(version, granularity, lineage, half_widths, levels, fallback, tuple(notes))
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -248,16 +80,26 @@ class Scored:
 
 @dataclass
 class ServedModel:
-    """One loaded version: its Forecaster, its facts, and how long loading took."""
+    """One loaded version: its Forecaster (a forest version) or its forecast table (a table
+    version), its facts, and how long loading took."""
 
-    forecaster: Forecaster
+    forecaster: Forecaster | None
     facts: ModelFacts
     load_seconds: float
+    table: ForecastTable | None = None
 
     @classmethod
     def load(cls, model_version: ModelVersion, history_root: Path | None = None) -> ServedModel:
-        """Read a version's saved pipeline and metadata; ModelError if it needs other inputs."""
+        """Read a version's forecast table, or else its saved pipeline, and its metadata;
+        ModelError if the pipeline needs other inputs or the table breaks its contract."""
         started = time.perf_counter()
+        facts = ModelFacts.of(model_version, history_root)
+        if facts.table is not None:
+            path = model_version.path / facts.table.file
+            if not path.is_file():
+                raise ModelError(f"model {facts.version} names forecast table {path}: missing")
+            table = ForecastTable.load(path, facts.table)
+            return cls(None, facts, round(time.perf_counter() - started, 4), table)
         forecaster = Forecaster.load(model_version.pipeline_path)
         unsupported = set(forecaster.feature_columns) - _FEATURES
         if unsupported:
@@ -265,7 +107,6 @@ class ServedModel:
                 f"model {model_version.version} needs columns {sorted(unsupported)}; "
                 f"serving supplies only {sorted(_FEATURES)}"
             )
-        facts = ModelFacts.of(model_version, history_root)
         return cls(forecaster, facts, round(time.perf_counter() - started, 4))
 
     @property
@@ -283,8 +124,25 @@ class ServedModel:
     ) -> Scored:
         """Answer every row. Equal to `salesflow.spark.predict.predict_frame` on the same rows.
 
-        Day models need `dates` (their year and month must be `years` and `months`): the day of
-        week (Spark's dayofweek, 1 = Sunday) and day of month are derived from them.
+        Day models need `dates` (their year and month must be `years` and `months`).
+        A table version answers from its table (`_score_table`), a forest version from its trees.
+        """
+        if self.table is not None:
+            return self._score_table(self.table, store_ids, product_ids, years, months, dates)
+        assert self.forecaster is not None  # load gives one or the other
+        return self._score_forest(self.forecaster, store_ids, product_ids, years, months, dates)
+
+    def _score_forest(
+        self,
+        fc: Forecaster,
+        store_ids: Sequence[str | None],
+        product_ids: Sequence[str | None],
+        years: Sequence[int],
+        months: Sequence[int],
+        dates: Sequence[date] | None,
+    ) -> Scored:
+        """The forest's answers. A day model's inputs include the day of week (Spark's dayofweek,
+        1 = Sunday) and day of month, derived from `dates`.
 
         Both ids known -> the model (also for a store and product that never sold together:
         the model has seen both and answers from their learned effects, which is history enough).
@@ -293,7 +151,6 @@ class ServedModel:
         a known store -> its mean across all products; else the global mean. Fallback answers
         get no interval: the widths were calibrated on the model's errors, not on these means.
         """
-        fc = self.forecaster
         columns: dict[str, Sequence[Any]] = {
             "store_id": store_ids,
             "product_id": product_ids,
@@ -309,17 +166,11 @@ class ServedModel:
         predicted = np.maximum(raw, 0.0)  # demand is never negative
         model = ~unknown_store & ~unknown_product
         basis = np.full(raw.size, "model", dtype=object)
-        fallback = self.facts.fallback
-        if fallback is not None:
-            product_mean = _lookup(fallback.product_mean, product_ids)
-            store_mean = _lookup(fallback.store_mean, store_ids)
-            use_product = ~model & ~unknown_product & ~np.isnan(product_mean)
-            use_store = ~model & ~use_product & ~unknown_store & ~np.isnan(store_mean)
-            use_global = ~model & ~use_product & ~use_store
-            basis[use_product], basis[use_store], basis[use_global] = BASES[1:]
-            predicted = np.where(use_product, product_mean, predicted)
-            predicted = np.where(use_store, store_mean, predicted)
-            predicted = np.where(use_global, fallback.global_mean, predicted)
+        if self.facts.fallback is not None:
+            predicted = _fall_back(
+                self.facts.fallback, ~model, predicted, basis,
+                (store_ids, unknown_store), (product_ids, unknown_product),
+            )  # fmt: skip
         by_model = basis == "model"
         clipped = by_model & (raw < 0)
         lower, upper = {}, {}
@@ -334,12 +185,81 @@ class ServedModel:
             upper[level] = np.where(by_model, predicted + width, np.nan)
         return Scored(predicted, basis, lower, upper, clipped, unknown_store, unknown_product)
 
+    def _score_table(
+        self,
+        table: ForecastTable,
+        store_ids: Sequence[str | None],
+        product_ids: Sequence[str | None],
+        years: Sequence[int],
+        months: Sequence[int],
+        dates: Sequence[date] | None,
+    ) -> Scored:
+        """The table's answers: a row it holds -> its numbers as written (basis "model", never
+        clipped: the writer keeps them >= 0); a series it holds but not in that period ->
+        basis "outside_horizon", no number and no bounds (never extrapolated); a store and
+        product it does not hold together -> the fallback chain, as for the forest."""
+        if self.facts.granularity == "day":
+            if dates is None:
+                raise ModelError(f"model {self.version} is a day model: dates are needed")
+            periods = day_indexes(dates)
+        else:
+            periods = month_indexes(years, months)
+        found = table.lookup(store_ids, product_ids, periods)
+        basis = np.where(found.found, "model", "outside_horizon").astype(object)
+        fallback = self.facts.fallback
+        assert fallback is not None  # ModelFacts.of refuses a table version without means
+        predicted = _fall_back(
+            fallback, ~found.known_series, found.predicted, basis,
+            (store_ids, ~found.known_store), (product_ids, ~found.known_product),
+        )  # fmt: skip
+        return Scored(
+            predicted,
+            basis,
+            {level: found.lower[level] for level in self.facts.levels},
+            {level: found.upper[level] for level in self.facts.levels},
+            np.zeros(len(store_ids), dtype=np.bool_),
+            ~found.known_store,
+            ~found.known_product,
+        )
+
+
+def _fall_back(
+    fallback: Fallback,
+    needed: Bool,
+    predicted: Float,
+    basis: NDArray[np.object_],
+    stores: tuple[Sequence[str | None], Bool],
+    products: tuple[Sequence[str | None], Bool],
+) -> Float:
+    """Where `needed`: the product's mean (a known product), else the store's (a known store),
+    else the global mean. Sets `basis` in place; returns the new predictions."""
+    (store_ids, unknown_store), (product_ids, unknown_product) = stores, products
+    product_mean = _lookup(fallback.product_mean, product_ids)
+    store_mean = _lookup(fallback.store_mean, store_ids)
+    use_product = needed & ~unknown_product & ~np.isnan(product_mean)
+    use_store = needed & ~use_product & ~unknown_store & ~np.isnan(store_mean)
+    use_global = needed & ~use_product & ~use_store
+    basis[use_product], basis[use_store], basis[use_global] = BASES[1:4]
+    predicted = np.where(use_product, product_mean, predicted)
+    predicted = np.where(use_store, store_mean, predicted)
+    return np.where(use_global, fallback.global_mean, predicted)
+
 
 def _lookup(means: Mapping[str, float], ids: Sequence[str | None]) -> Float:
     """Each id's mean; NaN for an id without one (or a missing id)."""
     get = means.get
     return np.fromiter(
         (math.nan if i is None else get(i, math.nan) for i in ids), np.float64, count=len(ids)
+    )
+
+
+def horizon_note(facts: ModelFacts) -> str:
+    """What a table version answers, for responses holding "outside_horizon" rows."""
+    assert facts.table is not None
+    return (
+        f"model {facts.version} answers {facts.table.horizon(facts.granularity)} from its "
+        f"forecast table ({facts.table.model}); other periods are not extrapolated (basis "
+        "'outside_horizon', predicted_quantity null)"
     )
 
 

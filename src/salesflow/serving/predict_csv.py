@@ -15,7 +15,7 @@ import csv
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,13 @@ from typing import Any
 from salesflow.errors import ModelError
 from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header
 from salesflow.sales.preview import date_of, quantity_problem
-from salesflow.serving.model import bound, interval_columns, output_columns
+from salesflow.serving.model import (
+    ModelFacts,
+    bound,
+    horizon_note,
+    interval_columns,
+    output_columns,
+)
 from salesflow.serving.service import ForecastService
 
 __all__ = ["CsvPrediction", "MonthlyRows", "escape_formula_text", "predict_csv", "read_monthly"]
@@ -191,7 +197,7 @@ def predict_csv(service: ForecastService, path: Path, version: str | None = None
     trained_at = facts.lineage.get("trained_at")
     rows = []
     for i, (store, product, year, month) in enumerate(keys):
-        predicted = float(scored.predicted[i])
+        predicted = bound(scored.predicted, i)  # None: outside a forecast table's horizon
         actual = monthly.actual[i]
         row: dict[str, Any] = {
             "store_id": store,
@@ -208,7 +214,7 @@ def predict_csv(service: ForecastService, path: Path, version: str | None = None
             basis=str(scored.basis[i]),
             clipped=bool(scored.clipped[i]),
             actual_quantity=actual,
-            error=None if actual is None else predicted - actual,
+            error=None if actual is None or predicted is None else predicted - actual,
             unknown_store=bool(scored.unknown_store[i]),
             unknown_product=bool(scored.unknown_product[i]),
             model_version=facts.version,
@@ -227,5 +233,11 @@ def predict_csv(service: ForecastService, path: Path, version: str | None = None
         rows_read=monthly.rows_read,
         rows_dropped=dict(sorted(monthly.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
         levels=list(facts.levels),
-        notes=list(facts.notes),
+        notes=[*facts.notes, *_horizon_notes(served.facts, scored.basis.tolist())],
     )
+
+
+def _horizon_notes(facts: ModelFacts, basis: Sequence[str]) -> list[str]:
+    """The horizon note when some rows fall outside a forecast table's horizon."""
+    outside = facts.table is not None and "outside_horizon" in set(basis)
+    return [horizon_note(facts)] if outside else []

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from salesflow.errors import InputError, ModelNotFoundError, TooLargeError
 from salesflow.registry import ModelRegistry, normalise_version
-from salesflow.serving.model import ServedModel
+from salesflow.serving.model import BASES, ServedModel, horizon_note
 
 __all__ = [
     "MAX_QUERIES",
@@ -136,12 +136,14 @@ class Answer:
     """One forecast: the quantity, its interval per level ([lo, hi], or nulls), basis and flags.
 
     `clipped`: the prediction or an interval bound was raised to 0 (demand is never negative).
+    `predicted_quantity` is None for a period outside a forecast table's horizon (basis
+    "outside_horizon"): such periods are not extrapolated.
     """
 
     store_id: str
     product_id: str
     period: str
-    predicted_quantity: float
+    predicted_quantity: float | None
     intervals: dict[str, list[float | None]]
     clipped: bool
     basis: str
@@ -283,7 +285,7 @@ class ForecastService:
         columns = zip(
             queries,
             labels,
-            scored.predicted.tolist(),
+            _floats(scored.predicted),
             scored.clipped.tolist(),
             scored.basis.tolist(),
             scored.unknown_store.tolist(),
@@ -312,8 +314,10 @@ class ForecastService:
                 "dates answered with their month's forecast from month model "
                 f"{facts.version}: no day model is active (train with granularity day or both)"
             )
-        if any(a.basis != "model" for a in answers):
+        if any(a.basis in BASES[1:4] for a in answers):
             notes.append("fallback answers (basis other than 'model') have no interval")
+        if facts.table is not None and any(a.basis == "outside_horizon" for a in answers):
+            notes.append(horizon_note(facts))
         return ForecastBatch(facts.version, facts.granularity, answers, facts.lineage, notes)
 
     def _model_for(self, queries: Sequence[Query], version: str | None) -> ServedModel:

@@ -6,6 +6,10 @@ intervals for model answers only, and the version and training time in every row
 
     typed_keys -> model.transform -> with_period -> with_basis(...) -> with_intervals(...)
     -> answer_columns(...)
+
+A version with a forecast table (`salesflow.serving.table`) is answered by joining its rows:
+
+    typed_keys -> with_period -> with_period_index -> with_table_answers(...) -> answer_columns(...)
 """
 
 from __future__ import annotations
@@ -17,9 +21,17 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from salesflow.serving.model import Fallback, ModelFacts, interval_columns
-from salesflow.spark.transforms import KEYS, with_period
+from salesflow.spark.transforms import KEYS, with_period, with_period_index
 
-__all__ = ["answer_columns", "score", "typed_keys", "with_basis", "with_intervals"]
+__all__ = [
+    "answer_columns",
+    "score",
+    "score_table",
+    "typed_keys",
+    "with_basis",
+    "with_intervals",
+    "with_table_answers",
+]
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -143,6 +155,81 @@ def score(model: PipelineModel, facts: ModelFacts, labels: tuple[int, int]) -> T
             .transform(with_period)
             .transform(with_basis(*labels, facts.fallback))
             .transform(with_intervals(facts))
+            .transform(answer_columns(facts))
+        )
+
+    return step
+
+
+def with_table_answers(table: DataFrame, facts: ModelFacts) -> Transform:
+    """`basis`, `predicted_quantity`, bounds, `clipped` and the unknown flags of rows with a
+    `period_index`, from a forecast table: a row it holds -> its numbers (NaN bounds as null);
+    a series it holds in another period -> "outside_horizon" with nulls; else the fallback chain.
+    """
+    fallback = facts.fallback
+    assert fallback is not None  # ModelFacts.of refuses a table version without means
+    bounds = interval_columns(facts.levels)
+    series = ["store_id", "product_id"]
+
+    def step(df: DataFrame) -> DataFrame:
+        rows = table.select(
+            *series,
+            "period_index",
+            F.col("predicted_quantity").alias("_value"),
+            *(F.col(c).alias(f"_{c}") for c in bounds),
+        )
+        held = {
+            "_store": table.select("store_id").distinct(),
+            "_product": table.select("product_id").distinct(),
+            "_series": table.select(*series).distinct(),
+        }
+        joined = df.join(rows, [*series, "period_index"], "left")
+        for flag, keys in held.items():
+            joined = joined.join(keys.withColumn(flag, F.lit(True)), keys.columns, "left")
+        joined = _with_means(
+            joined.withColumns(
+                {
+                    "unknown_store": F.col("_store").isNull(),
+                    "unknown_product": F.col("_product").isNull(),
+                }
+            ),
+            fallback,
+        )
+        found, held_series = F.col("_value").isNotNull(), F.col("_series").isNotNull()
+        use_product = ~F.col("unknown_product") & F.col("pm").isNotNull()
+        use_store = ~F.col("unknown_store") & F.col("sm").isNotNull()
+        basis = (
+            F.when(found, F.lit("model"))
+            .when(held_series, F.lit("outside_horizon"))
+            .when(use_product, F.lit("product_mean"))
+            .when(use_store, F.lit("store_mean"))
+            .otherwise(F.lit("global_mean"))
+        )
+        predicted = (
+            F.when(found, F.col("_value"))
+            .when(held_series, F.lit(None).cast("double"))
+            .when(use_product, F.col("pm"))
+            .when(use_store, F.col("sm"))
+            .otherwise(F.lit(fallback.global_mean))
+        )
+        answers = {c: F.when(found & ~F.isnan(f"_{c}"), F.col(f"_{c}")) for c in bounds}
+        return joined.withColumns(
+            {"basis": basis, "predicted_quantity": predicted, **answers, "clipped": F.lit(False)}
+        )
+
+    return step
+
+
+def score_table(table: DataFrame, facts: ModelFacts) -> Transform:
+    """Rows of store_id, product_id, year, month (and optional quantity) to answers from a month
+    version's forecast table (store_id, product_id, period_index, predicted_quantity, lo_/hi_)."""
+
+    def step(df: DataFrame) -> DataFrame:
+        return (
+            df.transform(typed_keys)
+            .transform(with_period)
+            .transform(with_period_index)
+            .transform(with_table_answers(table, facts))
             .transform(answer_columns(facts))
         )
 

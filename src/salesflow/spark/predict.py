@@ -118,8 +118,8 @@ def predict_frame(
     model_version: ModelVersion, df: DataFrame, facts: ModelFacts | None = None
 ) -> DataFrame:
     """Score a frame of store_id, product_id, year, month (and optionally actual `quantity`)
-    with a month model version, by the answer rule of `salesflow.spark.answer`; `facts`
-    defaults to what the version's metadata alone says."""
+    with a month model version, by the answer rule of `salesflow.spark.answer` (from its
+    forecast table when it has one); `facts` defaults to what the version's metadata alone says."""
     missing = [c for c in KEYS if c not in df.columns]
     if missing:
         raise InputError(f"cannot predict: column(s) {', '.join(missing)} missing from the frame")
@@ -129,6 +129,9 @@ def predict_frame(
             f"model {facts.version} is a {facts.granularity} model: file predictions are monthly "
             "and need a month model; ask day forecasts with date=YYYY-MM-DD queries"
         )
+    if facts.table is not None:
+        table = df.sparkSession.read.parquet(str(model_version.path / facts.table.file))
+        return df.transform(answer.score_table(table, facts))
     model = load_model(model_version)
     stores, products = model_labels(model)
     return df.transform(answer.score(model, facts, (len(stores), len(products))))
