@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -147,6 +149,10 @@ def get_spark(
         archive = class_archive.plan(settings)
         jit = jit_option(settings, reads, categories)
         java_options = " ".join(filter(None, [archive.java_option, jit]))
+        # Python workers (applyInPandas in spark/statistical.py) run this interpreter, so they see
+        # the same packages; PySpark's default is the first `python3` on PATH. On a cluster whose
+        # executors keep Python elsewhere, PYSPARK_PYTHON set by the user wins.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder
         for key, value in spark_conf(settings, java_options).items():
             builder = builder.config(key, value)
