@@ -13,7 +13,14 @@ __all__ = ["Candidate", "SparkSettings", "StorageSettings", "TrainingSettings"]
 Candidate = Literal[
     "forest", "original", "AutoETS", "AutoTheta", "AutoARIMA", "SeasonalNaive", "Combination"
 ]
-DEFAULT_CANDIDATES: tuple[Candidate, ...] = ("forest", "original")
+DEFAULT_CANDIDATES: tuple[Candidate, ...] = (
+    "forest",
+    "original",
+    "AutoETS",
+    "AutoTheta",
+    "SeasonalNaive",
+    "Combination",
+)
 
 
 class StorageSettings:
@@ -149,6 +156,21 @@ class TrainingSettings:
         "pipeline exactly (a random forest with Spark's defaults); statistical: "
         "AutoETS, AutoTheta, AutoARIMA, SeasonalNaive, Combination (per series, statsforecast). "
         'JSON list, e.g. ["original"] trains the original pipeline alone.',
+    )
+    statistical_max_series: int = Field(
+        2000,
+        ge=0,
+        description="Per-series statistical candidates compete only when the history has at most "
+        "this many store x product series (their cost grows with the series; past it, the "
+        "pipelines compete alone).",
+    )
+    forecast_horizon: int = Field(
+        12,
+        ge=1,
+        le=60,
+        description="Months a version whose winner is a statistical model answers: its forecast "
+        "table holds this many months after the history; later months are refused, not "
+        "extrapolated.",
     )
     holdout_months: int = Field(
         6, ge=1, description="Most recent months held out to evaluate a model."

@@ -9,17 +9,38 @@ windows and rows (`salesflow.spark.competition`); the winner's parameters are th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from salesflow.config import Settings
 from salesflow.spark import backtest, competition
 from salesflow.spark.backtest import Backtest, FitTransform, Prepared
 from salesflow.spark.competition import Entry
 from salesflow.spark.pipeline import HistoryShape, pipeline_parameters
+from salesflow.spark.statistical import (
+    COMBINATION,
+    DEFAULT_STAT_MODELS,
+    INPUT_COLUMNS,
+    STAT_MODELS,
+    statistical_forecasts,
+)
+from salesflow.spark.transforms import SEASON
 
-__all__ = ["PIPELINES", "Contest", "contest", "pipeline_candidate"]
+__all__ = [
+    "PIPELINES",
+    "Contest",
+    "contest",
+    "final_forecasts",
+    "pipeline_candidate",
+    "window_forecasts",
+]
 
 #: Candidates that are MLlib pipelines (the rest are per-series statistical models).
 PIPELINES = ("forest", "original")
@@ -53,6 +74,19 @@ class Contest:
     backtest: Backtest  # the winner's scored backtest rows (summary, holdout, intervals)
     params: dict[str, Any]  # the winner's pipeline parameters (or the forest's, for a table)
     backtests: dict[str, Backtest] = field(default_factory=dict)  # every candidate's, by name
+    skipped: str | None = None  # why the statistical candidates did not compete, if they did not
+    coverage: dict[str, float | None] = field(default_factory=dict)  # the winner's own bounds
+
+    def served(self, name: str) -> Backtest | None:
+        """Candidate `name`'s backtest as a version of it answers: a statistical model's rows
+        without a forecast (series new in a window) answered by the first pipeline."""
+        if name not in self.backtests:
+            return None
+        base = next(iter(self.backtests.values()))  # the first pipeline: always scored first
+        found = self.backtests[name]
+        return dataclasses.replace(
+            found, model=np.where(np.isfinite(found.model), found.model, base.model)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """What the version's metadata records (key "competition")."""
@@ -66,6 +100,8 @@ class Contest:
                 else "the only candidate"
             ),
             "leaderboard": [e.to_dict() for e in self.entries],
+            "statistical_skipped": self.skipped,
+            "coverage": self.coverage,
         }
 
 
@@ -76,10 +112,102 @@ def contest(
     granularity: str,
     fit_transform: FitTransform | None = None,
 ) -> Contest:
-    """Backtest every configured pipeline candidate on the same windows; keep the best."""
-    names: Sequence[str] = [c for c in settings.candidates if c in PIPELINES] or ["forest"]
+    """Backtest every configured candidate on the same windows; keep the best.
+
+    Pipelines are refitted at each window; the statistical models are fitted per series at each
+    window's origin (month models with at most `statistical_max_series` series; past that, or
+    for day models, the pipelines compete alone and the leaderboard says why)."""
+    names: list[str] = [c for c in settings.candidates if c in PIPELINES] or ["forest"]
     params = {n: pipeline_candidate(n, settings, shape, granularity) for n in names}
-    scored = {n: backtest.run(prepared, params[n], fit_transform) for n in names}
-    entries = competition.leaderboard({n: ("pipeline", scored[n]) for n in names})
+    scored: dict[str, tuple[str, Backtest]] = {
+        n: ("pipeline", backtest.run(prepared, params[n], fit_transform)) for n in names
+    }
+    wanted: list[str] = [c for c in settings.candidates if c not in PIPELINES]
+    skipped = _why_not_statistical(settings, shape, granularity, prepared) if wanted else None
+    bounds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    if wanted and skipped is None:
+        base = scored[names[0]][1]
+        forecasts = window_forecasts(settings, prepared, wanted)
+        for name in wanted:
+            scored[name] = ("statistical", competition.aligned(base, forecasts, name))
+            bounds[name] = competition.aligned_bounds(
+                base, forecasts, name, settings.interval_levels
+            )
+    entries = competition.leaderboard(scored)
     best = competition.winner(entries)
-    return Contest(entries, best, scored[best.name], params[best.name], scored)
+    outcome = Contest(
+        entries,
+        best,
+        scored[best.name][1],
+        params.get(best.name, params[names[0]]),
+        {name: bt for name, (_, bt) in scored.items()},
+        skipped,
+    )
+    chosen = outcome.served(best.name)
+    assert chosen is not None
+    coverage = competition.coverage(chosen, bounds.get(best.name, {}))
+    return dataclasses.replace(outcome, backtest=chosen, coverage=coverage)
+
+
+def _why_not_statistical(
+    settings: Settings, shape: HistoryShape, granularity: str, prepared: Prepared
+) -> str | None:
+    """Why the statistical candidates sit this contest out, or None when they compete."""
+    series = shape.stores * shape.products
+    if granularity != "month":
+        return "statistical candidates compete in month models only"
+    if not prepared.windows:
+        return "no backtest windows"
+    if series > settings.statistical_max_series:
+        return f"up to {series} series > statistical_max_series {settings.statistical_max_series}"
+    return None
+
+
+def _models(names: Sequence[str]) -> list[str]:
+    """The statsforecast models to fit for these candidates (Combination needs the defaults)."""
+    fitted = [n for n in names if n in STAT_MODELS]
+    if COMBINATION in names:
+        fitted += [m for m in DEFAULT_STAT_MODELS if m not in fitted]
+    return fitted
+
+
+def _levels(settings: Settings) -> list[int]:
+    return [round(level * 100) for level in settings.interval_levels]
+
+
+def window_forecasts(settings: Settings, prepared: Prepared, names: Sequence[str]) -> pa.Table:
+    """Each statistical candidate's forecasts of each backtest window, fitted at its origin."""
+    spark = prepared.history.sparkSession
+    origins = spark.createDataFrame(
+        [(i, w.origin) for i, w in enumerate(prepared.windows)], "window int, origin int"
+    )
+    history = prepared.history.join(
+        F.broadcast(origins), F.col("period_index") <= F.col("origin")
+    ).select(*INPUT_COLUMNS)
+    horizon = max(len(w.months) for w in prepared.windows)
+    step = statistical_forecasts(_models(names), SEASON, horizon, _levels(settings))
+    return history.transform(step).toArrow()
+
+
+def final_forecasts(settings: Settings, history: DataFrame, last_index: int, name: str) -> pa.Table:
+    """Candidate `name`'s forecasts of the `forecast_horizon` months after the history, in the
+    forecast table's columns (`salesflow.serving.table`)."""
+    frame = history.select(
+        F.lit(0).alias("window"),
+        F.lit(last_index).alias("origin"),
+        "store_id",
+        "product_id",
+        "period_index",
+        "quantity",
+    )
+    levels = _levels(settings)
+    step = statistical_forecasts(_models([name]), SEASON, settings.forecast_horizon, levels)
+    bounds = [c for level in levels for c in (f"lo_{level}", f"hi_{level}")]
+    chosen = frame.transform(step).filter(F.col("model") == name)
+    return chosen.select(
+        "store_id",
+        "product_id",
+        "period_index",
+        F.col("forecast").alias("predicted_quantity"),
+        *bounds,
+    ).toArrow()

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from salesflow.spark.backtest import Backtest
 
-__all__ = ["Entry", "aligned", "leaderboard", "winner"]
+__all__ = ["Entry", "aligned", "aligned_bounds", "coverage", "leaderboard", "winner"]
 
 _DIGITS = 4
 
@@ -49,25 +50,57 @@ def _key(window: np.ndarray, store: np.ndarray, product: np.ndarray, period: np.
     )
 
 
-def aligned(bt: Backtest, forecasts: pa.Table, model: str) -> Backtest:
-    """`bt` with `model` column replaced by `model`'s forecasts from `forecasts` (window,
-    store_id, product_id, period_index, model, forecast): NaN where that model gave none."""
-    chosen = forecasts.filter(pa.compute.equal(forecasts.column("model"), model))
+def _columns(
+    bt: Backtest, forecasts: pa.Table, model: str, columns: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """`columns` of `model`'s rows in `forecasts`, one value per row of `bt` (NaN: none)."""
+    chosen = forecasts.filter(pc.equal(forecasts.column("model"), model))
     if chosen.num_rows == 0 or bt.actual.size == 0:
-        return dataclasses.replace(bt, model=np.full(bt.actual.size, np.nan))
+        return {c: np.full(bt.actual.size, np.nan) for c in columns}
     theirs = _key(
         np.asarray(chosen.column("window").to_numpy()),
         np.asarray(chosen.column("store_id").to_pylist(), dtype=object),
         np.asarray(chosen.column("product_id").to_pylist(), dtype=object),
         np.asarray(chosen.column("period_index").to_numpy()),
     )
-    values = np.asarray(chosen.column("forecast").to_numpy(zero_copy_only=False), float)
     order = np.argsort(theirs, kind="stable")
-    theirs, values = theirs[order], values[order]
+    theirs = theirs[order]
     mine = _key(bt.window, bt.store, bt.product, bt.period)
     at = np.minimum(np.searchsorted(theirs, mine), len(theirs) - 1)
     hit = theirs[at] == mine
-    return dataclasses.replace(bt, model=np.where(hit, values[at], np.nan))
+    found = {}
+    for column in columns:
+        values = np.asarray(chosen.column(column).to_numpy(zero_copy_only=False), float)[order]
+        found[column] = np.where(hit, values[at], np.nan)
+    return found
+
+
+def aligned(bt: Backtest, forecasts: pa.Table, model: str) -> Backtest:
+    """`bt` with `model` column replaced by `model`'s forecasts from `forecasts` (window,
+    store_id, product_id, period_index, model, forecast): NaN where that model gave none."""
+    return dataclasses.replace(bt, model=_columns(bt, forecasts, model, ["forecast"])["forecast"])
+
+
+def aligned_bounds(
+    bt: Backtest, forecasts: pa.Table, model: str, levels: Sequence[float]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`model`'s own interval bounds (lo_<L>, hi_<L>) on `bt`'s rows, by level ("0.8")."""
+    names = {str(level): round(level * 100) for level in levels}
+    wanted = [f"{side}_{n}" for n in names.values() for side in ("lo", "hi")]
+    found = _columns(bt, forecasts, model, wanted)
+    return {key: (found[f"lo_{n}"], found[f"hi_{n}"]) for key, n in names.items()}
+
+
+def coverage(
+    bt: Backtest, bounds: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float | None]:
+    """Per level, the share of `bt`'s actuals inside the bounds (rows that have bounds)."""
+    found: dict[str, float | None] = {}
+    for level, (low, high) in bounds.items():
+        has = np.isfinite(low) & np.isfinite(high)
+        inside = (bt.actual >= low) & (bt.actual <= high)
+        found[level] = _round(float(inside[has].mean())) if has.any() else None
+    return found
 
 
 def _round(value: float) -> float | None:

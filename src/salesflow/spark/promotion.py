@@ -13,6 +13,7 @@ from typing import Any
 from salesflow.config import Settings
 from salesflow.registry import ModelVersion
 from salesflow.spark import backtest, scoring
+from salesflow.spark.candidates import Contest
 from salesflow.spark.pipeline import HistoryShape, refit_parameters
 
 __all__ = ["REFIT_KEYS", "active_wape", "decide_promotion", "gate"]
@@ -30,6 +31,7 @@ def active_wape(
     sources: list[str],
     *,
     exact: bool,
+    contest: Contest | None = None,
 ) -> tuple[float | None, str]:
     """The active version's overall backtest WAPE on the candidate's windows, and how it was got.
 
@@ -38,7 +40,17 @@ def active_wape(
     own fits exactly (same data, seed and partitions), so it is skipped: the active version's
     recorded backtest is reused when it was made on the same windows of the same history,
     the candidate's scores otherwise. `exact` is False when the candidate's fits were altered.
+    An active version served from a forecast table (a statistical winner) has no parameters to
+    refit: its model is scored from this run's `contest` when it competed there.
     """
+    won = active.metadata.get("competition") or {}
+    if won.get("kind") == "statistical":  # a forecast table: no parameters to refit
+        name = str(won.get("winner"))
+        served = contest.served(name) if contest is not None else None
+        if served is None:
+            return None, f"{active.version}'s model {name} did not compete in this run"
+        wape = scoring.overall(served)["model"]["wape"]
+        return wape, f"{active.version}'s model, {name}, scored in this run's contest"
     recorded = active.metadata.get("parameters") or {}
     if any(key not in recorded for key in REFIT_KEYS):
         return None, f"{active.version} records no parameters to refit"
@@ -138,6 +150,7 @@ def gate(
     activate: bool,
     exact: bool,
     say: Callable[[str], None],
+    contest: Contest | None = None,
 ) -> dict[str, Any]:
     """The "promotion" record of a candidate whose backtest `summary` is given.
 
@@ -149,7 +162,7 @@ def gate(
     if active is not None:
         say(f"scoring the active version {active.version} on the same windows")
         wape, scored_by = active_wape(
-            active, prepared, shape, params, summary, sources, exact=exact
+            active, prepared, shape, params, summary, sources, exact=exact, contest=contest
         )
     overall = summary["overall"]
     record = decide_promotion(

@@ -28,8 +28,9 @@ from pyspark.util import inheritable_thread_target
 from salesflow import faults
 from salesflow.errors import InputError
 from salesflow.registry import ModelVersion
+from salesflow.serving.table import TABLE_FILE, write_table
 from salesflow.spark import backtest, candidates, scoring
-from salesflow.spark.candidates import PIPELINES, Contest, pipeline_candidate
+from salesflow.spark.candidates import PIPELINES, Contest, final_forecasts, pipeline_candidate
 from salesflow.spark.coherence import coherence
 from salesflow.spark.curated import curated_path, manifests, read_history
 from salesflow.spark.pipeline import (
@@ -100,16 +101,12 @@ def train_granularity(
         )
         with run.timed("evaluate"):
             evaluation = backtest_and_gate(run, history)
-        params = evaluation.contest.params
         with run.timed("fit"):  # what the final fit and save took beyond the backtest
             run.say(f"fitting the final {grain} model on all data")
-            model = final.result()
-            if params != guess:
-                run.say(f"{evaluation.contest.winner.name} won: fitting it on all data")
-                shutil.rmtree(staged / "pipeline")
-                model = _fit_and_save(run, history, params, staged / "pipeline")
+            chosen = _final(run, history, evaluation.contest, final.result(), guess, staged)
+        model = chosen.model
         with run.timed("save"):
-            metadata = describe(run, history, params, evaluation, model, sources, month)
+            metadata = describe(run, history, evaluation, chosen, sources, month)
             faults.reached(run.settings, "train.before_publish", run.spark)
             published = publish(run, staged, metadata, evaluation, sources)
     result = _result(run, history, evaluation, metadata, published, sources, started)
@@ -200,22 +197,57 @@ def backtest_and_gate(run: TrainRun, history: History) -> Evaluation:
         activate=run.options.activate,
         exact=altered is None,
         say=run.say,
+        contest=contest,
     )
     intervals = scoring.intervals(scored, settings.interval_levels)
     return Evaluation(summary, metrics, intervals, promotion, active, contest)
 
 
+@dataclass(frozen=True)
+class Final:
+    """The fit step's output: the pipeline fitted on everything, and the winner's forecast
+    table when the winner is a statistical model (its metadata block)."""
+
+    model: PipelineModel
+    params: dict[str, Any]
+    table: dict[str, Any] | None
+
+
+def _final(
+    run: TrainRun,
+    history: History,
+    contest: Contest,
+    fitted: PipelineModel,
+    guess: dict[str, Any],
+    staged: Path,
+) -> Final:
+    """The winner on all data: the pipeline fitted alongside the contest unless another
+    pipeline won (then fitted now); a statistical winner's forecast table written beside it."""
+    winner, params = contest.winner, contest.params
+    if params != guess:
+        run.say(f"{winner.name} won: fitting it on all data")
+        shutil.rmtree(staged / "pipeline")
+        fitted = _fit_and_save(run, history, params, staged / "pipeline")
+    table = None
+    if winner.kind == "statistical" and history.shape.last_index is not None:
+        months = run.settings.forecast_horizon
+        run.say(f"{winner.name} won: forecasting {months} months of every series")
+        indexed = history.frame.transform(period_indexer(history.grain))
+        rows = final_forecasts(run.settings, indexed, history.shape.last_index, winner.name)
+        table = write_table(staged / TABLE_FILE, rows, model=winner.name).to_dict()
+    return Final(fitted, params, table)
+
+
 def describe(
     run: TrainRun,
     history: History,
-    params: dict[str, Any],
     evaluation: Evaluation,
-    model: PipelineModel,
+    final: Final,
     sources: list[SourceStats],
     month: Fitted | None,
 ) -> dict[str, Any]:
     """What the version records: inputs, data seen, parameters, metrics, labels, checks."""
-    shape = history.shape
+    shape, model, params = history.shape, final.model, final.params
     extra: dict[str, Any] = {
         "backtest": evaluation.summary,
         "intervals": evaluation.intervals,
@@ -223,6 +255,8 @@ def describe(
         "promotion": evaluation.promotion,
         "competition": evaluation.contest.to_dict(),
     }
+    if final.table is not None:
+        extra["forecast_table"] = final.table
     if history.filled_cells is not None:
         extra["filled_cells"] = history.filled_cells
     if history.grain == "day" and month is not None and shape.last_index is not None:
