@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
 from salesflow.config import Settings
+
+# Trainings in tests fit the forest alone unless a test names its candidates: the whole model
+# competition (per-series statistical fits in Spark's Python workers) costs each training
+# seconds that dozens of tests would repeat. tests/integration/test_competition.py and the
+# accuracy benchmark (`make bench-smoke` in CI) run the competition itself. Child processes the
+# tests start inherit the variable.
+os.environ.setdefault("SALESFLOW_CANDIDATES", '["forest"]')
 
 pytest_plugins = [
     "tests.fixtures.spark",

@@ -228,6 +228,11 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             expect(page.locator("#coherence-detail")).to_contain_text(
                 "Coherence with month model v0001", timeout=UI_TIMEOUT_MS
             )
+            # The model competition's leaderboard: every candidate, the winner named.
+            page.locator("#models-table tr[data-version='v0001']").click()
+            board = page.locator("#leaderboard")
+            expect(board).to_contain_text("Model competition:", timeout=UI_TIMEOUT_MS)
+            expect(board.locator("tr:has(td)")).to_have_count(len(settings.candidates))
             page.set_viewport_size({"width": NARROW, "height": 900})
             page.goto(f"{base}/#/overview")
             expect(page.locator("#active-model-stats")).to_have_attribute(

@@ -26,9 +26,7 @@ def zero_sales(df: DataFrame) -> DataFrame:
     return df.withColumn("quantity", F.lit(0.0))
 
 
-def test_a_statistical_winner_is_served_from_its_table(
-    spark: SparkSession, tmp_path: Path
-) -> None:
+def test_a_statistical_winner_is_served_from_its_table(spark: SparkSession, tmp_path: Path) -> None:
     source = tmp_path / "sales.csv"
     generate_sales(source, rows=4_000, seed=5)
     settings = Settings(

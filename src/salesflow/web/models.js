@@ -88,6 +88,7 @@ function renderDetail() {
       { label: "MASE", value: (w) => num(w.model?.mase, 2), num: true },
     ], windows, { caption: "Backtest (rolling origin): WAPE per window" })
       : el("p", { class: "muted" }, "This version has no backtest recorded (trained before backtests existed)."),
+    leaderboardOf(model),
     model.promotion?.reason ? el("p", {}, el("strong", {}, "Promotion: "), model.promotion.reason) : null,
     levels.length ? el("p", {}, "Prediction intervals: ", levels.map(([level, spec]) =>
       `${pct(Number(level), 0)} ± ${num(spec.half_width, 1)}`).join(", "),
@@ -100,6 +101,30 @@ function renderDetail() {
   if (importances.length) {
     barChart(chartBox, importances, { title: `Feature importances of ${model.version}`, format: (v) => pct(v) });
   }
+}
+
+/** The model competition: every candidate's backtest scores on the same rows, the winner first. */
+function leaderboardOf(model) {
+  const c = model.competition;
+  if (!c?.leaderboard?.length) return el("p", { class: "muted" }, "No model competition recorded for this version.");
+  const table_ = model.forecast_table;
+  return el("div", { id: "leaderboard" },
+    table([
+      { label: "Rank", value: (e) => String(e.rank), num: true },
+      { label: "Candidate", value: (e) => e.name === c.winner ? el("strong", {}, e.name) : e.name },
+      { label: "Kind", value: (e) => e.kind },
+      { label: "WAPE", value: (e) => pct(e.wape), num: true },
+      { label: "MASE", value: (e) => num(e.mase, 2), num: true },
+      { label: "Bias", value: (e) => pct(e.bias), num: true },
+    ], c.leaderboard, { caption: `Model competition: ${c.winner} won (${c.why})` }),
+    c.statistical_skipped ? el("p", { class: "muted" }, `Statistical candidates sat out: ${c.statistical_skipped}.`) : null,
+    table_ ? el("p", { class: "muted" }, `Answers come from ${table_.model}'s forecast table, ${monthOf(table_.first_period_index)} to ${monthOf(table_.last_period_index)}; later months are refused, not extrapolated.`) : null);
+}
+
+/** A month period index (year * 12 + month - 1) as YYYY-MM. */
+function monthOf(index) {
+  if (!Number.isInteger(index)) return "?";
+  return `${Math.floor(index / 12)}-${String((index % 12) + 1).padStart(2, "0")}`;
 }
 
 /** A day model's day-vs-month check: loaded once per version, then drawn from the cache. */

@@ -11,7 +11,14 @@ from salesflow.registry import GRANULARITIES, ModelRegistry, ModelVersion
 __all__ = ["DETAIL_KEYS", "HISTORY_LIMIT", "model_view", "models_listing", "slim_backtest"]
 
 #: Metadata keys passed on as recorded (None for a version trained before the key existed).
-DETAIL_KEYS = ("intervals", "feature_importances", "promotion", "training_sources")
+DETAIL_KEYS = (
+    "intervals",
+    "feature_importances",
+    "promotion",
+    "training_sources",
+    "competition",
+    "forecast_table",
+)
 #: Activations in a listing, newest last: the page draws them as one table, not an archive.
 HISTORY_LIMIT = 200
 
