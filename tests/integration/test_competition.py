@@ -50,7 +50,7 @@ def test_a_statistical_winner_is_served_from_its_table(spark: SparkSession, tmp_
     assert set(board) == {"forest", "AutoETS", "SeasonalNaive"}
     assert competition["winner"] in {"AutoETS", "SeasonalNaive"}, competition
     assert board["forest"]["rank"] == 3 and board["forest"]["wape"] == pytest.approx(1.0)
-    assert set(competition["coverage"]) == {"0.8", "0.95"}
+    assert set(competition["intervals"]["factors"]) == {"0.8", "0.95"}
 
     spec = version.metadata["forecast_table"]
     assert spec["model"] == competition["winner"]

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from salesflow.spark.backtest import Backtest
-from salesflow.spark.competition import aligned, leaderboard, winner
+from salesflow.spark.competition import aligned, calibrate, leaderboard, winner
 
 
 def _backtest(model: list[float]) -> Backtest:
@@ -85,3 +85,19 @@ def test_an_empty_leaderboard_has_no_winner() -> None:
     assert leaderboard({}) == []
     with pytest.raises(ValueError, match="no winner"):
         winner([])
+
+
+def test_calibrate_scales_the_models_own_intervals_to_cover_what_they_claim() -> None:
+    # Two windows; the model's own upper half-width is 2 everywhere and its errors are 1 and 4
+    # in window 0 (ratios 0.5 and 2), 1 and 1 in window 1 (ratios 0.5).
+    bt = dataclasses.replace(
+        _backtest([10.0, 20.0, 30.0, 40.0]), actual=np.array([11.0, 24.0, 31.0, 41.0])
+    )
+    high = bt.model + 2.0
+    found = calibrate(bt, {"0.8": (bt.model - 2.0, high)})
+    # ratios 0.5, 2, 0.5, 0.5: the ceil(5 * 0.8) = 4th smallest is 2.0
+    assert found["factors"] == {"0.8": 2.0}
+    # out of sample: window 0's ratios (0.5, 2) give factor 2 -> half-width 4 covers window 1
+    assert found["coverage_last_window"] == {"0.8": 1.0}
+    narrow = calibrate(bt, {"0.8": (bt.model - 2.0, bt.model + 8.0)})  # ratios 1/8 and 1/2
+    assert narrow["factors"]["0.8"] == pytest.approx(0.5)

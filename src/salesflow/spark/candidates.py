@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from salesflow.config import Settings
@@ -75,7 +75,8 @@ class Contest:
     params: dict[str, Any]  # the winner's pipeline parameters (or the forest's, for a table)
     backtests: dict[str, Backtest] = field(default_factory=dict)  # every candidate's, by name
     skipped: str | None = None  # why the statistical candidates did not compete, if they did not
-    coverage: dict[str, float | None] = field(default_factory=dict)  # the winner's own bounds
+    #: A statistical winner's interval calibration (`competition.calibrate`), else empty.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def served(self, name: str) -> Backtest | None:
         """Candidate `name`'s backtest as a version of it answers: a statistical model's rows
@@ -101,7 +102,7 @@ class Contest:
             ),
             "leaderboard": [e.to_dict() for e in self.entries],
             "statistical_skipped": self.skipped,
-            "coverage": self.coverage,
+            "intervals": self.calibration or None,
         }
 
 
@@ -145,8 +146,9 @@ def contest(
     )
     chosen = outcome.served(best.name)
     assert chosen is not None
-    coverage = competition.coverage(chosen, bounds.get(best.name, {}))
-    return dataclasses.replace(outcome, backtest=chosen, coverage=coverage)
+    found = bounds.get(best.name)
+    calibration = competition.calibrate(chosen, found) if found else {}
+    return dataclasses.replace(outcome, backtest=chosen, calibration=calibration)
 
 
 def _why_not_statistical(
@@ -189,9 +191,16 @@ def window_forecasts(settings: Settings, prepared: Prepared, names: Sequence[str
     return history.transform(step).toArrow()
 
 
-def final_forecasts(settings: Settings, history: DataFrame, last_index: int, name: str) -> pa.Table:
+def final_forecasts(
+    settings: Settings,
+    history: DataFrame,
+    last_index: int,
+    name: str,
+    factors: dict[str, float | None],
+) -> pa.Table:
     """Candidate `name`'s forecasts of the `forecast_horizon` months after the history, in the
-    forecast table's columns (`salesflow.serving.table`)."""
+    forecast table's columns (`salesflow.serving.table`), its own intervals scaled by the
+    backtest's calibration `factors` per level ("0.8": factor; None: no bound)."""
     frame = history.select(
         F.lit(0).alias("window"),
         F.lit(last_index).alias("origin"),
@@ -202,12 +211,19 @@ def final_forecasts(settings: Settings, history: DataFrame, last_index: int, nam
     )
     levels = _levels(settings)
     step = statistical_forecasts(_models([name]), SEASON, settings.forecast_horizon, levels)
-    bounds = [c for level in levels for c in (f"lo_{level}", f"hi_{level}")]
+    forecast = F.col("forecast")
+    bounds: list[Column] = []
+    for level, key in zip(levels, settings.interval_levels, strict=True):
+        factor = factors.get(str(key))
+        half = F.col(f"hi_{level}") - forecast
+        if factor is None:
+            bounds += [F.lit(None).cast("double").alias(f"{side}_{level}") for side in ("lo", "hi")]
+            continue
+        bounds += [
+            F.greatest(forecast - F.lit(factor) * half, F.lit(0.0)).alias(f"lo_{level}"),
+            (forecast + F.lit(factor) * half).alias(f"hi_{level}"),
+        ]
     chosen = frame.transform(step).filter(F.col("model") == name)
     return chosen.select(
-        "store_id",
-        "product_id",
-        "period_index",
-        F.col("forecast").alias("predicted_quantity"),
-        *bounds,
+        "store_id", "product_id", "period_index", forecast.alias("predicted_quantity"), *bounds
     ).toArrow()

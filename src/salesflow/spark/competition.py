@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from salesflow.spark.backtest import Backtest
 
-__all__ = ["Entry", "aligned", "aligned_bounds", "coverage", "leaderboard", "winner"]
+__all__ = ["Entry", "aligned", "aligned_bounds", "calibrate", "leaderboard", "winner"]
 
 _DIGITS = 4
 
@@ -91,16 +91,53 @@ def aligned_bounds(
     return {key: (found[f"lo_{n}"], found[f"hi_{n}"]) for key, n in names.items()}
 
 
-def coverage(
-    bt: Backtest, bounds: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> dict[str, float | None]:
-    """Per level, the share of `bt`'s actuals inside the bounds (rows that have bounds)."""
-    found: dict[str, float | None] = {}
-    for level, (low, high) in bounds.items():
-        has = np.isfinite(low) & np.isfinite(high)
-        inside = (bt.actual >= low) & (bt.actual <= high)
-        found[level] = _round(float(inside[has].mean())) if has.any() else None
-    return found
+def _scale_quantile(ratios: np.ndarray, level: float) -> float | None:
+    """The split-conformal quantile of `ratios` at `level`; with too few of them for that
+    level, their largest (which then covers less than `level` claims: the coverage says so)."""
+    ratios = np.sort(ratios[np.isfinite(ratios)])
+    if ratios.size == 0:
+        return None
+    k = math.ceil((ratios.size + 1) * level - 1e-9)  # 1e-9: float error, as in scoring
+    return float(ratios[min(k, ratios.size) - 1])
+
+
+def calibrate(bt: Backtest, bounds: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Factors that widen (or narrow) a model's own intervals to cover what they claim.
+
+    A row's ratio is |actual - forecast| over the model's own upper half-width (hi - forecast,
+    never clipped at zero as the lower one may be); per level the factor is the conformal
+    quantile of the ratios over every window, so an interval f +- factor x (hi - f) keeps the
+    model's own shape (its scale per series) and the backtest's calibration. Coverage is
+    measured on the last window with factors from the earlier windows only (out of sample)."""
+    last = int(bt.window.max()) if bt.window.size else 0
+    earlier, final = bt.window < last, bt.window == last
+    factors: dict[str, float | None] = {}
+    covered: dict[str, float | None] = {}
+    for level, (_, high) in bounds.items():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            half = high - bt.model
+            ratios = np.where(half > 0, np.abs(bt.actual - bt.model) / half, np.nan)
+        factors[level] = _round_or_none(_scale_quantile(ratios, float(level)))
+        factor = _scale_quantile(ratios[earlier], float(level)) if last > 0 else None
+        rows = final & np.isfinite(half)
+        if factor is None or not rows.any():
+            covered[level] = None
+            continue
+        low = np.maximum(bt.model - factor * half, 0.0)
+        up = bt.model + factor * half
+        inside = (bt.actual >= low) & (bt.actual <= up)
+        covered[level] = _round(float(inside[rows].mean()))
+    return {
+        "factors": factors,
+        "coverage_last_window": covered,
+        "method": "the winner's own intervals scaled per level by the conformal quantile of "
+        "|actual - forecast| / (hi - forecast) on the backtest windows",
+        "calibration_rows": int(np.isfinite(bt.model).sum()),
+    }
+
+
+def _round_or_none(value: float | None) -> float | None:
+    return None if value is None else _round(value)
 
 
 def _round(value: float) -> float | None:

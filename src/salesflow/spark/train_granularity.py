@@ -233,7 +233,10 @@ def _final(
         months = run.settings.forecast_horizon
         run.say(f"{winner.name} won: forecasting {months} months of every series")
         indexed = history.frame.transform(period_indexer(history.grain))
-        rows = final_forecasts(run.settings, indexed, history.shape.last_index, winner.name)
+        factors = contest.calibration.get("factors") or {}
+        rows = final_forecasts(
+            run.settings, indexed, history.shape.last_index, winner.name, factors
+        )
         table = write_table(staged / TABLE_FILE, rows, model=winner.name).to_dict()
     return Final(fitted, params, table)
 
