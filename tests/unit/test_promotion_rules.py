@@ -229,3 +229,20 @@ def test_models_lists_skill_and_top_features(cli_data_dir: Path) -> None:
     assert "0.048" in lines[0] and "month 0.55, store 0.24" in lines[0]
     assert "product" not in lines[0]  # only the top two
     assert lines[1].rstrip(" │|").endswith("-")
+    assert "forest" in lines[0]  # a version from before the competition: the forest
+
+
+def test_models_names_a_statistical_winner_and_no_forest_features(cli_data_dir: Path) -> None:
+    registry = ModelRegistry(cli_data_dir / "warehouse" / "models")
+    _publish(
+        registry,
+        {
+            "competition": {"winner": "AutoETS", "kind": "statistical"},
+            "feature_importances": {"month": 0.7, "year": 0.1, "store": 0.1, "product": 0.1},
+        },
+        activate=True,
+    )
+    result = CliRunner().invoke(cli.app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "v0001" in line)
+    assert "AutoETS" in line and "month 0.70" not in line

@@ -29,8 +29,8 @@ def _active_by_granularity(registry: Any) -> dict[str, str | None]:
 
 @models_app.callback()
 def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List model versions: granularity, holdout metrics, backtest skill, top features; the active
-    version of each granularity (month, day) is marked.
+    """List model versions: granularity, the model that won its competition, holdout metrics,
+    backtest skill, top features; the active version of each granularity (month, day) is marked.
 
     Skill is 1 - WAPE(model) / WAPE(seasonal-naive) over the rolling-origin backtest (above 0:
     better than repeating last year's month).
@@ -54,18 +54,23 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
         )
         return
     table = Table(
-        "version", "granularity", "active", "created", "rows", "WAPE", "baseline WAPE", "RMSE",
-        "skill", "top features",
+        "version", "granularity", "active", "model", "created", "rows", "WAPE", "baseline WAPE",
+        "RMSE", "skill", "top features",
         caption="active: " + ", ".join(f"{g} {v or 'none'}" for g, v in active.items()),
     )  # fmt: skip
     for v in versions:
         m = v.metadata.get("metrics", {})
-        importances = v.metadata.get("feature_importances") or {}
-        top = sorted(importances.items(), key=lambda kv: -kv[1])[:2]  # two fit the table
+        won = v.metadata.get("competition") or {}
+        # A forecast table's model has no features: the saved forest's importances are not its.
+        importances = (
+            {} if won.get("kind") == "statistical" else v.metadata.get("feature_importances")
+        )
+        top = sorted((importances or {}).items(), key=lambda kv: -kv[1])[:2]  # two fit the table
         table.add_row(
             v.version,
             v.granularity,
             f"* {v.granularity}" if v.active else "",
+            str(won.get("winner") or "forest"),
             str(v.metadata.get("created_at", ""))[:19],
             f"{v.metadata.get('rows_read', 0):,}",
             fmt(m.get("model", {}).get("wape")),
