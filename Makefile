@@ -66,7 +66,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench scripts
 
 docs: $(STAMP)
-	$(PY) scripts/update_readme.py
+	$(PY) scripts/update_config_docs.py
 
 bench: check-java $(STAMP)
 	$(PY) -m bench.run
