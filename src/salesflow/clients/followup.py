@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import UnavailableError
 
@@ -23,8 +24,6 @@ def upload_with_progress(
     settings: Settings, path: Path, *, force: bool, console: Console
 ) -> dict[str, Any]:
     """POST the file to the upload service with a byte progress bar; the service's record."""
-    from salesflow.clients.upload import UploadClient
-
     with (
         UploadClient(settings) as client,
         Progress(
@@ -49,8 +48,6 @@ def follow_upload(
     settings: Settings, upload_id: str, *, console: Console, timeout: float = FOLLOW_TIMEOUT_S
 ) -> dict[str, Any]:
     """Poll the upload until it reaches a terminal status, showing each change."""
-    from salesflow.clients.upload import UploadClient
-
     deadline = time.monotonic() + timeout
     last = ""
     with UploadClient(settings) as client, console.status("waiting for the consumer") as status:
