@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -25,11 +26,40 @@ pytest_plugins = [
 ]
 
 
+#: Ports this test run has handed out (never handed out twice).
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the OS picks it; tests bind only to loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
+
+    A port the OS picks for bind(0) is an ephemeral one, which any outgoing connection (Spark's,
+    Kafka's, py4j's) may take as its local port in the seconds before the service binds it:
+    a dashboard started after the job server once found its port taken that way. Below the
+    range, only another listener can collide, and the bind check here rules out the ones there.
+    """
+    floor = _ephemeral_floor()
+    chooser = random.SystemRandom()
+    for _ in range(1000):
+        port = chooser.randrange(max(1024, floor - 12_000), floor)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range on 127.0.0.1")
 
 
 @pytest.fixture
