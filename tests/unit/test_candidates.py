@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from salesflow.config import Settings
-from salesflow.spark.candidates import pipeline_candidate
+from salesflow.spark.candidates import final_models, pipeline_candidate
 from salesflow.spark.pipeline import HistoryShape
 
 SHAPE = HistoryShape(rows=90, stores=3, products=40, first_index=24000, last_index=24059)
@@ -43,3 +43,14 @@ def test_candidates_are_validated_by_name() -> None:
         Settings(candidates=["prophet"])
     with pytest.raises(ValueError, match="candidates"):
         Settings(candidates=[])
+
+
+def test_a_combination_table_uses_the_models_it_was_backtested_with() -> None:
+    settings = Settings(candidates=["forest", "AutoARIMA", "AutoETS", "Combination"])
+    assert final_models(settings, "Combination") == [
+        "AutoARIMA",
+        "AutoETS",
+        "AutoTheta",
+        "SeasonalNaive",
+    ]
+    assert final_models(settings, "AutoETS") == ["AutoETS"]

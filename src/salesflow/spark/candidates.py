@@ -38,6 +38,7 @@ __all__ = [
     "Contest",
     "contest",
     "final_forecasts",
+    "final_models",
     "pipeline_candidate",
     "window_forecasts",
 ]
@@ -173,6 +174,14 @@ def _models(names: Sequence[str]) -> list[str]:
     return fitted
 
 
+def final_models(settings: Settings, name: str) -> list[str]:
+    """The models to fit for winner `name`'s forecast table: a Combination is the median of the
+    same models it was backtested with (every configured statistical candidate)."""
+    if name != COMBINATION:
+        return _models([name])
+    return _models([c for c in settings.candidates if c not in PIPELINES])
+
+
 def _levels(settings: Settings) -> list[int]:
     return [round(level * 100) for level in settings.interval_levels]
 
@@ -210,7 +219,9 @@ def final_forecasts(
         "quantity",
     )
     levels = _levels(settings)
-    step = statistical_forecasts(_models([name]), SEASON, settings.forecast_horizon, levels)
+    step = statistical_forecasts(
+        final_models(settings, name), SEASON, settings.forecast_horizon, levels
+    )
     forecast = F.col("forecast")
     bounds: list[Column] = []
     for level, key in zip(levels, settings.interval_levels, strict=True):
