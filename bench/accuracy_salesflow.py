@@ -52,6 +52,7 @@ class SalesflowForecast:
     version: str
     promoted: bool
     metrics: dict[str, Any]
+    winner: str = ""  # the competition's winning candidate
 
 
 def salesflow_forecast(
@@ -66,7 +67,9 @@ def salesflow_forecast(
     settings = ctx.settings(name, granularity=granularity)
     registry = ModelRegistry(settings.warehouse_path / "models")
     result = train(ctx.spark(), settings, [TrainInput(train_csv.as_uri())], registry=registry)
-    served = ServedModel.load(registry.get(result.version))
+    version = registry.get(result.version)
+    served = ServedModel.load(version)
+    winner = str((version.metadata.get("competition") or {}).get("winner", ""))
     days = [date(d.year, d.month, d.day) for d in cells["ds"]] if granularity == "day" else None
     scored = served.score(
         cells["store_id"].tolist(),
@@ -86,4 +89,4 @@ def salesflow_forecast(
         percent = round(float(level) * 100)
         frame[f"lo_{percent}"] = lower
         frame[f"hi_{percent}"] = scored.upper[level]
-    return SalesflowForecast(frame, result.version, result.promoted, dict(result.metrics))
+    return SalesflowForecast(frame, result.version, result.promoted, dict(result.metrics), winner)

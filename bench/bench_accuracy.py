@@ -187,7 +187,7 @@ def _rows(name: str, out: dict[str, Any]) -> dict[str, dict[str, Any]]:
             # a version without interval widths gives null bounds: "-", not a coverage of 0
             cover[f"{method} {level}%"] = None if method == "salesflow" and not given else found
     cover["salesflow bounds given"] = given
-    cover.update(salesflow_version=sf.version, promoted=sf.promoted)
+    cover.update(salesflow_version=sf.version, salesflow_model=sf.winner, promoted=sf.promoted)
     return {
         "wape": wape,
         "coverage": cover,

@@ -159,7 +159,7 @@ def run(ctx: Context) -> Report:
         + " s) and one training of the measured file"
     )
     console.print("  warming up the in-process session with one training run")
-    ctx.trained_model()  # the warm-up run; its model is the one the serving benchmark uses
+    ctx.trained_model()  # the warm-up run (the default competition)
 
     for rows in SIZES[ctx.mode]:
         sales = ctx.sales_file(rows)
