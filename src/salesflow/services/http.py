@@ -10,23 +10,29 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from salesflow import errors
 from salesflow.auth import load_or_create_token, token_matches
 from salesflow.config import Settings
+from salesflow.services.limits import RequestGuard, guarded_protocol
 
 __all__ = [
     "CLIENT_CLOSED",
     "ReadinessCheck",
     "error_body",
+    "guard_requests",
     "health_router",
     "install_error_handlers",
     "protected",
     "require_token",
+    "serve_app",
     "status_for",
+    "uvicorn_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,13 @@ CLIENT_CLOSED = 499
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """An async check that returns None when its dependency answers, else a short reason."""
+
+#: The code of an HTTP error raised by the framework itself (no such route, wrong method, ...).
+_FRAMEWORK_CODES: dict[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    400: "invalid_request",
+}
 
 #: Headers a status must carry: a 401 names its scheme (RFC 9110), a 503 says when to retry.
 _STATUS_HEADERS: dict[int, dict[str, str]] = {
@@ -69,6 +82,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         headers = _STATUS_HEADERS.get(status)
         return JSONResponse(error_body(exc.code, message), status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _FRAMEWORK_CODES.get(exc.status_code, "http_error")
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if exc.status_code == 404
+            else str(exc.detail)
+        )
+        return JSONResponse(
+            error_body(code, message[:500]), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,3 +162,43 @@ def health_router(
 def protected(settings: Settings) -> list[Any]:
     """Route dependencies for an authenticated router."""
     return [Depends(require_token(settings))]
+
+
+def guard_requests(
+    app: FastAPI, settings: Settings, *, file_routes: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """Refuse before reading (services/limits.py): the token, body limits, slow bodies.
+
+    `file_routes` (method, path) take a file up to settings.max_upload_bytes (plus framing);
+    every other route's body is limited to settings.http_max_json_bytes.
+    """
+    file_limit = settings.max_upload_bytes + FILE_FRAMING_BYTES
+    app.add_middleware(
+        RequestGuard,
+        token=load_or_create_token(settings),
+        default_limit=settings.http_max_json_bytes,
+        body_limits=dict.fromkeys(file_routes, file_limit),
+        min_rate_bytes_s=settings.http_min_body_rate_bytes_s,
+        rate_window_s=settings.http_body_rate_window_s,
+    )
+
+
+#: Allowance for multipart framing (boundaries, part headers) above a file's size limit.
+FILE_FRAMING_BYTES = 1024 * 1024
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for a salesflow service: our JSON logging, the head limits."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,  # keep our JSON logging
+        http=guarded_protocol(settings.http_max_header_bytes, settings.http_header_timeout_s),
+        **options,
+    )
+
+
+def serve_app(app: FastAPI, settings: Settings, port: int) -> None:
+    """Run a service's app on settings.host:`port` until interrupted."""
+    uvicorn.Server(uvicorn_config(app, settings, port)).run()

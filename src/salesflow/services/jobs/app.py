@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
-import uvicorn
 from fastapi import FastAPI
 
 from salesflow import logs
@@ -22,7 +21,13 @@ from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import ObjectNotFoundError, UnavailableError
 from salesflow.registry import ModelRegistry
-from salesflow.services.http import ReadinessCheck, install_error_handlers, protected
+from salesflow.services.http import (
+    ReadinessCheck,
+    guard_requests,
+    install_error_handlers,
+    protected,
+    serve_app,
+)
 from salesflow.services.http import health_router as make_health_router
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState
@@ -227,13 +232,11 @@ def create_app(
     install_error_handlers(app)
     app.include_router(make_health_router(_health_checks(app)))
     app.include_router(router, dependencies=protected(settings))
+    guard_requests(app, settings, file_routes=(("POST", "/predict"),))
     return app
 
 
 def serve(settings: Settings) -> None:
     """Run the job server on settings.host:settings.jobs_port until interrupted."""
     logs.configure_logging("jobs")
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.jobs_port, log_config=None
-    )
-    uvicorn.Server(config).run()
+    serve_app(create_app(settings), settings, settings.jobs_port)
