@@ -14,6 +14,8 @@ from rich.table import Table
 
 from salesflow.cli.app import JsonOption, app, serve_app, settings, state
 from salesflow.cli.output import console, emit, err, fmt, print_forecast_grid, print_json
+from salesflow.config import Settings
+from salesflow.private import make_private
 
 __all__ = ["jobs", "show_config", "status", "up"]
 
@@ -24,12 +26,19 @@ _SECRET_WORDS = ("token", "password", "secret")
 # --- services ----------------------------------------------------------------------------------
 
 
+def _private_settings() -> Settings:
+    """The settings of a process that writes the system's state: its files private (0600/0700)."""
+    cfg = settings()
+    make_private(cfg)
+    return cfg
+
+
 @app.command()
 def broker() -> None:
     """Run the local Kafka-API broker (Tansu, in memory) on the configured bootstrap address."""
     from salesflow.kafka import run_broker
 
-    run_broker(settings())
+    run_broker(_private_settings())
 
 
 @serve_app.command("upload")
@@ -37,7 +46,7 @@ def serve_upload() -> None:
     """The upload service (HTTP)."""
     from salesflow.services.upload.app import serve
 
-    serve(settings())
+    serve(_private_settings())
 
 
 @serve_app.command("jobs")
@@ -45,7 +54,7 @@ def serve_jobs() -> None:
     """The job server (HTTP, keeps a warm SparkSession)."""
     from salesflow.services.jobs.app import serve
 
-    serve(settings())
+    serve(_private_settings())
 
 
 @serve_app.command("dashboard")
@@ -53,7 +62,7 @@ def serve_dashboard() -> None:
     """The dashboard (HTTP): open the login link `salesflow up` prints."""
     from salesflow.services.dashboard.app import serve
 
-    serve(settings())
+    serve(_private_settings())
 
 
 @serve_app.command("consumer")
@@ -61,7 +70,7 @@ def serve_consumer() -> None:
     """The upload consumer (Kafka consumer group)."""
     from salesflow.services.consumer.worker import run
 
-    run(settings())
+    run(_private_settings())
 
 
 @app.command()
@@ -70,7 +79,7 @@ def up() -> None:
     from salesflow.cli.supervisor import running_stack
     from salesflow.services.dashboard.app import login_url
 
-    cfg = settings()
+    cfg = _private_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with running_stack(cfg, on_ready=lambda c: err.print(f"[green]ready[/] {c.name} {c.url}")):

@@ -7,6 +7,7 @@ code and a message a user can act on, never a traceback, a path or a bucket name
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "health_router",
     "install_error_handlers",
     "protected",
+    "public_text",
     "require_token",
     "serve_app",
     "status_for",
@@ -57,6 +59,23 @@ _STATUS_HEADERS: dict[int, dict[str, str]] = {
 }
 
 
+#: A URL (file://, s3://, http://...) or an absolute posix path of two or more segments.
+_LOCATION = re.compile(
+    r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S*[^\s'\",;:).]|(?<![\w/.:-])/(?:[^\s/'\"]+/)+[^\s/'\",;:)]*"
+)
+
+
+def public_text(text: str) -> str:
+    """`text` fit for an answer: each URL or absolute path cut to its last segment (a file name),
+    so no host folder, bucket or endpoint leaves the service."""
+
+    def last_segment(match: re.Match[str]) -> str:
+        name = match.group(0).rstrip("/").rsplit("/", 1)[-1]
+        return name or "<path>"
+
+    return _LOCATION.sub(last_segment, text)
+
+
 def status_for(exc: errors.SalesflowError) -> int:
     """The HTTP status of a domain error: its class's `http_status` (see salesflow.errors)."""
     return exc.http_status
@@ -76,8 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc)
         message = (
-            str(exc)
-            if status < 500 or isinstance(exc, errors.UnavailableError)
+            public_text(str(exc))
+            if status < 500 or isinstance(exc, (errors.UnavailableError, errors.StorageFullError))
             else ("internal error; see the service log")
         )
         headers = _STATUS_HEADERS.get(status)

@@ -42,7 +42,10 @@ WRITEBACK_STEP = 8 * 1024 * 1024
 
 def _os_error(exc: OSError, key: str, action: str) -> StorageError:
     if exc.errno in _FULL_ERRNOS:
-        return StorageFullError(f"no space left while {action} {key!r}: {exc.strerror}")
+        return StorageFullError(
+            f"no space left while {action} {key!r}: {exc.strerror}; free space on the object "
+            "store's disk and try again"
+        )
     return StorageError(f"{action} {key!r} failed: {exc.strerror or type(exc).__name__}")
 
 
