@@ -181,3 +181,52 @@ def test_the_data_folder_and_its_files_are_private(system: System) -> None:
     ]
     assert not readable, readable[:10]
     assert (data / "uploads.db").exists() and any(Path(data, "logs").iterdir())
+
+
+def test_train_refuses_an_upload_the_upload_service_does_not_vouch_for(system: System) -> None:
+    """POST /train (with the token) for an id the upload service never issued, for a rejected
+    upload, or with a sha256 that is not the upload's: 409 upload_not_trainable, no job."""
+    settings = system.settings
+    headers = auth_headers(settings)
+
+    def train(upload_id: str, sha256: str | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"upload_id": upload_id}
+        if sha256:
+            body["sha256"] = sha256
+        return httpx.post(f"{settings.job_server_url}/train", json=body, headers=headers)
+
+    never = "ab" * 16
+    response = train(never)
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "upload_not_trainable"
+    assert "unknown" in response.json()["error"]["message"]
+    assert system.jobs(never) == []
+
+    consumer = system.stack.child("upload consumer")
+    consumer.stop()  # the upload waits in `stored` while it is rejected below
+    try:
+        record = system.upload(system.sales_file(200, seed=2202))
+        upload_id = record["upload_id"]
+        rejected = httpx.post(
+            f"{settings.upload_service_url}/uploads/{upload_id}/status",
+            json={
+                "status": "rejected",
+                "error_code": "bad_header",
+                "error": "rejected for the test",
+                "sha256": record["sha256"],
+                "size": record["size"],
+            },
+            headers=headers,
+        )
+        assert rejected.json()["status"] == "rejected", rejected.text
+        response = train(upload_id)
+        assert response.status_code == 409, response.text
+        assert "rejected" in response.json()["error"]["message"]
+        assert system.jobs(upload_id) == []
+        stored = system.upload(system.sales_file(200, seed=2203))["upload_id"]
+        response = train(stored, "0" * 64)  # known and not rejected, but not these bytes
+        assert response.status_code == 409, response.text
+        assert "is not upload" in response.json()["error"]["message"]
+        assert system.jobs(stored) == []
+    finally:
+        system.stack.restart("upload consumer")

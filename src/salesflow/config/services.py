@@ -200,6 +200,12 @@ class JobServerSettings:
         ge=1,
         description="Synchronous predictions run at once by the job server; more get 503 busy.",
     )
+    train_requires_upload_record: bool = Field(
+        True,
+        description="POST /train trains only an upload the upload service reports (asked over "
+        "HTTP): known, not rejected, and with the sha256 it recorded, which the job then verifies "
+        "on the bytes it reads. Off only for a job server without an upload service.",
+    )
 
 
 class FaultSettings:

@@ -29,6 +29,7 @@ from salesflow.services.http import (
     serve_app,
 )
 from salesflow.services.http import health_router as make_health_router
+from salesflow.services.jobs.admission import UploadAdmission
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState
 from salesflow.services.jobs.engine import SparkEngine, spark_engine
@@ -211,6 +212,7 @@ def create_app(
             runner=runner,
             startup=startup,
             predict_slots=threading.BoundedSemaphore(settings.predict_max_concurrent),
+            admission=UploadAdmission.for_settings(settings),
         )
         startup.start()
         reporter.start()
@@ -224,6 +226,7 @@ def create_app(
             await anyio.to_thread.run_sync(runner.stop)
             await anyio.to_thread.run_sync(reporter.stop)
             await anyio.to_thread.run_sync(jobs_engine.stop)
+            app.state.server.admission.close()
             del app.state.server
             del app.state.forecasts
             db.close()
