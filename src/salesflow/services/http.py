@@ -24,6 +24,7 @@ from salesflow.services.limits import RequestGuard, guarded_protocol
 
 __all__ = [
     "CLIENT_CLOSED",
+    "ERROR_RESPONSES",
     "ReadinessCheck",
     "error_body",
     "guard_requests",
@@ -41,6 +42,42 @@ log = logging.getLogger(__name__)
 
 #: Status of a request whose client went away mid-body (nginx's convention; never delivered).
 CLIENT_CLOSED = 499
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    }
+
+
+#: The refusals every authenticated route may give, in the one error shape, for its OpenAPI entry
+#: (a route adds its own with `responses=`); schemathesis checks no other status comes back.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("The request or its file is wrong; the message says how."),
+    401: _error("Missing or wrong bearer token (refused before the body is read)."),
+    404: _error("No such upload, job, model version or route."),
+    408: _error("The request's headers or body arrived too slowly."),
+    409: _error("The state or the bytes differ from what the request names."),
+    413: _error("The body is larger than this endpoint accepts (refused before it is read)."),
+    415: _error("Not a CSV file in a multipart/form-data body."),
+    422: _error("A parameter or a JSON field is invalid."),
+    431: _error("The request's headers are too large."),
+    503: _error("Busy or a dependency is down: retry later (see Retry-After)."),
+    507: _error("No space left to store the upload or its record."),
+}
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """An async check that returns None when its dependency answers, else a short reason."""

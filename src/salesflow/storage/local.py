@@ -152,6 +152,17 @@ class FileStore(ObjectStore):
         except OSError as exc:
             raise _os_error(exc, key, "deleting") from exc
 
+    def sweep_unfinished(self, prefix: str) -> tuple[str, ...]:
+        check_key(prefix, prefix=True)
+        removed = []
+        for folder, _dirs, files in os.walk(self.root.joinpath(*prefix.split("/")[:-1])):
+            for name in files:
+                if TEMP_NAME.fullmatch(name):
+                    path = Path(folder, name)
+                    path.unlink(missing_ok=True)
+                    removed.append(path.relative_to(self.root).as_posix())
+        return tuple(removed)
+
     def url_for(self, key: str) -> str:
         return self._path(key).as_uri()
 

@@ -22,6 +22,7 @@ from salesflow.config import Settings
 from salesflow.errors import ObjectNotFoundError, UnavailableError
 from salesflow.registry import ModelRegistry
 from salesflow.services.http import (
+    ERROR_RESPONSES,
     ReadinessCheck,
     guard_requests,
     install_error_handlers,
@@ -234,7 +235,7 @@ def create_app(
     app = FastAPI(title="salesflow job server", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(make_health_router(_health_checks(app)))
-    app.include_router(router, dependencies=protected(settings))
+    app.include_router(router, dependencies=protected(settings), responses=ERROR_RESPONSES)
     guard_requests(app, settings, file_routes=(("POST", "/predict"),))
     return app
 

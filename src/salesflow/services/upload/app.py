@@ -13,7 +13,14 @@ from salesflow import libc
 from salesflow.config import Settings
 from salesflow.kafka import EventPublisher
 from salesflow.logs import configure_logging
-from salesflow.services.http import guard_requests, install_error_handlers, protected, serve_app
+from salesflow.sales.contract import UPLOAD_PREFIX
+from salesflow.services.http import (
+    ERROR_RESPONSES,
+    guard_requests,
+    install_error_handlers,
+    protected,
+    serve_app,
+)
 from salesflow.services.upload.db import UploadDB
 from salesflow.services.upload.deps import Resources
 from salesflow.services.upload.health import health_routes
@@ -35,6 +42,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = store_for(settings)
+        # What uploads killed mid-stream left: no upload of this (single) service is in flight yet.
+        for key in await anyio.to_thread.run_sync(store.sweep_unfinished, UPLOAD_PREFIX):
+            log.warning("removed %s, left by an upload that never finished", key)
         db = UploadDB(settings.data_dir / DB_FILE)
         publisher = EventPublisher(settings)
         jobs, close_jobs = job_server_lookup(settings)
@@ -55,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="salesflow upload service", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health_routes(lambda: app.state.resources))
-    app.include_router(uploads, dependencies=protected(settings))
+    app.include_router(uploads, dependencies=protected(settings), responses=ERROR_RESPONSES)
     guard_requests(app, settings, file_routes=(("POST", "/uploads"),))
     return app
 
