@@ -82,16 +82,19 @@ def up() -> None:
     cfg = _private_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with running_stack(cfg, on_ready=lambda c: err.print(f"[green]ready[/] {c.name} {c.url}")):
+    with running_stack(
+        cfg, on_ready=lambda c: err.print(f"[green]ready[/] {c.name} {c.url}")
+    ) as stack:
         console.print(
             f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
         )
         # The link carries the token: it goes to this terminal only, never to a log file.
         console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
         console.print("Press Ctrl-C to stop.")
+        stack.write_state()
         try:
-            while not stop.wait(1.0):
-                pass
+            while not stop.wait(1.0):  # a child that died is restarted, with a backoff
+                stack.heal(say=lambda message: err.print(f"[yellow]{message}[/]"))
         except KeyboardInterrupt:
             pass
         console.print("stopping...")
@@ -132,8 +135,11 @@ def status(as_json: JsonOption = False) -> None:
 
     if not state["debug"]:  # an unreachable broker is reported below, not as librdkafka noise
         logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
+    from salesflow.cli.supervisor import read_restarts
+
     with err.status("asking every part"):
         answer = system_status(settings())
+    answer["restarts"] = read_restarts(settings())  # None unless `salesflow up` runs them
     if as_json:
         print_json(answer)
     else:
@@ -180,8 +186,13 @@ def status_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
             "address": f"group {consumer['group']} on {consumer['topic']}",
         }
     )
+    restarts = answer.get("restarts") or {}
     for row in rows:
         row["required"] = row["part"] in REQUIRED
+        if restarts.get(row["part"]):
+            row["detail"] = ", ".join(
+                filter(None, [row["detail"], f"restarts: {restarts[row['part']]}"])
+            )
     return rows
 
 
