@@ -144,7 +144,8 @@ class OutboxRelay:
             lambda: topic_end(settings, settings.kafka_uploads_topic, timeout=2.0)
         )
         self._seen_end: int | None = None
-        self._next_sync = self._next_watch = 0.0  # both run on the first pass
+        self._next_sync = 0.0  # on the first pass: statuses lost while this service was down
+        self._next_watch = time.monotonic() + BROKER_WATCH_S
         self.failures = 0
         self.last_error: str | None = None
         self._wake = threading.Event()
@@ -263,7 +264,8 @@ class OutboxRelay:
 
     def watch_broker(self) -> int:
         """Re-announce every `stored` upload when the uploads topic's end went back; how many."""
-        end = self.topic_end()
+        # A refused connection answers at once; the metadata request would wait for its timeout.
+        end = self.topic_end() if bootstrap_accepts(self.settings) else None
         if end is None:  # the broker does not answer: the publisher's backoff handles that
             return 0
         seen, self._seen_end = self._seen_end, max(end, self._seen_end or 0)
