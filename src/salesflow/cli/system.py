@@ -131,12 +131,11 @@ def status(as_json: JsonOption = False) -> None:
     missing model are shown but do not fail; the active model is the job server's (unknown when it
     does not answer). Each probe waits at most a few seconds.
     """
+    from salesflow.cli.supervisor import read_restarts
     from salesflow.clients.status import system_status
 
     if not state["debug"]:  # an unreachable broker is reported below, not as librdkafka noise
         logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
-    from salesflow.cli.supervisor import read_restarts
-
     with err.status("asking every part"):
         answer = system_status(settings())
     answer["restarts"] = read_restarts(settings())  # None unless `salesflow up` runs them
