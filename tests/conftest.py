@@ -65,4 +65,6 @@ def free_port() -> int:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings with every piece of local state inside this test's temporary folder."""
-    return Settings(data_dir=tmp_path / "data", _env_file=None)
+    # Job servers built from these settings run without an upload service to ask about uploads
+    # (the fault suite's whole system keeps the check on).
+    return Settings(data_dir=tmp_path / "data", train_requires_upload_record=False, _env_file=None)

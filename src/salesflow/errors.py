@@ -14,7 +14,9 @@ SalesflowError                          HTTP 500 unless a class below says other
 │   ├── InvalidKeyError                 an object key outside the upload prefix
 │   ├── TooLargeError                   a body above the size limit (HTTP 413)
 │   ├── UnsupportedMediaError           not a CSV text file (HTTP 415)
-│   └── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
+│   ├── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
+│   └── UntrainableUploadError          training asked for an upload that is unknown, rejected or
+│                                       not the bytes named (HTTP 409)
 ├── UnauthorizedError                   a missing or wrong bearer token (HTTP 401)
 ├── NotFoundError                       no such upload / job (HTTP 404)
 ├── StorageError                        the object store failed
@@ -57,6 +59,7 @@ __all__ = [
     "UnavailableError",
     "UnsupportedMediaError",
     "UnterminatedQuoteError",
+    "UntrainableUploadError",
 ]
 
 
@@ -118,6 +121,11 @@ class UnsupportedMediaError(InputError):
 class BodyTimeoutError(InputError):
     code = "body_timeout"
     http_status = 408
+
+
+class UntrainableUploadError(InputError):
+    code = "upload_not_trainable"
+    http_status = 409
 
 
 class UnauthorizedError(SalesflowError):

@@ -10,12 +10,16 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["bind", "configure_logging", "current_context"]
+__all__ = ["bind", "configure_logging", "current_context", "redact"]
+
+#: A bearer token in a header, or a `token=` / `access_token=` value in a query string or form.
+_SECRET = re.compile(r"(?i)(bearer\s+|\btoken=|\baccess_token=)[^\s&\"',;]+")
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("salesflow_log_context")
 
@@ -36,6 +40,11 @@ def bind(**ids: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
+def redact(text: str) -> str:
+    """`text` with every bearer token and `token=` value replaced by `***`."""
+    return _SECRET.sub(r"\1***", text)
+
+
 class _JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -48,12 +57,12 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),  # access logs carry query strings
             **current_context(),
         }
         if record.exc_info and record.levelno >= logging.ERROR:
             # Tracebacks stay in the log file for operators; they never reach a response.
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

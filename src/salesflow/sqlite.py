@@ -6,11 +6,14 @@ and its insert, a status transition, a job claim) always holds SQLite's write lo
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from salesflow.errors import StorageFullError
 
 __all__ = ["SqliteFile"]
 
@@ -38,11 +41,25 @@ class SqliteFile:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed on success, rolled back on any exception."""
-        with self._lock:
+        with self._lock, self._full_disk_as_storage_full():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _full_disk_as_storage_full(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" as StorageFullError (507), saying what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            raise StorageFullError(
+                f"the disk that holds {self.path.name} is full, so nothing was recorded; free "
+                "space there (or move SALESFLOW_DATA_DIR to a larger disk) and try again"
+            ) from None

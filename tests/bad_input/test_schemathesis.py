@@ -1,5 +1,6 @@
 """Schemathesis against the upload service's and the job server's OpenAPI schemas, in-process (ASGI):
-no generated request, valid or not, may get a server error.
+no generated request, valid or not, may get a server error or a status its operation does not
+declare.
 
 The services run with the bearer token, a file:// store in a temporary folder and a Kafka port
 nothing listens on; the job server gets plain functions instead of Spark. Examples are bounded
@@ -23,6 +24,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import status_code_conformance
 
 from salesflow.auth import auth_headers
 from salesflow.config import Settings
@@ -43,6 +45,7 @@ def service_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
         data_dir=tmp_path_factory.mktemp("schemathesis") / "data",
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         max_upload_bytes=1024 * 1024,
+        train_requires_upload_record=False,  # no upload service to ask
         _env_file=None,
     )
     shutdown_lifespans()
@@ -93,7 +96,9 @@ def server_errors(schema: Any, headers: dict[str, str]) -> tuple[list[str], Coun
             )
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case: Any) -> None:
-                response = case.call_and_validate(headers=headers, checks=[not_a_server_error])
+                response = case.call_and_validate(
+                    headers=headers, checks=[not_a_server_error, status_code_conformance]
+                )
                 statuses[response.status_code] += 1
 
             try:

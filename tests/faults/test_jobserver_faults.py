@@ -26,8 +26,10 @@ from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
 from salesflow.sales.catalog import load_catalog
+from salesflow.sales.contract import upload_key
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import JobRunner
+from salesflow.storage import local_path_of
 from tests.faults.conftest import CHEAP
 from tests.fixtures.system import System, check_invariants, running_system
 
@@ -41,6 +43,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(TEST_TIM
 
 #: Rows per upload: enough to train on, small enough that a 3-tree model fits in a few seconds.
 ROWS = 1_500
+#: Rows of an upload whose training keeps the job server busy while another job waits.
+QUEUE_AHEAD_ROWS = 40_000
 #: Job server step that freezes it right after it created a job (case 7).
 PAUSE_AFTER_ACCEPT = "jobs.after_accept"
 #: Training step where a Spark task fails, after the model was staged, before it is published.
@@ -162,6 +166,50 @@ def test_a_model_published_by_an_interrupted_attempt_is_adopted(settings: Settin
     assert done.result["metrics"] == {"model": {"wape": 0.2}}
     assert trained == []
     assert [v.version for v in registry.versions()] == ["v0001"]
+
+
+# --- the stored file changes while its verified job waits in the queue ------------------------
+
+
+def test_a_file_changed_while_its_job_waits_fails_with_checksum_mismatch(system: System) -> None:
+    """The consumer verified the file and the job server queued its job behind another; the
+    stored file is then changed in place. The job verifies the bytes it reads and fails: no model
+    from rows that were never uploaded."""
+    job_server_armed(system, None)
+    before = versions(system)
+    first = system.upload(system.sales_file(QUEUE_AHEAD_ROWS, seed=703))["upload_id"]
+    eventually(
+        lambda: any(
+            j["upload_id"] == first and j["status"] == "running"
+            for j in jobs_table(system.settings)
+        ),
+        60,
+        "the first job runs",
+    )
+    upload_id = system.upload(system.sales_file(ROWS, seed=702))["upload_id"]
+    eventually(
+        lambda: any(j["upload_id"] == upload_id for j in jobs_table(system.settings)),
+        60,
+        "the second job is queued",
+    )
+    [waiting] = [j for j in jobs_table(system.settings) if j["upload_id"] == upload_id]
+    stored = local_path_of(system.settings.storage_url) / upload_key(upload_id)
+    with stored.open("r+b") as handle:  # the same file, one digit changed: not what was uploaded
+        handle.seek(-2, os.SEEK_END)
+        digit = handle.read(1)
+        handle.seek(-2, os.SEEK_END)
+        handle.write(b"8" if digit == b"9" else b"9")
+    assert waiting["status"] == "queued", "the first job ended too soon to test a waiting one"
+    assert [j["status"] for j in jobs_table(system.settings) if j["upload_id"] == first] == [
+        "running"
+    ]
+    final = system.wait_terminal(upload_id, timeout=TERMINAL_TIMEOUT_S)
+    assert final["status"] == "failed" and final["error_code"] == "checksum_mismatch", final
+    [job] = system.jobs(upload_id)
+    assert job["status"] == "failed" and job["error_code"] == "checksum_mismatch", job
+    assert system.wait_terminal(first, timeout=TERMINAL_TIMEOUT_S)["status"] == "trained"
+    assert len(versions(system)) == len(before) + 1
+    assert not list((system.settings.data_dir / "staging").glob("*")), "the copy was kept"
 
 
 # --- 8: the job server is killed with a job running --------------------------------------------

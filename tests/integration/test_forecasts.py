@@ -90,6 +90,7 @@ def system(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
         num_trees=5,  # accuracy is not this module's subject
         predict_sync_max_bytes=64 * 1024,
         jobs_jit_warmup_runs=0,  # tests/integration/test_warmup.py has it
+        train_requires_upload_record=False,  # no upload service here: files are put in the store
         _env_file=None,
     )
     registry = ModelRegistry(settings.warehouse_path / "models")

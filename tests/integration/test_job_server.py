@@ -53,6 +53,7 @@ def server(spark: SparkSession, tmp_path: Path) -> Iterator[Server]:
         num_trees=5,  # accuracy is not this test's subject
         predict_sync_max_bytes=4096,
         jobs_jit_warmup_runs=0,  # tests/integration/test_warmup.py has it
+        train_requires_upload_record=False,  # no upload service here: files are put in the store
         _env_file=None,
     )
     engine = spark_engine(settings, ModelRegistry(settings.warehouse_path / "models"))

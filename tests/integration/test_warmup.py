@@ -36,6 +36,7 @@ def _settings(root: Path, **overrides: object) -> Settings:
         num_trees=3,  # the warm-up's subject is running Spark's code, not accuracy
         backtest_windows=1,
         holdout_months=3,
+        train_requires_upload_record=False,  # no upload service here: files are put in the store
         _env_file=None,
         **overrides,  # type: ignore[arg-type]
     )

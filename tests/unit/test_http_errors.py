@@ -51,11 +51,15 @@ def app_raising(exc: errors.SalesflowError) -> FastAPI:
 
 
 def test_a_refusal_says_why_and_a_server_fault_does_not() -> None:
-    with TestClient(app_raising(errors.StorageFullError("disk /srv/x is full"))) as client:
+    with TestClient(app_raising(errors.StorageFullError("disk /srv/data/x is full"))) as client:
         full = client.get("/fail")
-    assert full.status_code == 507
-    assert full.json() == {
-        "error": {"code": "storage_full", "message": "internal error; see the service log"}
+    assert full.status_code == 507  # a person can act on it: said, without the host's folders
+    assert full.json() == {"error": {"code": "storage_full", "message": "disk x is full"}}
+    with TestClient(app_raising(errors.ModelError("spark broke in /srv/data/x"))) as client:
+        fault = client.get("/fail")
+    assert fault.status_code == 500
+    assert fault.json() == {
+        "error": {"code": "model_error", "message": "internal error; see the service log"}
     }
     with TestClient(app_raising(errors.BusyError("too busy"))) as client:
         busy = client.get("/fail")

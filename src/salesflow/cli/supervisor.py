@@ -2,11 +2,15 @@
 
 Starts the local broker (unless an external Kafka is configured), the job server, the upload service, the
 dashboard and the upload consumer; waits until each is ready; stops them all, newest first, on exit.
+While it runs, `Stack.heal` restarts a child that died, with a backoff, says so (printed and in
+`logs/supervisor.log`) and keeps each child's restarts in `supervisor.json`, which `salesflow status`
+shows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -23,10 +27,17 @@ from salesflow import kafka
 from salesflow.config import Settings
 from salesflow.errors import UnavailableError
 
-__all__ = ["Child", "Stack", "running_stack"]
+__all__ = ["STATE_FILE", "Child", "Stack", "read_restarts", "running_stack"]
 
 #: Services get this long to become ready; the job server's first SparkSession takes ~10 s on 2 cores.
 READY_TIMEOUT_S = 120.0
+#: A dead child is restarted after 1 s, then 2, 4, ... up to 30 s while it keeps dying; a child that
+#: ran for STABLE_S before it died starts again from 1 s.
+RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+STABLE_S = 60.0
+#: The supervisor's record of its children (restarts, pids), read by `salesflow status`.
+STATE_FILE = "supervisor.json"
 #: Grace period between SIGTERM and SIGKILL when stopping a child. Children stop in a second or two;
 #: a job server that is recording Spark's class archive waits ~15 s for its JVM to write it
 #: (once per machine; spark/class_archive.py).
@@ -43,11 +54,19 @@ class Child:
     ready: Callable[[], bool]
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    #: Deaths in a row without a stable run, and when the next restart is due (heal()).
+    failures: int = 0
+    restart_due: float | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0600 whatever the umask: a log names uploads and files (salesflow/private.py)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._log = os.fdopen(fd, "ab")
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(  # argument list, no shell
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -175,6 +194,59 @@ class Stack:
         self._launch(child, **overrides)
         return child
 
+    def heal(self, say: Callable[[str], None] = lambda _: None) -> None:
+        """Restart each child that died, with a backoff; `say` (and logs/supervisor.log) tells."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive() or child.process is None:
+                continue
+            if child.restart_due is None:
+                ran = now - child.started_at
+                child.failures = 1 if ran >= STABLE_S else child.failures + 1
+                delay = min(RESTART_BACKOFF_S * 2 ** (child.failures - 1), RESTART_BACKOFF_MAX_S)
+                child.restart_due = now + delay
+                self._tell(
+                    say,
+                    f"{child.name} died (exit code {child.process.returncode}) after {ran:.0f} s; "
+                    f"restarting it in {delay:g} s",
+                )
+            elif now >= child.restart_due:
+                child.restart_due = None
+                child.stop()  # closes its log file
+                child.start(self.env())
+                child.restarts += 1
+                self._tell(say, f"{child.name} restarted (restart {child.restarts})")
+        self.write_state()
+
+    def _tell(self, say: Callable[[str], None], message: str) -> None:
+        say(message)
+        path = self.settings.data_dir / "logs" / "supervisor.log"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as log:
+            log.write(json.dumps({"ts": stamp, "service": "supervisor", "msg": message}) + "\n")
+
+    def write_state(self) -> None:
+        """Record each child's pid and restarts in <data_dir>/supervisor.json (atomically)."""
+        state = {
+            "pid": os.getpid(),
+            "children": {
+                c.name: {
+                    "pid": c.process.pid if c.process is not None else None,
+                    "alive": c.alive(),
+                    "restarts": c.restarts,
+                }
+                for c in self.children
+            },
+        }
+        path = self.settings.data_dir / STATE_FILE
+        temp = path.with_name(f".{STATE_FILE}.tmp-{os.getpid()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out)
+        os.replace(temp, path)
+
     def failed(self) -> Child | None:
         """The first child that has exited, if any."""
         return next((c for c in self.children if not c.alive()), None)
@@ -184,6 +256,8 @@ class Stack:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+        with contextlib.suppress(OSError):
+            (self.settings.data_dir / STATE_FILE).unlink()
 
 
 @contextlib.contextmanager
@@ -197,3 +271,13 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+
+
+def read_restarts(settings: Settings) -> dict[str, int] | None:
+    """Each child's restarts as the running `salesflow up` recorded them; None if none runs."""
+    try:
+        state = json.loads((settings.data_dir / STATE_FILE).read_text())
+        os.kill(int(state["pid"]), 0)  # the supervisor that wrote it still runs
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {name: int(child.get("restarts", 0)) for name, child in state["children"].items()}

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from salesflow.cli.app import JsonOption, app, serve_app, settings, state
 from salesflow.cli.output import console, emit, err, fmt, print_forecast_grid, print_json
+from salesflow.config import Settings
+from salesflow.private import make_private
 
 __all__ = ["jobs", "show_config", "status", "up"]
 
@@ -24,12 +26,19 @@ _SECRET_WORDS = ("token", "password", "secret")
 # --- services ----------------------------------------------------------------------------------
 
 
+def _private_settings() -> Settings:
+    """The settings of a process that writes the system's state: its files private (0600/0700)."""
+    cfg = settings()
+    make_private(cfg)
+    return cfg
+
+
 @app.command()
 def broker() -> None:
     """Run the local Kafka-API broker (Tansu, in memory) on the configured bootstrap address."""
     from salesflow.kafka import run_broker
 
-    run_broker(settings())
+    run_broker(_private_settings())
 
 
 @serve_app.command("upload")
@@ -37,7 +46,7 @@ def serve_upload() -> None:
     """The upload service (HTTP)."""
     from salesflow.services.upload.app import serve
 
-    serve(settings())
+    serve(_private_settings())
 
 
 @serve_app.command("jobs")
@@ -45,7 +54,7 @@ def serve_jobs() -> None:
     """The job server (HTTP, keeps a warm SparkSession)."""
     from salesflow.services.jobs.app import serve
 
-    serve(settings())
+    serve(_private_settings())
 
 
 @serve_app.command("dashboard")
@@ -53,7 +62,7 @@ def serve_dashboard() -> None:
     """The dashboard (HTTP): open the login link `salesflow up` prints."""
     from salesflow.services.dashboard.app import serve
 
-    serve(settings())
+    serve(_private_settings())
 
 
 @serve_app.command("consumer")
@@ -61,7 +70,7 @@ def serve_consumer() -> None:
     """The upload consumer (Kafka consumer group)."""
     from salesflow.services.consumer.worker import run
 
-    run(settings())
+    run(_private_settings())
 
 
 @app.command()
@@ -70,19 +79,22 @@ def up() -> None:
     from salesflow.cli.supervisor import running_stack
     from salesflow.services.dashboard.app import login_url
 
-    cfg = settings()
+    cfg = _private_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with running_stack(cfg, on_ready=lambda c: err.print(f"[green]ready[/] {c.name} {c.url}")):
+    with running_stack(
+        cfg, on_ready=lambda c: err.print(f"[green]ready[/] {c.name} {c.url}")
+    ) as stack:
         console.print(
             f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
         )
         # The link carries the token: it goes to this terminal only, never to a log file.
         console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
         console.print("Press Ctrl-C to stop.")
+        stack.write_state()
         try:
-            while not stop.wait(1.0):
-                pass
+            while not stop.wait(1.0):  # a child that died is restarted, with a backoff
+                stack.heal(say=lambda message: err.print(f"[yellow]{message}[/]"))
         except KeyboardInterrupt:
             pass
         console.print("stopping...")
@@ -119,12 +131,14 @@ def status(as_json: JsonOption = False) -> None:
     missing model are shown but do not fail; the active model is the job server's (unknown when it
     does not answer). Each probe waits at most a few seconds.
     """
+    from salesflow.cli.supervisor import read_restarts
     from salesflow.clients.status import system_status
 
     if not state["debug"]:  # an unreachable broker is reported below, not as librdkafka noise
         logging.getLogger("salesflow.kafka.librdkafka").setLevel(logging.CRITICAL)
     with err.status("asking every part"):
         answer = system_status(settings())
+    answer["restarts"] = read_restarts(settings())  # None unless `salesflow up` runs them
     if as_json:
         print_json(answer)
     else:
@@ -171,8 +185,13 @@ def status_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
             "address": f"group {consumer['group']} on {consumer['topic']}",
         }
     )
+    restarts = answer.get("restarts") or {}
     for row in rows:
         row["required"] = row["part"] in REQUIRED
+        if restarts.get(row["part"]):
+            row["detail"] = ", ".join(
+                filter(None, [row["detail"], f"restarts: {restarts[row['part']]}"])
+            )
     return rows
 
 

@@ -7,6 +7,7 @@ from pydantic import Field, SecretStr
 __all__ = [
     "DeliverySettings",
     "FaultSettings",
+    "HttpLimitSettings",
     "JobServerSettings",
     "KafkaSettings",
     "SecuritySettings",
@@ -77,6 +78,38 @@ class SecuritySettings:
         None,
         description="The bearer token. Empty: a random one is created on first start in "
         "<data_dir>/auth-token (mode 0600) and used by the CLI automatically.",
+    )
+
+
+class HttpLimitSettings:
+    """What every HTTP service refuses before a route reads a byte: heads, bodies, slow clients."""
+
+    http_max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Longest request line plus headers, in bytes; a longer head is refused (431) "
+        "before it is buffered.",
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="A request whose headers take longer than this gets 408."
+    )
+    http_max_json_bytes: int = Field(
+        # POST /forecast's 10,000 questions take ~1 MB of JSON.
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of every endpoint but the two file uploads (POST /uploads, "
+        "POST /predict), in bytes: refused (413) from its Content-Length before it is read, or "
+        "as soon as a chunked body passes it.",
+    )
+    http_min_body_rate_bytes_s: float = Field(
+        1024.0,
+        ge=0,
+        description="A request body that arrives slower than this over a window "
+        "(SALESFLOW_HTTP_BODY_RATE_WINDOW_S) is cut (408), so trickling clients free their "
+        "upload slots. 0: no minimum.",
+    )
+    http_body_rate_window_s: float = Field(
+        20.0, gt=0, description="The window the minimum body rate is measured over, in seconds."
     )
 
 
@@ -166,6 +199,12 @@ class JobServerSettings:
         4,
         ge=1,
         description="Synchronous predictions run at once by the job server; more get 503 busy.",
+    )
+    train_requires_upload_record: bool = Field(
+        True,
+        description="POST /train trains only an upload the upload service reports (asked over "
+        "HTTP): known, not rejected, and with the sha256 it recorded, which the job then verifies "
+        "on the bytes it reads. Off only for a job server without an upload service.",
     )
 
 

@@ -13,6 +13,7 @@ from salesflow.config.data import SparkSettings, StorageSettings, TrainingSettin
 from salesflow.config.services import (
     DeliverySettings,
     FaultSettings,
+    HttpLimitSettings,
     JobServerSettings,
     KafkaSettings,
     SecuritySettings,
@@ -31,6 +32,7 @@ SETTING_GROUPS: tuple[tuple[str, type], ...] = (
     ("Kafka", KafkaSettings),
     ("Services and HTTP", ServiceSettings),
     ("Security", SecuritySettings),
+    ("HTTP limits", HttpLimitSettings),
     ("Uploads", UploadSettings),
     ("Upload events: outbox and consumer", DeliverySettings),
     ("Job server", JobServerSettings),
@@ -45,6 +47,7 @@ class Settings(
     JobServerSettings,
     DeliverySettings,
     UploadSettings,
+    HttpLimitSettings,
     SecuritySettings,
     ServiceSettings,
     KafkaSettings,

@@ -18,6 +18,7 @@ from salesflow.kafka.clients import (
     consumer_lag,
     ensure_topics,
     producer_config,
+    topic_end,
 )
 from salesflow.kafka.publisher import EventPublisher
 
@@ -31,4 +32,5 @@ __all__ = [
     "ensure_topics",
     "producer_config",
     "run_broker",
+    "topic_end",
 ]

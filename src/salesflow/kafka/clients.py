@@ -155,6 +155,24 @@ def broker_reachable(settings: Settings, timeout: float = 2.0) -> bool:
     return True
 
 
+def topic_end(settings: Settings, topic: str, *, timeout: float = 5.0) -> int | None:
+    """The topic's high watermarks summed over partitions (0 when the broker has no such topic);
+    None when the broker does not answer. A broker that lost its log shows a smaller number."""
+    consumer = Consumer(consumer_config(settings, "salesflow-watermarks"))
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return 0
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in metadata.partitions
+        )
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+
+
 def consumer_lag(
     settings: Settings,
     group_id: str | None = None,

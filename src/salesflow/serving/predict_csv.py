@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from salesflow.errors import ModelError
+from salesflow.errors import FieldTooLongError, ModelError, UnterminatedQuoteError
 from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header
 from salesflow.sales.preview import date_of, quantity_problem
+from salesflow.sales.rules import open_quote_line
 from salesflow.serving.model import (
     ModelFacts,
     bound,
@@ -80,12 +81,44 @@ def _drop_reason(store: str, product: str, day: str) -> str | None:
     return None if day else "bad_date"
 
 
+class _Lines:
+    """A file's lines for csv.reader, keeping those of the record being read (for its errors)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.record: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line: str = next(self.handle)
+        self.record.append(line)
+        return line
+
+
 def _records(path: Path, delimiter: str) -> Iterator[list[str]]:
+    """The data records (blank lines skipped). FieldTooLongError for a field over csv's limit
+    (128 KiB), UnterminatedQuoteError for a quote still open at the end, each with its line."""
     # utf-8-sig drops a BOM; undecodable bytes become U+FFFD, as in Spark's reader.
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        next(reader, None)  # the header line
-        yield from (fields for fields in reader if fields)
+        lines = _Lines(handle)
+        reader = csv.reader(lines, delimiter=delimiter)
+        first, last, last_first = 1, [], 1
+        try:
+            while (fields := next(reader, None)) is not None:
+                last, lines.record, last_first = lines.record, [], first
+                first = reader.line_num + 1
+                if fields and last_first > 1:  # the header is record 1
+                    yield fields
+        except csv.Error:  # without `strict`, csv's only error: a field over its size limit
+            raise FieldTooLongError(
+                f"line {reader.line_num}: a field is longer than {csv.field_size_limit()} "
+                "characters (is a closing quote missing?)"
+            ) from None
+        # The last record swallowed the rest of the file when one of its quotes never closed.
+        if opened := open_quote_line(last, last_first, delimiter, strict=True):
+            raise UnterminatedQuoteError(f"quote opened on line {opened} is never closed")
 
 
 def read_monthly(path: Path) -> MonthlyRows:

@@ -98,7 +98,8 @@ def _read_once(
     """This file's reading, or what stands for it when it needs none (see `_lookup`)."""
     if item.sha256 and (found := _lookup(run, item, item.sha256, grains, known, done)):
         return found  # known without touching the file
-    with open_sales(item.url, run.settings) as sales:  # the header check comes first
+    # the header check comes first; with the upload's sha256, Spark reads a verified copy
+    with open_sales(item.url, run.settings, sha256=item.sha256) as sales:
         path = str(sales.local_path) if sales.local_path else item.url
         sha256 = item.sha256 or file_sha256(path, run.settings)
         if item.sha256 is None and (found := _lookup(run, item, sha256, grains, known, done)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,11 +30,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
 from salesflow.config import Settings
-from salesflow.errors import InputError, ObjectNotFoundError
+from salesflow.errors import InputError, IntegrityError, ObjectNotFoundError
 from salesflow.sales.contract import HEADER_PROBE_BYTES, HeaderInfo, check_header
 from salesflow.storage import local_path_of, open_store
 
 __all__ = [
+    "STAGING_DIR",
     "SalesSource",
     "file_sha256",
     "needs_multiline",
@@ -180,20 +182,61 @@ def _local_head(path: Path) -> bytes:
         raise InputError(f"{path} is a folder, not a CSV file") from None
 
 
+#: Where a training job keeps its verified private copy of an upload (under the data folder);
+#: the job server empties it when it starts.
+STAGING_DIR = "staging"
+
+
+def _check_digest(url: str, found: str, expected: str) -> None:
+    if found != expected:
+        raise IntegrityError(
+            f"the stored file {url.rsplit('/', 1)[-1]} changed after it was verified: its sha256 "
+            f"is {found}, the upload's is {expected}; it was not trained on"
+        )
+
+
+@contextmanager
+def _verified_copy(path: Path, url: str, sha256: str, settings: Settings) -> Iterator[Path]:
+    """A private copy of `path`, hashed as it is copied (one read); IntegrityError unless its
+    sha256 is `sha256`. Spark reads the copy, so a later change to the stored file is never seen."""
+    folder = settings.data_dir / STAGING_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{secrets.token_hex(16)}.csv"
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as src, target.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        _check_digest(url, digest.hexdigest(), sha256)
+        yield target
+    except FileNotFoundError:
+        raise ObjectNotFoundError(f"no such file: {url.rsplit('/', 1)[-1]}") from None
+    finally:
+        target.unlink(missing_ok=True)
+
+
 @contextmanager
 def open_sales(
-    url: str, settings: Settings, *, require_quantity: bool = True
+    url: str, settings: Settings, *, require_quantity: bool = True, sha256: str | None = None
 ) -> Iterator[SalesSource]:
     """Check a sales file's header and give Spark a path to it for the duration of the block.
 
     `url` is file:///..., a plain path, or s3://bucket/key. An s3 object is read as s3a:// when
     `settings.spark_s3a` is on, otherwise it is staged to a local temp file that the block owns.
+    With `sha256`, the bytes Spark reads are verified first (IntegrityError, checksum_mismatch): a
+    local file is copied while it is hashed and Spark reads the copy; a staged s3 object is hashed
+    once staged; with s3a the store re-reads the object first (Spark then reads it again).
     """
     scheme = urlparse(url).scheme
     if scheme in ("", "file"):
         path = local_path_of(url).resolve()
         header = check_header(_local_head(path), require_quantity=require_quantity)
-        yield SalesSource(url, str(path), header, path)
+        if sha256 is None:
+            yield SalesSource(url, str(path), header, path)
+            return
+        with _verified_copy(path, url, sha256, settings) as copy:
+            yield SalesSource(url, str(copy), header, copy)
         return
     if scheme != "s3":
         raise InputError(f"unsupported sales file URL {url!r}: use file:///path, a path, or s3://")
@@ -203,10 +246,14 @@ def open_sales(
         store.read_head(key, HEADER_PROBE_BYTES), require_quantity=require_quantity
     )
     if settings.spark_s3a:
+        if sha256 is not None:
+            _check_digest(url, str(store.checksum(key).sha256), sha256)
         yield SalesSource(url, "s3a://" + url[len("s3://") :], header, None)
         return
     log.info("staging %s to a local file (spark_s3a is off)", url)
     with store.local_path(key) as staged:
+        if sha256 is not None:
+            _check_digest(url, file_sha256(str(staged), settings), sha256)
         yield SalesSource(url, str(staged), header, staged)
 
 

@@ -69,6 +69,9 @@ def spark_conf(settings: Settings, java_options: str = "") -> dict[str, str]:
         # Keep Spark's scratch files and Derby/metastore leftovers under the data folder.
         "spark.local.dir": str(settings.data_dir / "spark-tmp"),
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
+        # Hadoop sets the permissions of what it writes from its own umask (022 by default), not
+        # the process's: models and histories stay private like every other file (private.py).
+        "spark.hadoop.fs.permissions.umask-mode": "077",
         "spark.driver.extraJavaOptions": " ".join(
             filter(None, [f"-Dderby.system.home={settings.data_dir / 'derby'}", java_options])
         ),

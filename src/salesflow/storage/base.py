@@ -172,6 +172,12 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error (as on S3)."""
 
+    def sweep_unfinished(self, prefix: str) -> tuple[str, ...]:
+        """Remove what unfinished writes under `prefix` left behind (temp files, incomplete
+        multipart uploads); what was removed. Only for a writer that knows no write of its own
+        is in flight under `prefix` (the upload service as it starts)."""
+        return ()
+
     @abstractmethod
     def url_for(self, key: str) -> str:
         """The URL of `key` in this store."""

@@ -42,7 +42,10 @@ WRITEBACK_STEP = 8 * 1024 * 1024
 
 def _os_error(exc: OSError, key: str, action: str) -> StorageError:
     if exc.errno in _FULL_ERRNOS:
-        return StorageFullError(f"no space left while {action} {key!r}: {exc.strerror}")
+        return StorageFullError(
+            f"no space left while {action} {key!r}: {exc.strerror}; free space on the object "
+            "store's disk and try again"
+        )
     return StorageError(f"{action} {key!r} failed: {exc.strerror or type(exc).__name__}")
 
 
@@ -148,6 +151,17 @@ class FileStore(ObjectStore):
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise _os_error(exc, key, "deleting") from exc
+
+    def sweep_unfinished(self, prefix: str) -> tuple[str, ...]:
+        check_key(prefix, prefix=True)
+        removed = []
+        for folder, _dirs, files in os.walk(self.root.joinpath(*prefix.split("/")[:-1])):
+            for name in files:
+                if TEMP_NAME.fullmatch(name):
+                    path = Path(folder, name)
+                    path.unlink(missing_ok=True)
+                    removed.append(path.relative_to(self.root).as_posix())
+        return tuple(removed)
 
     def url_for(self, key: str) -> str:
         return self._path(key).as_uri()

@@ -303,6 +303,23 @@ class S3Store(ObjectStore):
         except _S3_ERRORS as exc:
             raise _s3_error(exc, key, "delete") from exc
 
+    def sweep_unfinished(self, prefix: str) -> tuple[str, ...]:
+        check_key(prefix, prefix=True)
+        root = f"{self.prefix}/" if self.prefix else ""
+        removed = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=root + prefix
+            ):
+                for upload in page.get("Uploads", []):
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    removed.append(upload["Key"][len(root) :])
+        except _S3_ERRORS as exc:
+            raise _s3_error(exc, prefix, "sweep") from exc
+        return tuple(removed)
+
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._s3_key(key)}"
 

@@ -9,7 +9,6 @@ from importlib import resources
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -20,7 +19,7 @@ from salesflow.services.dashboard.overview import StatusBoard
 from salesflow.services.dashboard.proxy import Upstream
 from salesflow.services.dashboard.routes import DashboardState, api, pages
 from salesflow.services.dashboard.session import SessionGate, SessionStore, redact_token
-from salesflow.services.http import health_router, install_error_handlers
+from salesflow.services.http import health_router, install_error_handlers, serve_app
 
 __all__ = ["create_app", "dashboard_url", "login_url", "serve", "web_root"]
 
@@ -105,9 +104,4 @@ def serve(settings: Settings) -> None:
     """Run the dashboard on settings.host:settings.dashboard_port until interrupted."""
     configure_logging("dashboard")
     logging.getLogger("uvicorn.access").addFilter(_RedactToken())
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.dashboard_port,
-        log_config=None,  # keep our JSON logging
-    )
+    serve_app(create_app(settings), settings, settings.dashboard_port)

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
-import uvicorn
 from fastapi import FastAPI
 
 from salesflow import logs
@@ -22,8 +21,16 @@ from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import ObjectNotFoundError, UnavailableError
 from salesflow.registry import ModelRegistry
-from salesflow.services.http import ReadinessCheck, install_error_handlers, protected
+from salesflow.services.http import (
+    ERROR_RESPONSES,
+    ReadinessCheck,
+    guard_requests,
+    install_error_handlers,
+    protected,
+    serve_app,
+)
 from salesflow.services.http import health_router as make_health_router
+from salesflow.services.jobs.admission import UploadAdmission
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState
 from salesflow.services.jobs.engine import SparkEngine, spark_engine
@@ -206,6 +213,7 @@ def create_app(
             runner=runner,
             startup=startup,
             predict_slots=threading.BoundedSemaphore(settings.predict_max_concurrent),
+            admission=UploadAdmission.for_settings(settings),
         )
         startup.start()
         reporter.start()
@@ -219,6 +227,7 @@ def create_app(
             await anyio.to_thread.run_sync(runner.stop)
             await anyio.to_thread.run_sync(reporter.stop)
             await anyio.to_thread.run_sync(jobs_engine.stop)
+            app.state.server.admission.close()
             del app.state.server
             del app.state.forecasts
             db.close()
@@ -226,14 +235,12 @@ def create_app(
     app = FastAPI(title="salesflow job server", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(make_health_router(_health_checks(app)))
-    app.include_router(router, dependencies=protected(settings))
+    app.include_router(router, dependencies=protected(settings), responses=ERROR_RESPONSES)
+    guard_requests(app, settings, file_routes=(("POST", "/predict"),))
     return app
 
 
 def serve(settings: Settings) -> None:
     """Run the job server on settings.host:settings.jobs_port until interrupted."""
     logs.configure_logging("jobs")
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.jobs_port, log_config=None
-    )
-    uvicorn.Server(config).run()
+    serve_app(create_app(settings), settings, settings.jobs_port)

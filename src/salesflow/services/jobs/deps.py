@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from salesflow.config import Settings
 from salesflow.errors import UnavailableError
 from salesflow.registry import ModelRegistry
+from salesflow.services.jobs.admission import UploadAdmission
 from salesflow.services.jobs.db import JobDB
 from salesflow.services.jobs.runner import JobRunner
 from salesflow.services.jobs.startup import SessionStartup
@@ -39,6 +40,8 @@ class ServerState:
     startup: SessionStartup
     #: Synchronous predictions running now are bounded by settings.predict_max_concurrent.
     predict_slots: threading.BoundedSemaphore
+    #: Which uploads may train (asks the upload service).
+    admission: UploadAdmission
 
 
 def get_state(request: Request) -> ServerState:

@@ -1,7 +1,7 @@
 """Clean-up after a job server that died mid-job: the half-written folders its jobs left behind.
 
 Every write a job makes goes to a temporary name first and is renamed into place when complete
-(a model in `models/.staging/<random>/`, a curated partition in `.tmp-<random>/`, a CSV in
+(a verified copy of an upload in `<data_dir>/staging/`, a model in `models/.staging/<random>/`, a curated partition in `.tmp-<random>/`, a CSV in
 `.<name>.tmp-<random>/`), so a killed job leaves only such names, never a partial version,
 partition or file. Readers skip them, but they hold disk and look like partial output, so the job
 server removes them when it starts after recovering interrupted jobs. Only then: with one job server
@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from salesflow.config import Settings
+from salesflow.spark.read import STAGING_DIR
 
 __all__ = ["leftovers", "sweep_leftovers"]
 
@@ -54,6 +55,12 @@ def sweep_leftovers(settings: Settings) -> list[Path]:
     if settings.warehouse_url.startswith("file:"):
         roots.append(settings.warehouse_path)
     removed = []
+    staging = settings.data_dir / STAGING_DIR  # verified copies of uploads: every one is a leftover
+    if staging.is_dir():
+        for path in sorted(staging.iterdir()):
+            path.unlink(missing_ok=True)
+            log.warning("removed %s, a copy staged by an interrupted job", path.name)
+            removed.append(path)
     for root in roots:
         for path in leftovers(root):
             if path.is_dir() and not path.is_symlink():

@@ -30,11 +30,9 @@ from salesflow.services.jobs.db import MAX_LIST
 from salesflow.services.jobs.deps import (
     DbDep,
     RegistryDep,
-    RunnerDep,
     ServerState,
     SettingsDep,
     StateDep,
-    StoreDep,
 )
 from salesflow.services.jobs.engine import PredictOutcome
 from salesflow.services.jobs.models import model_view, models_listing
@@ -112,10 +110,10 @@ class ActivateRequest(BaseModel):
 
 
 @router.post("/train", status_code=202)
-def post_train(
-    body: TrainRequest, db: DbDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
-) -> dict[str, Any]:
-    """Queue training on an upload; the same upload id answers with the same job unless `replay`."""
+def post_train(body: TrainRequest, state: StateDep) -> dict[str, Any]:
+    """Queue training on an upload the upload service reports (409 with the reason for one it does
+    not, or a rejected one); the same upload id answers with the same job unless `replay`."""
+    db, store, runner, settings = state.db, state.store, state.runner, state.settings
     url = store.url_for(upload_key(body.upload_id))
     if body.url is not None and body.url != url:
         raise InvalidKeyError(
@@ -124,7 +122,7 @@ def post_train(
         )
     if body.sha256 is not None and not _SHA256.fullmatch(body.sha256):
         raise InputError("sha256 must be 64 lowercase hex digits")
-    sha256 = body.sha256
+    sha256 = state.admission.sha256_to_train(body.upload_id, body.sha256)
     if body.replay:
         store.head(upload_key(body.upload_id))  # 404 unless the file is still stored
         first = db.first_train(body.upload_id)

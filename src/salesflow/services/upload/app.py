@@ -7,14 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-import uvicorn
 from fastapi import FastAPI
 
 from salesflow import libc
 from salesflow.config import Settings
 from salesflow.kafka import EventPublisher
 from salesflow.logs import configure_logging
-from salesflow.services.http import install_error_handlers, protected
+from salesflow.sales.contract import UPLOAD_PREFIX
+from salesflow.services.http import (
+    ERROR_RESPONSES,
+    guard_requests,
+    install_error_handlers,
+    protected,
+    serve_app,
+)
 from salesflow.services.upload.db import UploadDB
 from salesflow.services.upload.deps import Resources
 from salesflow.services.upload.health import health_routes
@@ -36,6 +42,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = store_for(settings)
+        # What uploads killed mid-stream left: no upload of this (single) service is in flight yet.
+        for key in await anyio.to_thread.run_sync(store.sweep_unfinished, UPLOAD_PREFIX):
+            log.warning("removed %s, left by an upload that never finished", key)
         db = UploadDB(settings.data_dir / DB_FILE)
         publisher = EventPublisher(settings)
         jobs, close_jobs = job_server_lookup(settings)
@@ -56,7 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="salesflow upload service", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health_routes(lambda: app.state.resources))
-    app.include_router(uploads, dependencies=protected(settings))
+    app.include_router(uploads, dependencies=protected(settings), responses=ERROR_RESPONSES)
+    guard_requests(app, settings, file_routes=(("POST", "/uploads"),))
     return app
 
 
@@ -67,9 +77,4 @@ def serve(settings: Settings) -> None:
         libc.limit_malloc_arenas(settings.upload_malloc_arenas)
     if settings.upload_mmap_threshold:
         libc.fix_mmap_threshold(settings.upload_mmap_threshold)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.upload_port,
-        log_config=None,  # keep our JSON logging
-    )
+    serve_app(create_app(settings), settings, settings.upload_port)

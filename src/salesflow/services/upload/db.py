@@ -301,6 +301,18 @@ class UploadDB(SqliteFile):
                 "UPDATE uploads SET reconciled_at = ? WHERE upload_id = ?", (now, upload_id)
             )
 
+    def uploads_in_status(self, statuses: tuple[str, ...], limit: int = 100) -> list[UploadRecord]:
+        """Uploads in one of `statuses` whose events all left the outbox, oldest first."""
+        marks = ", ".join("?" * len(statuses))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM uploads u WHERE status IN ({marks}) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.upload_id = u.upload_id "
+            "                AND o.published_at IS NULL) "
+            "ORDER BY updated_at LIMIT ?",
+            (*statuses, limit),
+        )
+        return [_record(row) for row in rows]
+
     def touch_reconciled(self, upload_id: str) -> None:
         """Restart an upload's reconcile clock without publishing."""
         with self._transaction() as conn:

@@ -8,6 +8,12 @@ a restart). A kick (after each upload) wakes it at once, so the normal hand-off 
 The same thread reconciles: uploads that stayed stored/queued/training longer than
 `reconcile_after_s` get a fresh event (safe: the job server is idempotent on upload_id). For a
 queued/training upload the job server is asked first, and a finished job's status is adopted.
+
+Two faster heals run on their own clocks. Every JOB_SYNC_S (and on the first pass, so right after
+the service starts), queued/training uploads take over their job's final status: a status report
+lost while this service was down arrives within seconds of its return. Every BROKER_WATCH_S the end
+offset of the uploads topic is read: when it goes back (a broker that lost its log on a restart),
+every upload still `stored` is re-announced at once, not after `reconcile_after_s`.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings
 from salesflow.errors import SalesflowError, UnavailableError
-from salesflow.kafka import ensure_topics
+from salesflow.kafka import ensure_topics, topic_end
 from salesflow.logs import bind
 from salesflow.sales.contract import UploadEvent
 from salesflow.services.upload.db import UploadDB
@@ -45,6 +52,10 @@ MAX_BACKOFF_S = 15.0
 BATCH = 200
 #: TCP connect timeout of the broker pre-flight; loopback or LAN answers in milliseconds.
 CONNECT_TIMEOUT_S = 1.0
+#: How often queued/training uploads are matched with their job's status (and at start).
+JOB_SYNC_S = 10.0
+#: How often the uploads topic's end offset is read to notice a broker that lost its log.
+BROKER_WATCH_S = 5.0
 #: How long a stopping relay waits for an in-flight publish (bounded by the delivery timeout).
 STOP_TIMEOUT_S = 30.0
 
@@ -122,12 +133,19 @@ class OutboxRelay:
         *,
         jobs: JobLookup | None = None,
         prepare: Callable[[], None] | None = None,
+        topic_end_fn: Callable[[], int | None] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.publisher = publisher
         self.jobs = jobs
         self.prepare = prepare or _default_prepare(settings)
+        self.topic_end = topic_end_fn or (
+            lambda: topic_end(settings, settings.kafka_uploads_topic, timeout=2.0)
+        )
+        self._seen_end: int | None = None
+        self._next_sync = 0.0  # on the first pass: statuses lost while this service was down
+        self._next_watch = time.monotonic() + BROKER_WATCH_S
         self.failures = 0
         self.last_error: str | None = None
         self._wake = threading.Event()
@@ -164,6 +182,7 @@ class OutboxRelay:
             if self._stop.is_set():
                 break
             try:
+                self.heal_quickly()
                 self.reconcile()
                 more = self.publish_pending()
             except Exception as exc:  # the relay must survive anything; the rows stay pending
@@ -223,6 +242,48 @@ class OutboxRelay:
         self.last_error = str(exc)[:500]
         log.warning("could not publish upload events (attempt %d): %s", self.failures, exc)
 
+    def heal_quickly(self) -> None:
+        """The job-status sync and the broker watch, each when its clock says (see the module)."""
+        now = time.monotonic()
+        if self.jobs is not None and now >= self._next_sync:
+            self._next_sync = now + JOB_SYNC_S
+            self.sync_jobs()
+        if now >= self._next_watch:
+            self._next_watch = now + BROKER_WATCH_S
+            self.watch_broker()
+
+    def sync_jobs(self) -> int:
+        """Adopt finished jobs' statuses for queued/training uploads; how many were settled."""
+        settled = 0
+        for record in self.db.uploads_in_status(("queued", "training")):
+            with bind(upload_id=record.upload_id):
+                job = self._job_of(record)
+                if job is not None and job.get("status") in ("succeeded", "failed"):
+                    settled += self._adopt(record.upload_id, job)
+        return settled
+
+    def watch_broker(self) -> int:
+        """Re-announce every `stored` upload when the uploads topic's end went back; how many."""
+        # A refused connection answers at once; the metadata request would wait for its timeout.
+        end = self.topic_end() if bootstrap_accepts(self.settings) else None
+        if end is None:  # the broker does not answer: the publisher's backoff handles that
+            return 0
+        seen, self._seen_end = self._seen_end, max(end, self._seen_end or 0)
+        if seen is None or end >= seen:
+            return 0
+        self._seen_end = end
+        log.warning(
+            "the uploads topic's end offset went back from %d to %d: the broker lost its log; "
+            "re-announcing the uploads not yet handed to the job server",
+            seen,
+            end,
+        )
+        lost = self.db.uploads_in_status(("stored",), limit=10_000)
+        for record in lost:
+            self.db.republish(record.upload_id, self.settings.kafka_uploads_topic, event_of(record))
+        self.kick()
+        return len(lost)
+
     def reconcile(self) -> int:
         """Re-announce uploads whose hand-off looks lost; returns how many were re-published."""
         republished = 0
@@ -239,21 +300,28 @@ class OutboxRelay:
             self.kick()
         return republished
 
+    def _job_of(self, record: UploadRecord) -> dict[str, Any] | None:
+        """The job server's job for the upload; None if it has none or does not answer."""
+        if self.jobs is None:
+            return None
+        try:
+            return self.jobs(record.upload_id)
+        except UnavailableError as exc:
+            log.info("job server unavailable for upload %s: %s", record.upload_id, exc)
+        except Exception:  # a broken answer must not stop the relay; re-publishing is safe
+            log.warning("job lookup of upload %s failed", record.upload_id, exc_info=True)
+        return None
+
     def _adopt_job(self, record: UploadRecord) -> bool:
         """Take over a finished job's outcome; True if the upload is now settled."""
-        if self.jobs is None:
-            return False
-        try:
-            job = self.jobs(record.upload_id)
-        except UnavailableError as exc:
-            log.info("job server unavailable for a stale upload (%s); re-publishing", exc)
-            return False
-        except Exception:  # a broken answer must not stop the relay; re-publishing is safe
-            log.warning("job lookup of a stale upload failed; re-publishing", exc_info=True)
-            return False
+        job = self._job_of(record)
         if job is None:
             return False
-        upload_id, status = record.upload_id, job.get("status")
+        return self._adopt(record.upload_id, job)
+
+    def _adopt(self, upload_id: str, job: dict[str, Any]) -> bool:
+        """Record the job's status on the upload; True if the upload is settled or in hand."""
+        status = job.get("status")
         if status == "succeeded":
             self.db.update_status(
                 upload_id,
