@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke bench-scale audit clean check-java install browser-deps
+.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke bench-scale audit clean check-java install browser-deps screenshot
 
 help:
 	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
 	@echo "make test        the whole test suite (unit, integration, end-to-end)"
 	@echo "make test-fast   unit tests only (a minute or two)"
+	@echo "make screenshot  refresh docs/forecast-explorer.png (the README's picture) with the browser test"
 	@echo "make lint        ruff check, ruff format --check, mypy on src/, import layers (lint-imports)"
 	@echo "make bench       benchmarks (prints tables, writes bench/results/*.json)"
 	@echo "make bench-smoke a quick run of every benchmark (CI runs it)"
@@ -48,6 +49,10 @@ up: check-java $(STAMP)
 # --durations: the slowest tests, so a CI log shows where the suite's time goes.
 test: check-java browser-deps $(STAMP)
 	$(PYTEST) tests --durations=25
+
+# `make test` leaves tracked files alone; this runs the browser test to refresh the README's picture.
+screenshot: check-java browser-deps $(STAMP)
+	SALESFLOW_SCREENSHOT_TO=$(CURDIR)/docs/forecast-explorer.png $(PYTEST) tests/browser -q
 
 test-fast: check-java $(STAMP)
 	$(PYTEST) tests -m "not slow and not e2e"

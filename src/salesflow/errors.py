@@ -31,6 +31,8 @@ SalesflowError                          HTTP 500 unless a class below says other
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BodyTimeoutError",
     "BusyError",
@@ -95,6 +97,12 @@ class FieldTooLongError(InputError):
 
 class TooManyRejectsError(InputError):
     code = "too_many_rejects"
+
+    def __init__(self, message: str, *, counts: dict[str, Any] | None = None) -> None:
+        """`counts`: what the read found (rows_read, rows_rejected, rejects_by_reason,
+        rejects_url), kept with the failed job so it shows the real numbers."""
+        super().__init__(message)
+        self.counts = dict(counts or {})
 
 
 class InvalidEventError(InputError):

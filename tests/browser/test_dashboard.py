@@ -3,7 +3,8 @@ train (month and day models: granularity both), and check what the forecast expl
 month and by day, against the data and the forecast API.
 
 Playwright drives Debian's chromium (/usr/bin/chromium, installed by `make test`'s browser-deps step);
-Playwright's own browser download is never used.
+Playwright's own browser download is never used. Screenshots go to the test's temporary folder;
+`make screenshot` sets SALESFLOW_SCREENSHOT_TO to refresh the README's picture from this test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import shutil
 from collections import defaultdict
 from datetime import date, timedelta
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from salesflow.clients.jobs import JobServerClient
+from salesflow.registry import ModelRegistry
 from salesflow.sales.generate import generate_sales
 from salesflow.services.dashboard.app import dashboard_url, login_url
 from salesflow.services.dashboard.session import COOKIE
@@ -31,7 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "forecast-explorer.png"
+#: Where `make screenshot` wants the explorer's picture (unset: it stays in the tmp folder).
+SCREENSHOT_TO = os.environ.get("SALESFLOW_SCREENSHOT_TO")
 #: Rows in the uploaded file: enough for 51 months of history, quick to train. The default catalogue
 #: has 3 stores x 3 products, so the zero-filled daily history is only ~14k day cells.
 ROWS = 5_000
@@ -185,8 +189,8 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
                 if pair and pair[0] is not None:
                     assert close(lows[month], pair[0]), month
             page.screenshot(path=str(shots / "forecast-explorer.png"), full_page=False)
-            DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-            shutil.copyfile(shots / "forecast-explorer.png", DOCS_SCREENSHOT)
+            if SCREENSHOT_TO:
+                shutil.copyfile(shots / "forecast-explorer.png", SCREENSHOT_TO)
 
             # The CSV download holds the same numbers as the table.
             with page.expect_download() as download_info:
@@ -233,6 +237,9 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             board = page.locator("#leaderboard")
             expect(board).to_contain_text("Model competition:", timeout=UI_TIMEOUT_MS)
             expect(board.locator("tr:has(td)")).to_have_count(len(settings.candidates))
+
+            check_explorer_follows_the_active_model(page, base, settings, store, product)
+            check_focus_kept_across_refreshes(page, base)
             page.set_viewport_size({"width": NARROW, "height": 900})
             page.goto(f"{base}/#/overview")
             expect(page.locator("#active-model-stats")).to_have_attribute(
@@ -312,3 +319,51 @@ def check_day_view(
     for day, answer in answers.items():
         assert close(float(rows[day]["predicted_quantity"]), answer["predicted_quantity"]), day
     assert close(float(rows[window[-1]]["actual_quantity"]), sold.get(window[-1], 0.0))
+
+
+def check_explorer_follows_the_active_model(
+    page: Any, base: str, settings: Any, store: str, product: str
+) -> None:
+    """An activation elsewhere redraws the open explorer; Enter on "Activate" activates."""
+    from playwright.sync_api import expect
+
+    # A second month version (a copy of v0001 published as a candidate) to switch between.
+    registry = ModelRegistry(settings.warehouse_path / "models")
+    first = registry.get("v0001")
+    with registry.staging() as staged:
+        shutil.copytree(first.path, staged, dirs_exist_ok=True)
+        copy = registry.publish(staged, first.metadata, activate=False, reason="t", actor="test")
+    lineage = page.locator("#forecast-lineage")
+    page.goto(f"{base}/#/forecast?store={store}&product={product}")
+    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
+
+    with JobServerClient(settings) as client:
+        client.activate(copy.version, reason="activated by the browser test")
+    expect(lineage).to_contain_text(f"Model {copy.version}", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#forecast-note")).to_contain_text(f"now {copy.version}")
+
+    # Back to v0001 with the keyboard only: Enter on the row's button, Enter on the dialog's.
+    page.goto(f"{base}/#/models")
+    button = page.locator("#models-table button[data-version='v0001']")
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.locator("#confirm-ok").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#models-table tr[data-version='v0001']")).to_contain_text(
+        "active (month)", timeout=UI_TIMEOUT_MS
+    )
+    page.goto(f"{base}/#/forecast?store={store}&product={product}")
+    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
+
+
+def check_focus_kept_across_refreshes(page: Any, base: str) -> None:
+    """The jobs view redraws every few seconds; a focused row keeps the focus through it."""
+    page.goto(f"{base}/#/jobs")
+    row = page.locator("#jobs-table tbody tr").first
+    row.focus()
+    job = row.get_attribute("data-job")
+    count = int(page.evaluate("() => Number(document.body.dataset.refreshes || 0)"))
+    page.wait_for_function(f"() => Number(document.body.dataset.refreshes || 0) >= {count + 2}")
+    focused = page.evaluate("() => document.activeElement.closest('tr')?.dataset.job || null")
+    assert focused == job

@@ -54,6 +54,8 @@ export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothin
       tr.classList.add("clickable");
       tr.addEventListener("click", () => onRow(row));
       tr.addEventListener("keydown", (event) => {
+        // Only keys pressed on the row itself: Enter on a button or link inside it is theirs.
+        if (event.target !== tr) return;
         if (event.key === "Enter" || event.key === " ") {
           event.preventDefault();
           onRow(row);
@@ -64,6 +66,45 @@ export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothin
   });
   return el("div", { class: "table-scroll" },
     el("table", {}, caption ? el("caption", {}, caption) : null, el("thead", {}, head), el("tbody", {}, body)));
+}
+
+/**
+ * Where keyboard focus and scrolling are, so a redraw can put them back: the focused element as a
+ * CSS path from its nearest ancestor with an id (data attributes, else its position), the page's
+ * scroll and every scrolled box with an id or inside one.
+ */
+export function keepPlace() {
+  const active = document.activeElement;
+  const focus = active && active !== document.body ? pathOf(active) : null;
+  const boxes = [...document.querySelectorAll(".table-scroll, .log")]
+    .filter((box) => box.scrollTop || box.scrollLeft)
+    .map((box) => ({ path: pathOf(box), top: box.scrollTop, left: box.scrollLeft }))
+    .filter((box) => box.path);
+  const { scrollX, scrollY } = window;
+  return () => {
+    for (const box of boxes) {
+      const node = document.querySelector(box.path);
+      if (node) [node.scrollTop, node.scrollLeft] = [box.top, box.left];
+    }
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (focus && lost) document.querySelector(focus)?.focus({ preventScroll: true });
+    if (window.scrollX !== scrollX || window.scrollY !== scrollY) window.scrollTo(scrollX, scrollY);
+  };
+}
+
+function pathOf(node) {
+  const steps = [];
+  for (let at = node; at && at !== document.body; at = at.parentElement) {
+    if (at.id) {
+      steps.unshift(`#${CSS.escape(at.id)}`);
+      return steps.join(" > ");
+    }
+    const data = Object.entries(at.dataset).map(([k, v]) =>
+      `[data-${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}="${CSS.escape(v)}"]`).join("");
+    const index = at.parentElement ? [...at.parentElement.children].indexOf(at) + 1 : 1;
+    steps.unshift(`${at.tagName.toLowerCase()}${data || `:nth-child(${index})`}`);
+  }
+  return null;
 }
 
 /** A status badge: the status name is both its text and its class. */

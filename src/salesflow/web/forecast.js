@@ -6,7 +6,7 @@
 import { api } from "./api.js";
 import { monthlyChart } from "./chart.js";
 import { el, fill, toast } from "./dom.js";
-import { addDays, addMonths, dayLabel, dayRange, monthLabel, monthRange, num, pct, when } from "./format.js";
+import { addDays, addMonths, dayLabel, dayRange, monthLabel, monthRange, num, pct, stamp } from "./format.js";
 
 const HORIZON = 12; // months forecast after the last month the model learned from
 const DAY_HORIZON = 28; // days forecast after the last day the day model learned from: four weeks
@@ -15,7 +15,8 @@ const BAND_LEVEL = "0.8";
 const BATCH = 10000; // the job server's largest POST /forecast batch
 const MAX_SINGLE_GETS = 120; // without POST /forecast, at most this many GETs
 
-export const interval = 0; // nothing moves by itself here: redrawn on a change of selection
+// Redrawn on a change of selection, and when another model becomes active (checked this often).
+export const interval = 10000;
 
 let series = null;
 let shown = null; // "store|product|granularity" drawn now
@@ -24,6 +25,7 @@ let rowsGranularity = "month"; // what `rows` hold (the CSV's first column)
 let resizeObserver = null;
 let redraw = null;
 let drawing = 0; // the latest show() call: an older one that finishes later draws nothing
+let drawnVersion = null; // the active model version the drawn forecast came from
 
 export async function enter({ query }) {
   wire();
@@ -34,6 +36,7 @@ export async function enter({ query }) {
   setSelect("product-select", product);
   if (query.get("view") === "day" || query.get("view") === "month") setGranularity(query.get("view"));
   if (shown !== `${store}|${product}|${granularity()}`) await show();
+  else await followActive();
 }
 
 /** The switch's choice; "month" while the switch is hidden (no day model active). */
@@ -46,7 +49,32 @@ function setGranularity(value) {
   document.getElementById(`granularity-${value === "day" ? "day" : "month"}`).checked = true;
 }
 
-export async function refresh() {}
+export async function refresh() {
+  await followActive();
+}
+
+/** The version active now for the granularity shown (null: none), from the job server. */
+function activeOf(models, daily) {
+  const want = daily ? "day" : "month";
+  return models?.models?.find((m) => m.active && (m.granularity || "month") === want) || null;
+}
+
+/** Redraw when the active model is no longer the one drawn (an activation or a promotion). */
+async function followActive() {
+  if (shown === null) return;
+  const models = await api("/models");
+  const now = activeOf(models, granularity() === "day")?.version || null;
+  if (now === drawnVersion) return;
+  const before = drawnVersion;
+  await show();
+  if (before && now) say(`The active model is now ${now} (it was ${before}): the forecast above is drawn from ${now}.`);
+}
+
+function say(message) {
+  const note = document.getElementById("forecast-note");
+  note.textContent = note.hidden ? message : `${message} ${note.textContent}`;
+  note.hidden = false;
+}
 
 function wire() {
   if (resizeObserver) return;
@@ -150,8 +178,7 @@ async function show() {
     shown = `${store}|${product}|${daily ? "day" : "month"}`;
     const hash = `#/forecast?store=${encodeURIComponent(store)}&product=${encodeURIComponent(product)}${daily ? "&view=day" : ""}`;
     if (window.location.hash !== hash) window.history.replaceState(null, "", hash);
-    const want = daily ? "day" : "month";
-    const active = models?.models?.find((m) => m.active && (m.granularity || "month") === want) || null;
+    const active = activeOf(models, daily);
     const past = await api("/history", {
       params: { store_id: store, product_id: product, ...(daily ? { granularity: "day", days: DAY_WINDOW } : {}) },
     });
@@ -198,6 +225,7 @@ async function show() {
       messages.push("No active model yet: upload a sales file to train one.");
     }
     if (ticket !== drawing) return; // the selection changed meanwhile
+    drawnVersion = active?.version || null;
     // Backtest windows are shaded on the month axis only (a day model's windows span whole months).
     const windows = (daily ? [] : active?.backtest?.windows || []).map((w, i) => ({
       label: `backtest window ${i + 1}: fitted up to ${w.origin}, scored ${w.months?.[0]} → ${w.months?.at(-1)}`,
@@ -266,7 +294,7 @@ function renderLineage(lineage, active, daily) {
   const sources = lineage?.training_sources?.length ?? active?.inputs?.length;
   const cut = daily ? 10 : 7;
   fill("forecast-lineage",
-    `${daily ? "Day model" : "Model"} ${version}, trained ${when(lineage?.trained_at || active?.created_at)}`,
+    `${daily ? "Day model" : "Model"} ${version}, trained `, stamp(lineage?.trained_at || active?.created_at),
     range ? ` on ${String(range.first).slice(0, cut)} → ${String(range.last).slice(0, cut)}` : "",
     sources ? ` (${sources} source file${sources === 1 ? "" : "s"})` : "",
     skill !== undefined && skill !== null ? `; backtest skill vs seasonal-naive ${pct(skill)}` : "", ".");

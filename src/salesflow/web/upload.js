@@ -106,12 +106,17 @@ function renderFollow(record) {
   document.getElementById("follow-id").textContent = record.upload_id;
   const status = record.status;
   const failed = status === "failed" || status === "rejected";
-  const reached = failed ? STEPS.indexOf(record.job_id ? "training" : "queued") : STEPS.indexOf(status);
-  const steps = STEPS.map((step, i) => {
-    const name = i === STEPS.length - 1 && failed ? status : step;
-    let state = i < reached || (i === reached && status === "trained") ? "done" : i === reached ? "current" : "todo";
-    if (failed && i === STEPS.length - 1) state = "failed";
-    return el("li", { class: `step ${state}`, "aria-current": state === "current" ? "step" : null }, name);
+  // A failed upload: the steps it passed are done, the one it stopped at says "failed" (or
+  // "rejected") in its place, and nothing after it is drawn.
+  const stoppedAt = STEPS.indexOf(record.job_id ? "training" : "queued");
+  const reached = failed ? stoppedAt : STEPS.indexOf(status);
+  const shownSteps = failed ? STEPS.slice(0, stoppedAt + 1) : STEPS;
+  const steps = shownSteps.map((step, i) => {
+    if (failed && i === stoppedAt) {
+      return el("li", { class: "step failed", title: `stopped at ${step}` }, `${status} (${step})`);
+    }
+    const state = i < reached || (i === reached && status === "trained") ? "done" : i === reached ? "current" : "todo";
+    return el("li", { class: `step ${state}`, "aria-current": state === "current" ? "step" : null }, step);
   });
   const list = fill("upload-status", ...steps);
   list.dataset.status = status;

@@ -16,11 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from salesflow.auth import auth_headers, load_or_create_token
 from salesflow.config import Settings
 from salesflow.logs import configure_logging
+from salesflow.services.dashboard.metrics import StatusCollector
 from salesflow.services.dashboard.overview import StatusBoard
 from salesflow.services.dashboard.proxy import Upstream
 from salesflow.services.dashboard.routes import DashboardState, api, pages
 from salesflow.services.dashboard.session import SessionGate, SessionStore, redact_token
 from salesflow.services.http import health_router, install_error_handlers
+from salesflow.services.metrics import install_metrics
 
 __all__ = ["create_app", "dashboard_url", "login_url", "serve", "web_root"]
 
@@ -89,6 +91,12 @@ def create_app(
     app.include_router(pages)
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=root), name="static")
+    collector = StatusCollector()
+
+    async def refresh_status() -> None:
+        collector.latest = await app.state.dashboard.board.status()
+
+    install_metrics(app, settings, [collector], before_scrape=refresh_status)
     app.add_middleware(SessionGate, sessions=sessions, required=settings.auth_enabled)
     return app
 

@@ -151,6 +151,12 @@ async def get_job(job_id: IdParam, request: Request, state: StateDep) -> Respons
     return await state.jobs.forward(request, f"/jobs/{job_id}")
 
 
+@api.get("/jobs/{job_id}/rejects")
+async def get_job_rejects(job_id: IdParam, request: Request, state: StateDep) -> Response:
+    """The rows a train job rejected, as a CSV download (job server)."""
+    return await state.jobs.forward(request, f"/jobs/{job_id}/rejects")
+
+
 @api.get("/models")
 async def list_models(request: Request, state: StateDep) -> Response:
     """Model versions with metrics, backtests, importances and the activation history (job server)."""

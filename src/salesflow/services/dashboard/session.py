@@ -32,7 +32,8 @@ MAX_SESSIONS = 1000
 #: Paths served without a session: probes, the login link and the page that explains it.
 #: The stylesheet is open too: the /welcome page uses it, and it holds nothing private.
 OPEN_PATHS = frozenset(
-    {"/healthz", "/readyz", "/login", "/welcome", "/favicon.ico", "/static/style.css"}
+    # /metrics: no session, the service token instead (Prometheus sends it as a bearer token)
+    {"/healthz", "/readyz", "/metrics", "/login", "/welcome", "/favicon.ico", "/static/style.css"}
 )
 
 #: Sent with every answer: only our own scripts and styles, no framing, no referrer (the login URL

@@ -332,13 +332,27 @@ class JobDB(SqliteFile):
             (utc_now(), model_version, json.dumps(result, default=str), json.dumps(log_tail)),
         )
 
-    def fail(self, job_id: str, *, code: str, message: str, log_tail: list[str]) -> Job:
-        """Record a failed job with a stable code and a short message."""
+    def fail(
+        self,
+        job_id: str,
+        *,
+        code: str,
+        message: str,
+        log_tail: list[str],
+        result: dict[str, Any] | None = None,
+    ) -> Job:
+        """Record a failed job with a stable code and a short message (and what it counted)."""
         return self._finish(
             job_id,
             "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = ?, error = ?,"
-            " log_tail = ? WHERE job_id = ? RETURNING *",
-            (utc_now(), code, message, json.dumps(log_tail)),
+            " log_tail = ?, result = COALESCE(?, result) WHERE job_id = ? RETURNING *",
+            (
+                utc_now(),
+                code,
+                message,
+                json.dumps(log_tail),
+                json.dumps(result, default=str) if result else None,
+            ),
         )
 
     def _finish(self, job_id: str, sql: str, params: tuple[Any, ...]) -> Job:
