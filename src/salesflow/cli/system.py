@@ -12,8 +12,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from salesflow.cli.app import JsonOption, app, serve_app, settings, state
-from salesflow.cli.output import console, emit, err, fmt, print_forecast_grid, print_json
+from salesflow.cli.app import JsonOption, WideOption, app, serve_app, settings, state
+from salesflow.cli.output import (
+    console,
+    emit,
+    err,
+    fmt,
+    print_forecast_grid,
+    print_json,
+    short_id,
+    stamp,
+)
 
 __all__ = ["jobs", "show_config", "status", "up"]
 
@@ -111,7 +120,7 @@ def demo(
 
 
 @app.command()
-def status(as_json: JsonOption = False) -> None:
+def status(as_json: JsonOption = False, wide: WideOption = False) -> None:
     """Every service, the broker, the upload consumer, the active model; exit code 1 if one is down.
 
     Required (exit code 1 when down): the upload service, the job server, the broker, and the
@@ -128,7 +137,7 @@ def status(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(answer)
     else:
-        _print_status(answer)
+        _print_status(answer, wide=wide)
     if not answer["ok"]:
         raise typer.Exit(1)
 
@@ -176,12 +185,14 @@ def status_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _print_status(answer: dict[str, Any]) -> None:
-    table = Table("part", "up", "state", "detail", "address", title="salesflow status")
+def _print_status(answer: dict[str, Any], *, wide: bool = False) -> None:
+    headers = ["part", "up", "state", "detail"] + (["address"] if wide else [])
+    table = Table(*headers, title="salesflow status")
     for row in status_rows(answer):
         up = {True: "[green]yes[/]", False: "[red]no[/]"}.get(row["up"], "[yellow]?[/]")
         name = row["part"] + ("" if row["required"] else " (optional)")
-        table.add_row(name, up, row["state"], row["detail"] or "-", row["address"])
+        cells = [name, up, row["state"], row["detail"] or "-", row["address"]]
+        table.add_row(*cells[: len(headers)])
     console.print(table)
     model = answer.get("active_model")
     if answer.get("models_error"):
@@ -192,7 +203,7 @@ def _print_status(answer: dict[str, Any]) -> None:
         skill = (model.get("backtest") or {}).get("skill")
         console.print(
             f"active model: [bold]{model['version']}[/], trained "
-            f"{str(model.get('created_at') or '?')[:19]}, skill {fmt(skill)} "
+            f"{stamp(model.get('created_at')) or '?'}; backtest skill {fmt(skill)} "
             f"(vs seasonal-naive), holdout WAPE {fmt(((model.get('metrics') or {}).get('model') or {}).get('wape'))}"
         )
     day = answer.get("active_day_model")
@@ -200,10 +211,14 @@ def _print_status(answer: dict[str, Any]) -> None:
         skill = (day.get("backtest") or {}).get("skill")
         console.print(
             f"active day model: [bold]{day['version']}[/], trained "
-            f"{str(day.get('created_at') or '?')[:19]}, skill {fmt(skill)} (vs seasonal-naive)"
+            f"{stamp(day.get('created_at')) or '?'}; backtest skill {fmt(skill)} (vs seasonal-naive)"
         )
     if answer["down"]:
         console.print(f"[red]down:[/] {', '.join(answer['down'])}")
+        if not wide:  # where each was looked for (the address column of --wide)
+            where = {row["part"]: row["address"] for row in status_rows(answer)}
+            for part in answer["down"]:
+                console.print(f"  {part} looked for at {where.get(part) or '?'}")
     else:
         console.print("[green]all required parts are up[/]")
 
@@ -214,22 +229,27 @@ def jobs(
     status: Annotated[
         str | None, typer.Option(help="Only jobs in this state (queued, running, ...).")
     ] = None,
-    upload_id: Annotated[str | None, typer.Option("--upload", help="Only this upload's.")] = None,
+    upload_id: Annotated[
+        str | None, typer.Option("--upload", help="Only this upload's (id or unique prefix).")
+    ] = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Recent training and prediction jobs, from the job server."""
+    from salesflow.cli.ids import upload_id as resolve
     from salesflow.clients.jobs import JobServerClient
 
+    upload = resolve(upload_id) if upload_id else None
     with JobServerClient(settings()) as client:
-        records = client.jobs(upload_id=upload_id, status=status, limit=limit)
+        records = client.jobs(upload_id=upload, status=status, limit=limit)
     emit(
         records,
         [
-            ("job", "job_id"),
+            ("job", lambda j: short_id(j.get("job_id"), wide)),
             ("kind", "kind"),
             ("status", "status"),
-            ("upload", "upload_id"),
-            ("created", lambda j: str(j.get("created_at") or "")[:19]),
+            ("upload", lambda j: short_id(j.get("upload_id"), wide)),
+            ("created", lambda j: stamp(j.get("created_at"))),
             ("seconds", _duration),
             ("granularity", "granularity"),
             ("model", _models_of),
@@ -238,6 +258,8 @@ def jobs(
         as_json=as_json,
         title="jobs, newest first",
         empty="no jobs yet",
+        compact=("job", "kind", "status", "upload", "seconds", "model", "error"),
+        wide=wide,
     )
 
 
