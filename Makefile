@@ -30,9 +30,13 @@ browser-deps:
 	  apt-get update && apt-get install -y chromium; }
 
 $(STAMP): pyproject.toml
+	@echo "installing salesflow into $(VENV) (a first run downloads Spark and friends: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "  1/3 pip itself"
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "  2/3 salesflow and its dependencies (pyspark, statsforecast, ...)"
 	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@echo "  3/3 Spark's class archive for this venv (about a minute)"
 	@# Spark's class archive for this venv (a small training, ~45 s once), so even the first
 	@# Spark start of a new clone maps it; without java it is recorded later, by the first run.
 	-@command -v java >/dev/null 2>&1 && $(PY) -m salesflow.spark.class_archive
@@ -40,8 +44,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# ARGS=--keep-running leaves the demo's services (and the dashboard) up until Ctrl-C.
 demo: check-java $(STAMP)
-	$(VENV)/bin/salesflow demo
+	$(VENV)/bin/salesflow demo $(ARGS)
 
 up: check-java $(STAMP)
 	$(VENV)/bin/salesflow up

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from salesflow import cli
+from salesflow.cli import demo
 from salesflow.cli.ids import unique_id
 from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
@@ -122,3 +123,15 @@ def test_a_unique_prefix_names_its_id_and_a_shared_one_is_refused() -> None:
     assert unique_id("efef", ids, "upload") == ids[2]
     with pytest.raises(InputError, match="starts 2 upload ids"):
         unique_id("abcd", ids, "upload")
+
+
+def test_the_demo_ends_by_saying_what_to_do_next(
+    cli_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"store_id": "s1", "product_id": "p1", "period": "2022-04", "predicted_quantity": 3}]
+    record = {"model_version": "v0001"}
+    monkeypatch.setattr(demo, "run_demo", lambda *_, **__: (rows, record))
+    result = narrow("demo")
+    assert result.exit_code == 0, result.output
+    assert "Next: `make up` (or `salesflow up`)" in result.stdout
+    assert f"http://{cli_settings.host}:{cli_settings.dashboard_port}/login?token=" in result.stdout

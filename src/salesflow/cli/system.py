@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -100,13 +101,45 @@ def up() -> None:
 @app.command()
 def demo(
     rows: Annotated[int, typer.Option(help="Sales rows to generate.")] = 20_000,
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave everything up at the end, until Ctrl-C (the dashboard too).")
+    ] = False,
 ) -> None:
-    """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop."""
+    """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop
+    (or, with --keep-running, stay up until Ctrl-C)."""
     from salesflow.cli.demo import run_demo
+    from salesflow.services.dashboard.app import login_url
+
+    cfg = settings()
+
+    def hold(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
+        _print_demo(records, record)
+        # The link carries the token: it goes to this terminal only, never to a log file.
+        console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
+        console.print("Everything stays up; press Ctrl-C to stop.")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+    records, record = run_demo(cfg, rows=rows, console=err, hold=hold if keep_running else None)
+    if keep_running:
+        return
+    _print_demo(records, record)
+    console.print(
+        "\nThe demo has stopped its services; the model and the data stay in "
+        f"{cfg.data_dir}.\nNext: `make up` (or `salesflow up`) starts everything again and prints "
+        "the dashboard's login link;\n`make demo ARGS=--keep-running` leaves the demo up instead.",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(
+        f"Dashboard (once `make up` runs): {login_url(cfg)}", soft_wrap=True, highlight=False
+    )
+
+
+def _print_demo(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
     from salesflow.cli.output import print_metrics
     from salesflow.sales.catalog import load_catalog
 
-    records, record = run_demo(settings(), rows=rows, console=err)
     catalog = load_catalog(None)
     names = {s.id: s.name for s in catalog.stores} | {p.id: p.name for p in catalog.products}
     print_forecast_grid(
