@@ -23,10 +23,15 @@ from typing import Any
 import pytest
 
 from salesflow.clients.jobs import JobServerClient
-from salesflow.registry import ModelRegistry
 from salesflow.sales.generate import generate_sales
 from salesflow.services.dashboard.app import dashboard_url, login_url
 from salesflow.services.dashboard.session import COOKIE
+from tests.browser.checks import (
+    check_explorer_follows_the_active_model,
+    check_focus_kept_across_refreshes,
+    check_phone_layout,
+    check_table_starts_at_the_forecast,
+)
 from tests.conftest import free_port
 from tests.fixtures.system import running_system
 
@@ -174,6 +179,9 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             intervals = [a.get("intervals", {}).get("0.8") for a in api.values()]
             if all(pair and pair[0] is not None for pair in intervals):
                 expect(chart.locator("path.band[data-level='0.8']")).to_have_count(1)
+            if all(a.get("intervals", {}).get("0.95") for a in api.values()):
+                expect(chart.locator("path.band-wide[data-level='0.95']")).to_have_count(1)
+            expect(chart.locator("text.axis-title")).to_have_text("units / month")
             table = page.locator("#forecast-numbers")
             shown = data_values(page, "#forecast-numbers td[data-col='forecast']")
             assert shown.keys() == api.keys()
@@ -191,6 +199,7 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             page.screenshot(path=str(shots / "forecast-explorer.png"), full_page=False)
             if SCREENSHOT_TO:
                 shutil.copyfile(shots / "forecast-explorer.png", SCREENSHOT_TO)
+            check_table_starts_at_the_forecast(page, len(expected))
 
             # The CSV download holds the same numbers as the table.
             with page.expect_download() as download_info:
@@ -240,6 +249,7 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
 
             check_explorer_follows_the_active_model(page, base, settings, store, product)
             check_focus_kept_across_refreshes(page, base)
+            check_phone_layout(page, base)
             page.set_viewport_size({"width": NARROW, "height": 900})
             page.goto(f"{base}/#/overview")
             expect(page.locator("#active-model-stats")).to_have_attribute(
@@ -319,51 +329,3 @@ def check_day_view(
     for day, answer in answers.items():
         assert close(float(rows[day]["predicted_quantity"]), answer["predicted_quantity"]), day
     assert close(float(rows[window[-1]]["actual_quantity"]), sold.get(window[-1], 0.0))
-
-
-def check_explorer_follows_the_active_model(
-    page: Any, base: str, settings: Any, store: str, product: str
-) -> None:
-    """An activation elsewhere redraws the open explorer; Enter on "Activate" activates."""
-    from playwright.sync_api import expect
-
-    # A second month version (a copy of v0001 published as a candidate) to switch between.
-    registry = ModelRegistry(settings.warehouse_path / "models")
-    first = registry.get("v0001")
-    with registry.staging() as staged:
-        shutil.copytree(first.path, staged, dirs_exist_ok=True)
-        copy = registry.publish(staged, first.metadata, activate=False, reason="t", actor="test")
-    lineage = page.locator("#forecast-lineage")
-    page.goto(f"{base}/#/forecast?store={store}&product={product}")
-    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
-
-    with JobServerClient(settings) as client:
-        client.activate(copy.version, reason="activated by the browser test")
-    expect(lineage).to_contain_text(f"Model {copy.version}", timeout=UI_TIMEOUT_MS)
-    expect(page.locator("#forecast-note")).to_contain_text(f"now {copy.version}")
-
-    # Back to v0001 with the keyboard only: Enter on the row's button, Enter on the dialog's.
-    page.goto(f"{base}/#/models")
-    button = page.locator("#models-table button[data-version='v0001']")
-    button.focus()
-    page.keyboard.press("Enter")
-    expect(page.locator("#confirm-dialog")).to_be_visible()
-    page.locator("#confirm-ok").focus()
-    page.keyboard.press("Enter")
-    expect(page.locator("#models-table tr[data-version='v0001']")).to_contain_text(
-        "active (month)", timeout=UI_TIMEOUT_MS
-    )
-    page.goto(f"{base}/#/forecast?store={store}&product={product}")
-    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
-
-
-def check_focus_kept_across_refreshes(page: Any, base: str) -> None:
-    """The jobs view redraws every few seconds; a focused row keeps the focus through it."""
-    page.goto(f"{base}/#/jobs")
-    row = page.locator("#jobs-table tbody tr").first
-    row.focus()
-    job = row.get_attribute("data-job")
-    count = int(page.evaluate("() => Number(document.body.dataset.refreshes || 0)"))
-    page.wait_for_function(f"() => Number(document.body.dataset.refreshes || 0) >= {count + 2}")
-    focused = page.evaluate("() => document.activeElement.closest('tr')?.dataset.job || null")
-    assert focused == job

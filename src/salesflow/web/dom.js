@@ -39,7 +39,7 @@ export function fill(target, ...children) {
  * A table from column specs: {label, value(row) -> text|Node, num?: bool, key?: string}.
  * `onRow(row)` makes rows selectable with the mouse and the keyboard (Enter/Space).
  */
-export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothing yet." } = {}) {
+export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothing yet.", stack = false } = {}) {
   if (!rows.length) return el("p", { class: "muted" }, empty);
   const head = el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : "" }, c.label)));
   const body = rows.map((row) => {
@@ -47,6 +47,7 @@ export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothin
     const cells = columns.map((c) => el("td", {
       class: [c.num ? "num" : "", c.wrap ? "wrap" : ""].join(" ").trim(),
       dataset: c.key ? { col: c.key } : undefined,
+      "data-label": stack ? c.label : undefined, // a stacked row names each value (phone layout)
     }, c.value(row)));
     const tr = el("tr", props, cells);
     if (onRow) {
@@ -65,7 +66,7 @@ export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothin
     return tr;
   });
   return el("div", { class: "table-scroll" },
-    el("table", {}, caption ? el("caption", {}, caption) : null, el("thead", {}, head), el("tbody", {}, body)));
+    el("table", { class: stack ? "stack" : undefined }, caption ? el("caption", {}, caption) : null, el("thead", {}, head), el("tbody", {}, body)));
 }
 
 /**

@@ -1,5 +1,5 @@
 // Forecast explorer: a store and a product (or all) -> monthly actuals, the next 12 months' forecast
-// with its 80% interval, the active model's backtest windows, a table and a CSV download. When a day
+// with its 80% and 95% intervals, the active model's backtest windows, a table and a CSV download. When a day
 // model is active a Month/Day switch appears: the day view draws the last 90 days of daily actuals
 // and the day model's next 28 days; the table and the CSV follow the switch.
 
@@ -12,6 +12,7 @@ const HORIZON = 12; // months forecast after the last month the model learned fr
 const DAY_HORIZON = 28; // days forecast after the last day the day model learned from: four weeks
 const DAY_WINDOW = 90; // days of daily actuals drawn: about a quarter, readable at one point a day
 const BAND_LEVEL = "0.8";
+const WIDE_LEVEL = "0.95"; // the wider band, drawn lighter behind the 80% one
 const BATCH = 10000; // the job server's largest POST /forecast batch
 const MAX_SINGLE_GETS = 120; // without POST /forecast, at most this many GETs
 
@@ -22,6 +23,7 @@ let series = null;
 let shown = null; // "store|product|granularity" drawn now
 let rows = [];
 let rowsGranularity = "month"; // what `rows` hold (the CSV's first column)
+let showHistory = false; // the table starts at the forecast; the history rows are behind a toggle
 let resizeObserver = null;
 let redraw = null;
 let drawing = 0; // the latest show() call: an older one that finishes later draws nothing
@@ -208,12 +210,14 @@ async function show() {
         lineage = result.lineage;
         for (const a of result.answers) {
           const month = periodOf(a, daily);
-          const entry = forecast.get(month) || { value: 0, lo: null, hi: null, basis: new Set(), n: 0 };
+          const entry = forecast.get(month) || { value: 0, lo: null, hi: null, lo95: null, hi95: null, basis: new Set(), n: 0 };
           entry.value += Number(a.predicted_quantity);
           entry.n += 1;
           entry.basis.add(a.basis || "model");
           const band = single ? intervalOf(a) : null;
           if (band) [entry.lo, entry.hi] = band;
+          const wide = single ? intervalOf(a, WIDE_LEVEL) : null;
+          if (wide) [entry.lo95, entry.hi95] = wide;
           forecast.set(month, entry);
         }
         if (!single) messages.push("Totals have no interval drawn: an interval of a sum is not the sum of the series' intervals.");
@@ -243,6 +247,8 @@ async function show() {
         forecast: f ? f.value : null,
         lo: f ? f.lo : null,
         hi: f ? f.hi : null,
+        lo95: f ? f.lo95 : null,
+        hi95: f ? f.hi95 : null,
         basis: f ? [...f.basis].join("+") : "",
       };
     }).filter((r) => r.actual !== null || r.forecast !== null);
@@ -256,13 +262,15 @@ async function show() {
       const unit = daily ? "days" : "months";
       const first = [...forecast.keys()][0];
       monthlyChart(chartBox, {
-        months, actual, forecast, windows, bandLevel: BAND_LEVEL, daily,
+        months, actual, forecast, windows, bandLevel: BAND_LEVEL, wideLevel: WIDE_LEVEL, daily,
+        unit: daily ? "units / day" : "units / month",
         title: `${daily ? "Daily" : "Monthly"} quantity: ${name}`,
         description: `${actual.size} ${unit} of actuals and ${forecast.size} forecast ${unit}${first ? ` from ${(daily ? dayLabel : monthLabel)(first)}` : ""}.`,
       });
     };
     redraw();
-    renderLegend(single && [...forecast.values()].some((f) => f.lo !== null), windows.length > 0);
+    renderLegend(single && [...forecast.values()].some((f) => f.lo !== null),
+      single && [...forecast.values()].some((f) => f.lo95 !== null), windows.length > 0);
     renderLineage(lineage, active, daily);
     renderTable();
     document.getElementById("download-csv").disabled = !rows.length;
@@ -277,10 +285,11 @@ async function show() {
   }
 }
 
-function renderLegend(band, windows) {
+function renderLegend(band, wide, windows) {
   const key = (cls, text) => el("span", { class: "key" }, el("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text);
   fill("forecast-legend", key("actual", "actual"), key("forecast", "forecast"),
-    band ? key("band", "80% interval") : null, windows ? key("window", "backtest windows") : null);
+    band ? key("band", "80% interval") : null, wide ? key("band-wide", "95% interval") : null,
+    windows ? key("window", "backtest windows") : null);
 }
 
 function renderLineage(lineage, active, daily) {
@@ -304,20 +313,32 @@ function cell(value, key, digits = 1) {
   return el("td", { class: "num", dataset: { col: key, value: value === null ? "" : String(value) } }, value === null ? "–" : num(value, digits));
 }
 
+/** The numbers, starting at the forecast; the history's rows (before it) behind a toggle. */
 function renderTable() {
   if (!rows.length) {
     fill("forecast-table", el("p", { class: "muted" }, "Nothing to show."));
     return;
   }
   const daily = rowsGranularity === "day";
-  const head = [daily ? "Day" : "Month", "Actual", "Forecast", "Low 80%", "High 80%", "Basis"];
-  fill("forecast-table", el("div", { class: "table-scroll tall", tabindex: "0", "aria-label": "forecast numbers" }, el("table", { id: "forecast-numbers" },
-    el("caption", { class: "visually-hidden" }, `${daily ? "Daily" : "Monthly"} actuals and forecast`),
-    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 5 ? "num" : "" }, h)))),
-    el("tbody", {}, rows.map((r) => el("tr", { dataset: { [daily ? "date" : "month"]: r.month, period: r.month, kind: r.forecast !== null ? "forecast" : "actual" } },
-      el("th", { scope: "row" }, daily ? dayLabel(r.month) : monthLabel(r.month)),
-      cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
-      el("td", { dataset: { col: "basis" } }, r.basis)))))));
+  const history = rows.filter((r) => r.forecast === null).length;
+  const all = !rows.some((r) => r.forecast !== null); // no forecast: the history is all there is
+  const head = [daily ? "Day" : "Month", "Actual", "Forecast", "Low 80%", "High 80%", "Low 95%", "High 95%", "Basis"];
+  const toggle = history && !all ? el("button", {
+    type: "button", class: "button secondary small", id: "toggle-history", "aria-expanded": String(showHistory),
+    "aria-controls": "forecast-numbers",
+    onclick: () => { showHistory = !showHistory; renderTable(); document.getElementById("toggle-history")?.focus(); },
+  }, showHistory ? `Hide the history (${num(history)} ${daily ? "days" : "months"})` : `Show the history (${num(history)} ${daily ? "days" : "months"})`) : null;
+  fill("forecast-table", toggle, el("div", { class: "table-scroll tall", tabindex: "0", "aria-label": "forecast numbers" }, el("table", { id: "forecast-numbers" },
+    el("caption", { class: "visually-hidden" }, `${daily ? "Daily" : "Monthly"} forecast${showHistory || all ? " and actuals" : ""}`),
+    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 7 ? "num" : "" }, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", {
+      dataset: { [daily ? "date" : "month"]: r.month, period: r.month, kind: r.forecast !== null ? "forecast" : "actual" },
+      hidden: r.forecast === null && !showHistory && !all,
+    },
+    el("th", { scope: "row" }, daily ? dayLabel(r.month) : monthLabel(r.month)),
+    cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
+    cell(r.lo95, "lo95"), cell(r.hi95, "hi95"),
+    el("td", { dataset: { col: "basis" } }, r.basis)))))));
 }
 
 function download() {
@@ -325,9 +346,9 @@ function download() {
   const product = document.getElementById("product-select").value;
   const quote = (v) => (/[",\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
   const daily = rowsGranularity === "day";
-  const lines = [`${daily ? "date" : "month"},actual_quantity,predicted_quantity,lo_80,hi_80,basis`];
+  const lines = [`${daily ? "date" : "month"},actual_quantity,predicted_quantity,lo_80,hi_80,lo_95,hi_95,basis`];
   for (const r of rows) {
-    lines.push([r.month, r.actual ?? "", r.forecast ?? "", r.lo ?? "", r.hi ?? "", quote(r.basis)].join(","));
+    lines.push([r.month, r.actual ?? "", r.forecast ?? "", r.lo ?? "", r.hi ?? "", r.lo95 ?? "", r.hi95 ?? "", quote(r.basis)].join(","));
   }
   const url = URL.createObjectURL(new Blob([`${lines.join("\n")}\n`], { type: "text/csv" }));
   const link = el("a", { href: url, download: `forecast-${store}-${product}${daily ? "-daily" : ""}.csv`.replace(/[^\w.-]/g, "_") });

@@ -42,6 +42,7 @@ export async function refresh() {
     }, `Activate ${m.version}`)) },
   ], lastModels, {
     empty: "No models yet: upload a sales file to train one.",
+    stack: true,
     onRow: (m) => { selected = m.version; renderDetail(); },
     rowProps: (m) => ({ class: m.version === selected ? "selected" : "", dataset: { version: m.version } }),
   }));

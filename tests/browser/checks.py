@@ -1,0 +1,101 @@
+"""The dashboard checks the browser test runs on its trained system: the explorer follows the active
+model, keyboard activation, focus kept across refreshes, the phone layout, the table's history toggle."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from salesflow.clients.jobs import JobServerClient
+from salesflow.registry import ModelRegistry
+
+#: A page update after an action (a poll is at most 1-10 s away).
+UI_TIMEOUT_MS = 30_000
+#: A phone's width and height, in CSS pixels.
+PHONE = (390, 844)
+#: The most a phone's header may take (two short rows).
+PHONE_HEADER_PX = 100
+
+
+def check_explorer_follows_the_active_model(
+    page: Any, base: str, settings: Any, store: str, product: str
+) -> None:
+    """An activation elsewhere redraws the open explorer; Enter on "Activate" activates."""
+    from playwright.sync_api import expect
+
+    # A second month version (a copy of v0001 published as a candidate) to switch between.
+    registry = ModelRegistry(settings.warehouse_path / "models")
+    first = registry.get("v0001")
+    with registry.staging() as staged:
+        shutil.copytree(first.path, staged, dirs_exist_ok=True)
+        copy = registry.publish(staged, first.metadata, activate=False, reason="t", actor="test")
+    lineage = page.locator("#forecast-lineage")
+    page.goto(f"{base}/#/forecast?store={store}&product={product}")
+    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
+
+    with JobServerClient(settings) as client:
+        client.activate(copy.version, reason="activated by the browser test")
+    expect(lineage).to_contain_text(f"Model {copy.version}", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#forecast-note")).to_contain_text(f"now {copy.version}")
+
+    # Back to v0001 with the keyboard only: Enter on the row's button, Enter on the dialog's.
+    page.goto(f"{base}/#/models")
+    button = page.locator("#models-table button[data-version='v0001']")
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.locator("#confirm-ok").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#models-table tr[data-version='v0001']")).to_contain_text(
+        "active (month)", timeout=UI_TIMEOUT_MS
+    )
+    page.goto(f"{base}/#/forecast?store={store}&product={product}")
+    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
+
+
+def check_focus_kept_across_refreshes(page: Any, base: str) -> None:
+    """The jobs view redraws every few seconds; a focused row keeps the focus through it."""
+    page.goto(f"{base}/#/jobs")
+    row = page.locator("#jobs-table tbody tr").first
+    row.focus()
+    job = row.get_attribute("data-job")
+    count = int(page.evaluate("() => Number(document.body.dataset.refreshes || 0)"))
+    page.wait_for_function(f"() => Number(document.body.dataset.refreshes || 0) >= {count + 2}")
+    focused = page.evaluate("() => document.activeElement.closest('tr')?.dataset.job || null")
+    assert focused == job
+
+
+def check_phone_layout(page: Any, base: str) -> None:
+    """At 390 px the header is two short rows and every model's Activate button is on screen."""
+    from playwright.sync_api import expect
+
+    width, height = PHONE
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{base}/#/models")
+    button = page.locator("#models-table button[data-version]").first
+    expect(button).to_be_visible(timeout=UI_TIMEOUT_MS)
+    left, right = button.evaluate(
+        "b => [b.getBoundingClientRect().left, b.getBoundingClientRect().right]"
+    )
+    assert 0 <= left < right <= width, (left, right)
+    tall = page.evaluate(
+        "() => document.querySelector('header.top').getBoundingClientRect().height"
+    )
+    assert tall <= PHONE_HEADER_PX, f"the header takes {tall} px"
+    scrolls = page.evaluate("() => document.documentElement.scrollWidth")
+    assert scrolls <= width, f"the page scrolls sideways: {scrolls} px wide"
+
+
+def check_table_starts_at_the_forecast(page: Any, months: int) -> None:
+    """The numbers table shows the forecast's rows; the history's are behind a toggle."""
+    from playwright.sync_api import expect
+
+    table = page.locator("#forecast-numbers")
+    expect(table.locator("tr[data-kind='forecast']:visible")).to_have_count(12)
+    expect(table.locator("tr[data-kind='actual']:visible")).to_have_count(0)
+    toggle = page.locator("#toggle-history")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(table.locator("tr[data-kind='actual']:visible")).to_have_count(months)
+    toggle.click()
+    expect(table.locator("tr[data-kind='actual']:visible")).to_have_count(0)
