@@ -4,6 +4,7 @@ model, keyboard activation, focus kept across refreshes, the phone layout, the t
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from salesflow.clients.jobs import JobServerClient
@@ -31,7 +32,10 @@ def check_explorer_follows_the_active_model(
         copy = registry.publish(staged, first.metadata, activate=False, reason="t", actor="test")
     lineage = page.locator("#forecast-lineage")
     page.goto(f"{base}/#/forecast?store={store}&product={product}")
-    expect(lineage).to_contain_text("Model v0001", timeout=UI_TIMEOUT_MS)
+    # Drawn for this one series (the totals drawn before have no band), from v0001.
+    band = page.locator("svg.monthly-chart path.band[data-level='0.8']")
+    expect(band).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(lineage).to_contain_text("Model v0001")
 
     with JobServerClient(settings) as client:
         client.activate(copy.version, reason="activated by the browser test")
@@ -65,7 +69,7 @@ def check_focus_kept_across_refreshes(page: Any, base: str) -> None:
     assert focused == job
 
 
-def check_phone_layout(page: Any, base: str) -> None:
+def check_phone_layout(page: Any, base: str, shots: Path) -> None:
     """At 390 px the header is two short rows and every model's Activate button is on screen."""
     from playwright.sync_api import expect
 
@@ -84,6 +88,7 @@ def check_phone_layout(page: Any, base: str) -> None:
     assert tall <= PHONE_HEADER_PX, f"the header takes {tall} px"
     scrolls = page.evaluate("() => document.documentElement.scrollWidth")
     assert scrolls <= width, f"the page scrolls sideways: {scrolls} px wide"
+    page.screenshot(path=str(shots / "models-phone.png"), full_page=True)
 
 
 def check_table_starts_at_the_forecast(page: Any, months: int) -> None:

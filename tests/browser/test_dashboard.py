@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from salesflow.clients.dashboard import login_link
 from salesflow.clients.jobs import JobServerClient
 from salesflow.sales.generate import generate_sales
-from salesflow.services.dashboard.app import dashboard_url, login_url
+from salesflow.services.dashboard.app import dashboard_url
 from salesflow.services.dashboard.session import COOKIE
 from tests.browser.checks import (
     check_explorer_follows_the_active_model,
@@ -133,7 +134,7 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             expect(page.get_by_text("salesflow up", exact=False).first).to_be_visible()
 
             # The login link sets an HttpOnly, SameSite=Strict cookie and lands on the overview.
-            page.goto(login_url(settings))
+            page.goto(login_link(settings))
             assert page.url.startswith(f"{base}/")
             expect(page.locator("#h-overview")).to_be_visible()
             cookie = next(c for c in context.cookies() if c["name"] == COOKIE)
@@ -249,7 +250,7 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
 
             check_explorer_follows_the_active_model(page, base, settings, store, product)
             check_focus_kept_across_refreshes(page, base)
-            check_phone_layout(page, base)
+            check_phone_layout(page, base, shots)
             page.set_viewport_size({"width": NARROW, "height": 900})
             page.goto(f"{base}/#/overview")
             expect(page.locator("#active-model-stats")).to_have_attribute(

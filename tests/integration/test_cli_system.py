@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
 from salesflow import cli
-from salesflow.auth import auth_headers, load_or_create_token
+from salesflow.auth import auth_headers
 from salesflow.cli.system import status_rows
 from salesflow.clients.jobs import JobServerClient
 from salesflow.clients.upload import UploadClient
@@ -190,7 +190,8 @@ def test_the_dashboard_answers_from_the_job_server_alone(system: Settings, tmp_p
         JobServerClient(system) as jobs,
         TestClient(create_dashboard(own)) as dashboard,
     ):
-        dashboard.get("/login", params={"token": load_or_create_token(own)})
+        code = dashboard.post("/login-codes", headers=auth_headers(own)).json()["code"]
+        dashboard.get("/login", params={"code": code})
         version = jobs.models()["models"][0]["version"]
         activated = dashboard.post(f"/api/models/{version}/activate", json={"reason": "checked"})
         assert activated.status_code == 200, activated.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -16,6 +17,7 @@ from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
 from salesflow.errors import InputError
 from salesflow.registry import ModelRegistry
+from salesflow.services.dashboard.app import create_app as create_dashboard
 from salesflow.services.jobs.app import create_app as create_job_server
 from salesflow.services.jobs.db import JobDB
 from tests.fixtures.servers import serving
@@ -134,4 +136,24 @@ def test_the_demo_ends_by_saying_what_to_do_next(
     result = narrow("demo")
     assert result.exit_code == 0, result.output
     assert "Next: `make up` (or `salesflow up`)" in result.stdout
-    assert f"http://{cli_settings.host}:{cli_settings.dashboard_port}/login?token=" in result.stdout
+    assert "`salesflow login` prints a new one" in result.stdout
+    assert "token" not in result.stdout
+
+
+def test_login_prints_a_link_that_works_once_and_holds_no_token(cli_settings: Settings) -> None:
+    with serving(create_dashboard(cli_settings), cli_settings.dashboard_port):
+        result = narrow("login")
+        assert result.exit_code == 0, result.output
+        link = result.stdout.split("Dashboard: ", 1)[1].split()[0]
+        first = httpx.get(link, follow_redirects=False)
+        again = httpx.get(link, follow_redirects=False)
+    token = cli_settings.auth_token.get_secret_value() if cli_settings.auth_token else "?"
+    assert token not in result.stdout and "/login?code=" in link
+    assert first.status_code == 303 and "salesflow_session=" in first.headers["set-cookie"]
+    assert again.status_code == 401  # one browser, once
+
+
+def test_login_says_when_the_dashboard_is_not_running(cli_settings: Settings) -> None:
+    result = narrow("login")
+    assert result.exit_code != 0
+    assert "is not answering: start it with `salesflow up`" in str(result.exception)

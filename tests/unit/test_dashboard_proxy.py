@@ -66,7 +66,8 @@ def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
         client.__enter__()
         clients.append(client)
         token = load_or_create_token(cfg)
-        assert client.get("/login", params={"token": token}).status_code == 303
+        code = client.post("/login-codes", headers={"Authorization": f"Bearer {token}"})
+        assert client.get("/login", params={"code": code.json()["code"]}).status_code == 303
         return client
 
     yield make

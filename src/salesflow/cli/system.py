@@ -78,7 +78,7 @@ def serve_consumer() -> None:
 def up() -> None:
     """Start everything (broker, job server, upload service, dashboard, consumer) until Ctrl-C."""
     from salesflow.cli.supervisor import running_stack
-    from salesflow.services.dashboard.app import login_url
+    from salesflow.clients.dashboard import login_link
 
     cfg = settings()
     stop = threading.Event()
@@ -87,8 +87,7 @@ def up() -> None:
         console.print(
             f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
         )
-        # The link carries the token: it goes to this terminal only, never to a log file.
-        console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
+        _print_login(login_link(cfg))
         console.print("Press Ctrl-C to stop.")
         try:
             while not stop.wait(1.0):
@@ -108,14 +107,13 @@ def demo(
     """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop
     (or, with --keep-running, stay up until Ctrl-C)."""
     from salesflow.cli.demo import run_demo
-    from salesflow.services.dashboard.app import login_url
+    from salesflow.clients.dashboard import login_link
 
     cfg = settings()
 
     def hold(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
         _print_demo(records, record)
-        # The link carries the token: it goes to this terminal only, never to a log file.
-        console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
+        _print_login(login_link(cfg))
         console.print("Everything stays up; press Ctrl-C to stop.")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -127,13 +125,28 @@ def demo(
     console.print(
         "\nThe demo has stopped its services; the model and the data stay in "
         f"{cfg.data_dir}.\nNext: `make up` (or `salesflow up`) starts everything again and prints "
-        "the dashboard's login link;\n`make demo ARGS=--keep-running` leaves the demo up instead.",
+        "the dashboard's login link (`salesflow login` prints a new one while it runs);\n"
+        "`make demo ARGS=--keep-running` leaves the demo up instead.",
         soft_wrap=True,
         highlight=False,
     )
-    console.print(
-        f"Dashboard (once `make up` runs): {login_url(cfg)}", soft_wrap=True, highlight=False
-    )
+
+
+@app.command()
+def login() -> None:
+    """Print a one-time link that logs a browser in to the running dashboard (valid 5 minutes)."""
+    from salesflow.clients.dashboard import login_link
+
+    _print_login(login_link(settings()))
+
+
+def _print_login(link: str) -> None:
+    # One browser, a few minutes: the link goes to this terminal only, never to a log file.
+    console.print(f"Dashboard: {link}", soft_wrap=True, highlight=False)
+    if "?code=" in link:
+        console.print(
+            "(the link works once, for a few minutes; `salesflow login` prints a new one)"
+        )
 
 
 def _print_demo(records: list[dict[str, Any]], record: dict[str, Any]) -> None:

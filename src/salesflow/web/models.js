@@ -156,7 +156,7 @@ function renderHistory(history) {
     { label: "Before", value: (h) => h.previous || "–" },
     { label: "Why", value: (h) => h.reason || "", wrap: true },
     { label: "By", value: (h) => h.actor || "" },
-  ], rows, { empty: "No activations yet." }));
+  ], rows, { empty: "No activations yet.", stack: true }));
 }
 
 function confirmActivate(model) {
