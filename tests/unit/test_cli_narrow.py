@@ -75,7 +75,8 @@ def test_jobs_fit_80_columns_and_take_an_upload_id_prefix(cli_settings: Settings
         db.create_train(upload_id, f"file:///{upload_id}.csv", None)
     db.close()
     with serving(
-        create_job_server(cli_settings, engine=FakeSpark().engine()), cli_settings.jobs_port
+        create_job_server(cli_settings, engine=FakeSpark().engine(), report=lambda *_: None),
+        cli_settings.jobs_port,
     ):
         table = narrow("jobs")
         # a whole id is used as typed (a prefix is looked up at the upload service)
