@@ -78,8 +78,10 @@ def check_phone_layout(page: Any, base: str, shots: Path) -> None:
     page.goto(f"{base}/#/models")
     button = page.locator("#models-table button[data-version]").first
     expect(button).to_be_visible(timeout=UI_TIMEOUT_MS)
-    left, right = button.evaluate(
-        "b => [b.getBoundingClientRect().left, b.getBoundingClientRect().right]"
+    # Measured in one step: a refresh may replace the button between two Playwright calls.
+    left, right = page.evaluate(
+        "() => { const r = document.querySelector('#models-table button[data-version]')"
+        ".getBoundingClientRect(); return [r.left, r.right]; }"
     )
     assert 0 <= left < right <= width, (left, right)
     tall = page.evaluate(
@@ -104,3 +106,36 @@ def check_table_starts_at_the_forecast(page: Any, months: int) -> None:
     expect(table.locator("tr[data-kind='actual']:visible")).to_have_count(months)
     toggle.click()
     expect(table.locator("tr[data-kind='actual']:visible")).to_have_count(0)
+
+
+def check_a_failed_upload(page: Any, base: str, folder: Path) -> None:
+    """A training that rejects too many rows: the stepper stops at it, the job shows the real
+    counts and links its rejects file through the dashboard."""
+    from playwright.sync_api import expect
+
+    from salesflow.sales.generate import generate_sales
+
+    bad = folder / "too-many-rejects.csv"
+    generate_sales(bad, rows=900, seed=5)
+    with bad.open("a") as handle:
+        for i in range(100):  # 10% of the rows, above the 5% limit; the preview lets it through
+            handle.write(f"p{i},n,1,s1,s,3,2021-13-{i % 28 + 1:02d}\n")
+    page.goto(f"{base}/#/upload")
+    page.set_input_files("#file-input", str(bad))
+    status = page.locator("#upload-status")
+    expect(status).to_have_attribute("data-status", "failed", timeout=UI_TIMEOUT_MS * 6)
+    expect(status.locator("li.step.failed")).to_have_text("failed (training)")
+    expect(status.locator("li.step.current")).to_have_count(0)
+    expect(page.locator("#upload-result")).not_to_contain_text("file://")
+
+    page.locator("#upload-result a[href^='#/jobs/']").click()
+    facts = page.locator("#job-detail dl.facts")
+    expect(facts).to_contain_text("1,000", timeout=UI_TIMEOUT_MS)
+    expect(facts.locator("dt:text('rows rejected') + dd")).to_have_text("100")
+    link = page.locator("#job-rejects")
+    href = link.get_attribute("href")
+    assert href and href.startswith("/api/jobs/"), href
+    answer = page.request.get(f"{base}{href}")
+    assert answer.status == 200, answer.text()
+    lines = answer.text().splitlines()
+    assert lines[0].endswith("reject_reason") and len(lines) == 101, lines[:2]

@@ -28,6 +28,7 @@ from salesflow.sales.generate import generate_sales
 from salesflow.services.dashboard.app import dashboard_url
 from salesflow.services.dashboard.session import COOKIE
 from tests.browser.checks import (
+    check_a_failed_upload,
     check_explorer_follows_the_active_model,
     check_focus_kept_across_refreshes,
     check_phone_layout,
@@ -251,6 +252,8 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             check_explorer_follows_the_active_model(page, base, settings, store, product)
             check_focus_kept_across_refreshes(page, base)
             check_phone_layout(page, base, shots)
+            page.set_viewport_size({"width": 1280, "height": 800})
+            check_a_failed_upload(page, base, tmp_path)
             page.set_viewport_size({"width": NARROW, "height": 900})
             page.goto(f"{base}/#/overview")
             expect(page.locator("#active-model-stats")).to_have_attribute(
