@@ -20,7 +20,9 @@ def test_connection_refused_is_one_friendly_line_not_errors(
 ) -> None:
     (quiet,) = [f for f in rdkafka_log.filters if type(f).__name__ == "_ExpectedRefusals"]
     monkeypatch.setattr(quiet, "_noted", -1e9)  # as in a new process
-    caplog.set_level(logging.INFO)
+    # Set on both loggers: `salesflow status` turns librdkafka's off for its own run.
+    caplog.set_level(logging.INFO, logger=rdkafka_log.name)
+    caplog.set_level(logging.INFO, logger="salesflow.kafka.clients")
     for _ in range(5):
         rdkafka_log.error(REFUSED)
     rdkafka_log.error("FAIL [rdkafka#producer-1]: SASL authentication failed")
@@ -33,7 +35,7 @@ def test_connection_refused_is_one_friendly_line_not_errors(
 def test_with_debug_on_the_refusals_are_kept_at_debug_level(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger=rdkafka_log.name)
     rdkafka_log.error(REFUSED)
     (kept,) = [r for r in caplog.records if r.name == rdkafka_log.name]
     assert kept.levelno == logging.DEBUG and kept.levelname == "DEBUG"

@@ -53,7 +53,7 @@ function renderJob(job) {
     timings.length ? table([
       { label: "Stage", value: (t) => t.stage.replaceAll("_", " ") },
       { label: "Seconds", value: (t) => Number(t.seconds).toFixed(2), num: true },
-    ], timings, { caption: "Where the time went" }) : null,
+    ], timings, { caption: `Seconds per stage (stages can overlap, so they may add up to more than the job's ${duration(job.started_at, job.finished_at)})` }) : null,
     rejects.length ? table([
       { label: "Rejected because", value: (r) => r.reason.replaceAll("_", " ") },
       { label: "Rows", value: (r) => num(r.count), num: true },
