@@ -67,6 +67,13 @@ def check_focus_kept_across_refreshes(page: Any, base: str) -> None:
     page.wait_for_function(f"() => Number(document.body.dataset.refreshes || 0) >= {count + 2}")
     focused = page.evaluate("() => document.activeElement.closest('tr')?.dataset.job || null")
     assert focused == job
+    # The chosen job's log, scrolled a little, stays scrolled through the redraws.
+    log = page.locator("#job-detail pre.log")
+    assert log.evaluate("e => e.scrollHeight > e.clientHeight + 40"), "the log does not scroll"
+    log.evaluate("e => { e.scrollTop = 40; }")
+    count = int(page.evaluate("() => Number(document.body.dataset.refreshes || 0)"))
+    page.wait_for_function(f"() => Number(document.body.dataset.refreshes || 0) >= {count + 2}")
+    assert page.locator("#job-detail pre.log").evaluate("e => e.scrollTop") == 40
 
 
 def check_phone_layout(page: Any, base: str, shots: Path) -> None:

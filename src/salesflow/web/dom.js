@@ -69,27 +69,34 @@ export function table(columns, rows, { caption, onRow, rowProps, empty = "Nothin
     el("table", { class: stack ? "stack" : undefined }, caption ? el("caption", {}, caption) : null, el("thead", {}, head), el("tbody", {}, body)));
 }
 
+// The latest scroll position of every scrolled element (a redraw reads it from the element it
+// replaced, so a scroll made while the refresh was fetching is kept too).
+const lastScroll = new WeakMap();
+document.addEventListener("scroll", (event) => {
+  const box = event.target;
+  if (box instanceof Element) lastScroll.set(box, [box.scrollTop, box.scrollLeft]);
+}, true);
+
 /**
- * Where keyboard focus and scrolling are, so a redraw can put them back: the focused element as a
- * CSS path from its nearest ancestor with an id (data attributes, else its position), the page's
- * scroll and every scrolled box with an id or inside one.
+ * Remember where keyboard focus is and which boxes scroll, before a redraw; the function returned
+ * puts them back on the new elements after it. Only what the redraw replaced is touched: focus
+ * the user moved, or a box that stayed, is left alone. Elements are found again by a CSS path from
+ * their nearest ancestor with an id (data attributes, else their position).
  */
 export function keepPlace() {
   const active = document.activeElement;
   const focus = active && active !== document.body ? pathOf(active) : null;
   const boxes = [...document.querySelectorAll(".table-scroll, .log")]
-    .filter((box) => box.scrollTop || box.scrollLeft)
-    .map((box) => ({ path: pathOf(box), top: box.scrollTop, left: box.scrollLeft }))
-    .filter((box) => box.path);
-  const { scrollX, scrollY } = window;
+    .map((box) => ({ box, path: pathOf(box) }))
+    .filter((entry) => entry.path);
   return () => {
-    for (const box of boxes) {
-      const node = document.querySelector(box.path);
-      if (node) [node.scrollTop, node.scrollLeft] = [box.top, box.left];
+    for (const { box, path } of boxes) {
+      const where = box.isConnected ? null : lastScroll.get(box);
+      const node = where && (where[0] || where[1]) ? document.querySelector(path) : null;
+      if (node) [node.scrollTop, node.scrollLeft] = where;
     }
     const lost = !document.activeElement || document.activeElement === document.body;
-    if (focus && lost) document.querySelector(focus)?.focus({ preventScroll: true });
-    if (window.scrollX !== scrollX || window.scrollY !== scrollY) window.scrollTo(scrollX, scrollY);
+    if (focus && lost && !active.isConnected) document.querySelector(focus)?.focus({ preventScroll: true });
   };
 }
 
