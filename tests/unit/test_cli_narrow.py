@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from salesflow import cli
-from salesflow.cli import demo
+from salesflow.cli import demo, system
 from salesflow.cli.ids import unique_id
 from salesflow.clients.upload import UploadClient
 from salesflow.config import Settings
@@ -158,3 +158,10 @@ def test_login_says_when_the_dashboard_is_not_running(cli_settings: Settings) ->
     result = narrow("login")
     assert result.exit_code != 0
     assert "is not answering: start it with `salesflow up`" in str(result.exception)
+
+
+def test_up_without_a_dashboard_warns_instead_of_failing(
+    cli_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    system._print_login(cli_settings)  # what `salesflow up` and the kept-up demo call
+    assert "no dashboard login link" in capsys.readouterr().err

@@ -24,8 +24,10 @@ from salesflow.cli.output import (
     short_id,
     stamp,
 )
+from salesflow.config import Settings
+from salesflow.errors import SalesflowError
 
-__all__ = ["jobs", "show_config", "status", "up"]
+__all__ = ["jobs", "login", "show_config", "status", "up"]
 
 #: Words in a setting's name (or in a key of a dict setting) whose value is never printed.
 _SECRET_WORDS = ("token", "password", "secret")
@@ -78,7 +80,6 @@ def serve_consumer() -> None:
 def up() -> None:
     """Start everything (broker, job server, upload service, dashboard, consumer) until Ctrl-C."""
     from salesflow.cli.supervisor import running_stack
-    from salesflow.clients.dashboard import login_link
 
     cfg = settings()
     stop = threading.Event()
@@ -87,7 +88,7 @@ def up() -> None:
         console.print(
             f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
         )
-        _print_login(login_link(cfg))
+        _print_login(cfg)
         console.print("Press Ctrl-C to stop.")
         try:
             while not stop.wait(1.0):
@@ -107,13 +108,12 @@ def demo(
     """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop
     (or, with --keep-running, stay up until Ctrl-C)."""
     from salesflow.cli.demo import run_demo
-    from salesflow.clients.dashboard import login_link
 
     cfg = settings()
 
     def hold(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
         _print_demo(records, record)
-        _print_login(login_link(cfg))
+        _print_login(cfg)
         console.print("Everything stays up; press Ctrl-C to stop.")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -135,13 +135,21 @@ def demo(
 @app.command()
 def login() -> None:
     """Print a one-time link that logs a browser in to the running dashboard (valid 5 minutes)."""
+    _print_login(settings(), strict=True)
+
+
+def _print_login(cfg: Settings, *, strict: bool = False) -> None:
+    """A one-time dashboard link on this terminal only, never in a log file; with `strict`, no
+    dashboard is an error, else a warning (the rest of the system works without it)."""
     from salesflow.clients.dashboard import login_link
 
-    _print_login(login_link(settings()))
-
-
-def _print_login(link: str) -> None:
-    # One browser, a few minutes: the link goes to this terminal only, never to a log file.
+    try:
+        link = login_link(cfg)
+    except SalesflowError as exc:
+        if strict:
+            raise
+        err.print(f"[yellow]no dashboard login link[/]: {exc}")
+        return
     console.print(f"Dashboard: {link}", soft_wrap=True, highlight=False)
     if "?code=" in link:
         console.print(
