@@ -116,8 +116,8 @@ def check_table_starts_at_the_forecast(page: Any, months: int) -> None:
 
 
 def check_a_failed_upload(page: Any, base: str, folder: Path) -> None:
-    """A training that rejects too many rows: the stepper stops at it, the job shows the real
-    counts and links its rejects file through the dashboard."""
+    """A training that rejects too many rows: the stepper stops at it; "Train again" starts a new
+    job, which shows the real counts and links its rejects file through the dashboard."""
     from playwright.sync_api import expect
 
     from salesflow.sales.generate import generate_sales
@@ -135,9 +135,13 @@ def check_a_failed_upload(page: Any, base: str, folder: Path) -> None:
     expect(status.locator("li.step.current")).to_have_count(0)
     expect(page.locator("#upload-result")).not_to_contain_text("file://")
 
-    page.locator("#upload-result a[href^='#/jobs/']").click()
+    first_job = page.locator("#upload-result a[href^='#/jobs/']").get_attribute("href")
+    # "Train again": a new job on the stored file, followed on its own page; it fails the same way.
+    page.locator("#retrain").click()
+    page.wait_for_url(lambda url: "#/jobs/" in url and not url.endswith(str(first_job)))
     facts = page.locator("#job-detail dl.facts")
-    expect(facts).to_contain_text("1,000", timeout=UI_TIMEOUT_MS)
+    expect(facts.locator(".badge")).to_have_text("failed", timeout=UI_TIMEOUT_MS * 6)
+    expect(facts).to_contain_text("1,000")
     expect(facts.locator("dt:text('rows rejected') + dd")).to_have_text("100")
     link = page.locator("#job-rejects")
     href = link.get_attribute("href")

@@ -96,6 +96,8 @@ def test_the_proxy_adds_the_token_and_never_returns_it(
         ),
         client.post("/api/forecast", json={"queries": []}),
         client.post("/api/models/v0002/activate", json={"reason": "rollback"}),
+        client.post("/api/train", json={"upload_id": UPLOAD_ID, "replay": True}),
+        client.get("/api/jobs/abc123/rejects"),
     ]
     token = token_of(settings)
     for response in answers:
@@ -119,9 +121,12 @@ def test_the_proxy_adds_the_token_and_never_returns_it(
         "/forecast",
         "/forecast",
         "/models/v0002/activate",
+        "/train",
+        "/jobs/abc123/rejects",
     ]
-    assert json.loads(jobs.bodies[-1]) == {"reason": "rollback"}
-    assert json.loads(jobs.bodies[-2]) == {"queries": []}
+    assert json.loads(jobs.bodies[-2]) == {"upload_id": UPLOAD_ID, "replay": True}
+    assert json.loads(jobs.bodies[-3]) == {"reason": "rollback"}
+    assert json.loads(jobs.bodies[-4]) == {"queries": []}
 
 
 def test_an_upload_streams_through_with_its_length_and_boundary(

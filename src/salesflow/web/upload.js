@@ -134,7 +134,24 @@ function renderResult(record) {
       el("a", { href: "#/forecast" }, "Explore its forecast →")));
   }
   if (record.error) parts.push(el("p", { class: "error" }, el("strong", {}, record.error_code || "error"), ": ", record.error));
+  if (record.job_id && TERMINAL.has(record.status)) {
+    parts.push(el("p", {}, el("button", {
+      type: "button", class: "button secondary small", id: "retrain",
+      onclick: () => retrain(record),
+    }, "Train again on this file")));
+  }
   fill("upload-result", ...parts);
+}
+
+/** A new training job on the upload's stored file (a new model version), then follow that job. */
+async function retrain(record) {
+  try {
+    const job = await api("/train", { method: "POST", body: { upload_id: record.upload_id, replay: true } });
+    toast(`Training job ${job.job_id.slice(0, 8)} queued on ${record.filename || "the stored file"}.`, "success");
+    window.location.hash = `#/jobs/${job.job_id}`;
+  } catch (error) {
+    toast(`Could not train again: ${error.message}`, "error");
+  }
 }
 
 function renderPreview(preview) {

@@ -182,6 +182,12 @@ async def get_job(job_id: IdParam, request: Request, state: StateDep) -> Respons
     return await state.jobs.forward(request, f"/jobs/{job_id}")
 
 
+@api.post("/train")
+async def train(request: Request, state: StateDep) -> Response:
+    """Train on an upload's stored file; `replay` trains a past upload again (job server)."""
+    return await state.jobs.forward(request, "/train", body=True)
+
+
 @api.get("/jobs/{job_id}/rejects")
 async def get_job_rejects(job_id: IdParam, request: Request, state: StateDep) -> Response:
     """The rows a train job rejected, as a CSV download (job server)."""
