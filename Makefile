@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke bench-scale audit clean check-java install browser-deps
+.PHONY: help demo up test test-fast test-faults lint format docs bench bench-smoke bench-scale audit clean check-java install browser-deps screenshot
 
 help:
 	@echo "make demo        run the whole system: generate -> upload -> Kafka -> train -> forecast"
 	@echo "make test        the whole test suite (unit, integration, end-to-end)"
 	@echo "make test-fast   unit tests only (a minute or two)"
+	@echo "make screenshot  refresh docs/forecast-explorer.png (the README's picture) with the browser test"
 	@echo "make lint        ruff check, ruff format --check, mypy on src/, import layers (lint-imports)"
 	@echo "make bench       benchmarks (prints tables, writes bench/results/*.json)"
 	@echo "make bench-smoke a quick run of every benchmark (CI runs it)"
@@ -29,9 +30,13 @@ browser-deps:
 	  apt-get update && apt-get install -y chromium; }
 
 $(STAMP): pyproject.toml
+	@echo "installing salesflow into $(VENV) (a first run downloads Spark and friends: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "  1/3 pip itself"
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "  2/3 salesflow and its dependencies (pyspark, statsforecast, ...)"
 	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@echo "  3/3 Spark's class archive for this venv (about a minute)"
 	@# Spark's class archive for this venv (a small training, ~45 s once), so even the first
 	@# Spark start of a new clone maps it; without java it is recorded later, by the first run.
 	-@command -v java >/dev/null 2>&1 && $(PY) -m salesflow.spark.class_archive
@@ -39,8 +44,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# ARGS=--keep-running leaves the demo's services (and the dashboard) up until Ctrl-C.
 demo: check-java $(STAMP)
-	$(VENV)/bin/salesflow demo
+	$(VENV)/bin/salesflow demo $(ARGS)
 
 up: check-java $(STAMP)
 	$(VENV)/bin/salesflow up
@@ -48,6 +54,10 @@ up: check-java $(STAMP)
 # --durations: the slowest tests, so a CI log shows where the suite's time goes.
 test: check-java browser-deps $(STAMP)
 	$(PYTEST) tests --durations=25
+
+# `make test` leaves tracked files alone; this runs the browser test to refresh the README's picture.
+screenshot: check-java browser-deps $(STAMP)
+	SALESFLOW_SCREENSHOT_TO=$(CURDIR)/docs/forecast-explorer.png $(PYTEST) tests/browser -q
 
 test-fast: check-java $(STAMP)
 	$(PYTEST) tests -m "not slow and not e2e"

@@ -10,6 +10,7 @@ SalesflowError                          HTTP 500 unless a class below says other
 │   ├── UnterminatedQuoteError          a quote that is never closed before the end of the file
 │   ├── FieldTooLongError               a field (or an unsplittable line) over the size limit
 │   ├── TooManyRejectsError             rejected share of rows above the configured limit
+│   ├── AllRowsRejectedError            an upload whose every row would be rejected (with a hint)
 │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
 │   ├── InvalidKeyError                 an object key outside the upload prefix
 │   ├── TooLargeError                   a body above the size limit (HTTP 413)
@@ -33,7 +34,10 @@ SalesflowError                          HTTP 500 unless a class below says other
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "AllRowsRejectedError",
     "BodyTimeoutError",
     "BusyError",
     "ConfigurationError",
@@ -98,6 +102,16 @@ class FieldTooLongError(InputError):
 
 class TooManyRejectsError(InputError):
     code = "too_many_rejects"
+
+    def __init__(self, message: str, *, counts: dict[str, Any] | None = None) -> None:
+        """`counts`: what the read found (rows_read, rows_rejected, rejects_by_reason,
+        rejects_url), kept with the failed job so it shows the real numbers."""
+        super().__init__(message)
+        self.counts = dict(counts or {})
+
+
+class AllRowsRejectedError(InputError):
+    code = "all_rows_rejected"
 
 
 class InvalidEventError(InputError):

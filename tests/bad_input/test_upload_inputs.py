@@ -207,6 +207,7 @@ def test_missing_ids_come_before_other_reasons(
         + row("1", store=" ", quantity="x")  # missing_store_id wins over bad_quantity
         + row("", date="never")  # missing_product_id wins over bad_date
         + b"4,short,row\n"
+        + row("5")  # one usable row: a file of rejects only is refused (tests below)
     )
     preview = assert_kept(post(client, content), client, upload_settings, content)
     assert preview["first_rejected_lines"] == {
@@ -329,3 +330,31 @@ def test_10_kb_filename_is_truncated(client: TestClient, upload_settings: Settin
     assert_kept(response, client, upload_settings, GOOD)
     assert response.json()["filename"] == "n" * 255
     assert client.get("/uploads").json()["uploads"][0]["filename"] == "n" * 255
+
+
+# --- every row would be rejected: refused at once, with a hint ----------------------------------
+
+
+def test_day_first_dates_everywhere_are_refused_with_a_hint(
+    client: TestClient, upload_settings: Settings
+) -> None:
+    content = HEADER + b"".join(row(str(i), date=f"{i + 10:02d}/01/2024") for i in range(5))
+    message = assert_refused(post(client, content), upload_settings, 400, "all_rows_rejected")
+    assert "every row would be rejected (bad_date 5)" in message
+    assert "dates look like DD/MM/YYYY (e.g. '10/01/2024'); write them as YYYY-MM-DD" in message
+
+
+def test_decimal_commas_everywhere_are_refused_with_a_hint(
+    client: TestClient, upload_settings: Settings
+) -> None:
+    content = HEADER.replace(b",", b";") + b"".join(
+        row(str(i), quantity=f"{i},5", sep=";") for i in range(3)
+    )
+    message = assert_refused(post(client, content), upload_settings, 400, "all_rows_rejected")
+    assert "quantities use a decimal comma (e.g. '0,5'); write them with a decimal point" in message
+
+
+def test_one_usable_row_keeps_the_file(client: TestClient, upload_settings: Settings) -> None:
+    content = HEADER + row("1", date="10/01/2024") + row("2")
+    preview = assert_kept(post(client, content), client, upload_settings, content)
+    assert preview["rejected"] == {"bad_date": 1}

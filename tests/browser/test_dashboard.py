@@ -3,7 +3,8 @@ train (month and day models: granularity both), and check what the forecast expl
 month and by day, against the data and the forecast API.
 
 Playwright drives Debian's chromium (/usr/bin/chromium, installed by `make test`'s browser-deps step);
-Playwright's own browser download is never used.
+Playwright's own browser download is never used. Screenshots go to the test's temporary folder;
+`make screenshot` sets SALESFLOW_SCREENSHOT_TO to refresh the README's picture from this test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import shutil
 from collections import defaultdict
 from datetime import date, timedelta
@@ -20,10 +22,18 @@ from typing import Any
 
 import pytest
 
+from salesflow.clients.dashboard import login_link
 from salesflow.clients.jobs import JobServerClient
 from salesflow.sales.generate import generate_sales
-from salesflow.services.dashboard.app import dashboard_url, login_url
+from salesflow.services.dashboard.app import dashboard_url
 from salesflow.services.dashboard.session import COOKIE
+from tests.browser.checks import (
+    check_a_failed_upload,
+    check_explorer_follows_the_active_model,
+    check_focus_kept_across_refreshes,
+    check_phone_layout,
+    check_table_starts_at_the_forecast,
+)
 from tests.conftest import free_port
 from tests.fixtures.system import running_system
 
@@ -31,7 +41,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "forecast-explorer.png"
+#: Where `make screenshot` wants the explorer's picture (unset: it stays in the tmp folder).
+SCREENSHOT_TO = os.environ.get("SALESFLOW_SCREENSHOT_TO")
 #: Rows in the uploaded file: enough for 51 months of history, quick to train. The default catalogue
 #: has 3 stores x 3 products, so the zero-filled daily history is only ~14k day cells.
 ROWS = 5_000
@@ -124,7 +135,7 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             expect(page.get_by_text("salesflow up", exact=False).first).to_be_visible()
 
             # The login link sets an HttpOnly, SameSite=Strict cookie and lands on the overview.
-            page.goto(login_url(settings))
+            page.goto(login_link(settings))
             assert page.url.startswith(f"{base}/")
             expect(page.locator("#h-overview")).to_be_visible()
             cookie = next(c for c in context.cookies() if c["name"] == COOKIE)
@@ -170,6 +181,9 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             intervals = [a.get("intervals", {}).get("0.8") for a in api.values()]
             if all(pair and pair[0] is not None for pair in intervals):
                 expect(chart.locator("path.band[data-level='0.8']")).to_have_count(1)
+            if all(a.get("intervals", {}).get("0.95") for a in api.values()):
+                expect(chart.locator("path.band-wide[data-level='0.95']")).to_have_count(1)
+            expect(chart.locator("text.axis-title")).to_have_text("units / month")
             table = page.locator("#forecast-numbers")
             shown = data_values(page, "#forecast-numbers td[data-col='forecast']")
             assert shown.keys() == api.keys()
@@ -185,8 +199,9 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
                 if pair and pair[0] is not None:
                     assert close(lows[month], pair[0]), month
             page.screenshot(path=str(shots / "forecast-explorer.png"), full_page=False)
-            DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-            shutil.copyfile(shots / "forecast-explorer.png", DOCS_SCREENSHOT)
+            if SCREENSHOT_TO:
+                shutil.copyfile(shots / "forecast-explorer.png", SCREENSHOT_TO)
+            check_table_starts_at_the_forecast(page, len(expected))
 
             # The CSV download holds the same numbers as the table.
             with page.expect_download() as download_info:
@@ -233,6 +248,12 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             board = page.locator("#leaderboard")
             expect(board).to_contain_text("Model competition:", timeout=UI_TIMEOUT_MS)
             expect(board.locator("tr:has(td)")).to_have_count(len(settings.candidates))
+
+            check_explorer_follows_the_active_model(page, base, settings, store, product)
+            check_focus_kept_across_refreshes(page, base)
+            check_phone_layout(page, base, shots)
+            page.set_viewport_size({"width": 1280, "height": 800})
+            check_a_failed_upload(page, base, tmp_path)
             page.set_viewport_size({"width": NARROW, "height": 900})
             page.goto(f"{base}/#/overview")
             expect(page.locator("#active-model-stats")).to_have_attribute(

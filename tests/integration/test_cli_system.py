@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -20,7 +21,7 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
 from salesflow import cli
-from salesflow.auth import load_or_create_token
+from salesflow.auth import auth_headers
 from salesflow.cli.system import status_rows
 from salesflow.clients.jobs import JobServerClient
 from salesflow.clients.upload import UploadClient
@@ -34,6 +35,7 @@ from salesflow.services.jobs.engine import spark_engine
 from salesflow.services.upload.app import create_app as create_upload_app
 from tests.conftest import free_port
 from tests.fixtures.servers import serving
+from tests.unit.test_metrics import samples
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +141,7 @@ def test_status_and_jobs_against_running_services(system: Settings, tmp_path: Pa
         return answer if result.exit_code == 0 else None
 
     answer = wait_until(all_up, READY_TIMEOUT_S, "status never reported every required part up")
-    table = invoke("status")
+    table = invoke("status", "--wide")
     assert table.exit_code == 0, table.output
     assert answer["down"] == [] and answer["ok"] is True
     by_name = {s["name"]: s for s in answer["services"]}
@@ -162,7 +164,7 @@ def test_status_and_jobs_against_running_services(system: Settings, tmp_path: Pa
     assert f"active model: {active.version}" in table.stdout
 
     listed = invoke("jobs", "--json")
-    jobs_table = invoke("jobs", "--upload", upload_id)
+    jobs_table = invoke("jobs", "--upload", upload_id[:8], "--wide")
     assert listed.exit_code == 0 and jobs_table.exit_code == 0, listed.output
     jobs = [j for j in json.loads(listed.stdout) if j["upload_id"] == upload_id]
     assert len(jobs) == 1 and jobs[0]["kind"] == "train"
@@ -188,7 +190,8 @@ def test_the_dashboard_answers_from_the_job_server_alone(system: Settings, tmp_p
         JobServerClient(system) as jobs,
         TestClient(create_dashboard(own)) as dashboard,
     ):
-        dashboard.get("/login", params={"token": load_or_create_token(own)})
+        code = dashboard.post("/login-codes", headers=auth_headers(own)).json()["code"]
+        dashboard.get("/login", params={"code": code})
         version = jobs.models()["models"][0]["version"]
         activated = dashboard.post(f"/api/models/{version}/activate", json={"reason": "checked"})
         assert activated.status_code == 200, activated.text
@@ -206,3 +209,23 @@ def test_the_dashboard_answers_from_the_job_server_alone(system: Settings, tmp_p
         history = dashboard.get("/api/history", params=query).json()
         assert history == jobs.history(store, product)
         assert sum(m["quantity"] for m in history["months"]) > 0
+
+        # Every service's /metrics, scraped as Prometheus would (the bearer token).
+        forecast = dashboard.get("/api/forecast", params={**query, "month": "2030-01"})
+        assert forecast.status_code in (200, 404)
+        scraped = {
+            "upload": httpx.get(
+                f"{system.upload_service_url}/metrics", headers=auth_headers(system)
+            ),
+            "jobs": httpx.get(f"{system.job_server_url}/metrics", headers=auth_headers(system)),
+            "dashboard": dashboard.get("/metrics", headers=auth_headers(system)),
+        }
+    assert all(answer.status_code == 200 for answer in scraped.values()), scraped
+    upload, jobs_text, board = (samples(a.text) for a in scraped.values())
+    assert upload[("salesflow_uploads_by_status", (("status", "trained"),))] == 1
+    assert upload[("salesflow_upload_bytes_total", ())] == source.stat().st_size
+    trained = (("kind", "train"), ("status", "succeeded"))
+    assert jobs_text[("salesflow_job_duration_seconds_count", trained)] == 1
+    assert any(labels and ("route", "/forecast") in labels for _, labels in jobs_text)
+    assert board[("salesflow_broker_up", ())] == 1
+    assert board[("salesflow_consumer_lag", ())] == 0  # the one event was handled and committed

@@ -189,8 +189,14 @@ def test_too_many_rejects_fails_and_keeps_the_active_model(
     with pytest.raises(TooManyRejectsError) as caught:
         train(spark, trained.settings, [TrainInput(str(path))], registry=trained.registry)
     message = str(caught.value)
-    assert message.startswith("100 of 1000 rows rejected (10.0%) > limit 5%: bad_date 100; see ")
-    rejects = Path(message.rsplit("see file://", 1)[1])
+    assert message == (
+        "100 of 1000 rows rejected (10.0%) > limit 5%: bad_date 100; "
+        "the rejected rows are in the job's rejects file"
+    )
+    counts = caught.value.counts
+    assert (counts["rows_read"], counts["rows_rejected"]) == (1000, 100)
+    assert counts["rejects_by_reason"] == {"bad_date": 100}
+    rejects = Path(counts["rejects_url"].removeprefix("file://"))
     assert rejects.read_text().splitlines()[0] == ",".join([*REQUIRED_COLUMNS, "reject_reason"])
     assert len(rejects.read_text().splitlines()) == 101
     assert [v.version for v in trained.registry.versions()] == versions

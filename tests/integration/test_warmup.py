@@ -19,7 +19,7 @@ from salesflow.sales.contract import new_upload_id, upload_key
 from salesflow.sales.generate import generate_sales
 from salesflow.services.jobs.app import create_app
 from salesflow.services.jobs.engine import spark_engine
-from salesflow.spark.warmup import WARMUP_GROUP, WarmUp
+from salesflow.spark.warmup import CANCEL_LOGGERS, WARMUP_GROUP, WarmUp
 from salesflow.storage import store_for
 from tests.conftest import free_port
 from tests.fixtures.servers import serving
@@ -70,15 +70,25 @@ def test_a_cluster_master_skips_the_warm_up(spark: SparkSession, tmp_path: Path)
     assert warm_up.done == [] and warm_up._left.is_set()
 
 
+def _levels(spark: SparkSession) -> list[str]:
+    """The log4j levels of Spark's loggers that print a cancelled job as an ERROR."""
+    manager = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager  # type: ignore[union-attr]
+    return [str(manager.getLogger(name).getLevel().toString()) for name in CANCEL_LOGGERS]
+
+
 def test_stop_cancels_a_running_warm_up(spark: SparkSession, tmp_path: Path) -> None:
+    before = _levels(spark)
     warm_up = WarmUp(_settings(tmp_path), runs=50)
     thread = threading.Thread(target=warm_up.run, args=(spark,), daemon=True)
     thread.start()
     _wait_for_a_warm_up_job(spark)
+    # The cancellation's SPARK_JOB_CANCELLED traces are expected: those loggers are off meanwhile.
+    assert _levels(spark) == ["OFF"] * len(CANCEL_LOGGERS)
     stopped_at = time.monotonic()
     warm_up.stop()
     thread.join(TIMEOUT_S)
     assert not thread.is_alive()
+    assert _levels(spark) == before
     assert time.monotonic() - stopped_at < 10  # cancelled, not left to finish its runs
     assert len(warm_up.done) < 50
     assert not any(p.name.startswith("jit-warmup-") for p in (tmp_path / "data").iterdir())

@@ -54,7 +54,7 @@ def test_uploads_lists_the_upload_services_records_as_table_and_json(
     with upload_service(cli_settings):
         with UploadClient(cli_settings) as client:
             stored = client.upload(source)
-        table = invoke("uploads")
+        table = invoke("uploads", "--wide")
         as_json = invoke("uploads", "--json", "--limit", "5")
         filtered = invoke("uploads", "--json", "--status", "trained")
     assert table.exit_code == 0 and as_json.exit_code == 0, table.output + as_json.output
@@ -175,7 +175,7 @@ def _row(table: str, version: str) -> str:
 def test_models_show_the_granularity_and_the_active_version_of_each(
     day_registry: ModelRegistry,
 ) -> None:
-    table = invoke("models")
+    table = invoke("models", "--wide")
     listed = invoke("models", "--json")
     assert table.exit_code == 0 and listed.exit_code == 0, table.output + listed.output
     assert "* month" in _row(table.stdout, "v0001") and "1,200" in _row(table.stdout, "v0001")
@@ -351,7 +351,7 @@ def test_jobs_show_the_granularity_and_the_day_version_of_a_both_run(
     with serving(
         create_job_server(cli_settings, engine=FakeSpark().engine()), cli_settings.jobs_port
     ):
-        table = invoke("jobs")
+        table = invoke("jobs", "--wide")
         listed = invoke("jobs", "--json")
     assert table.exit_code == 0 and listed.exit_code == 0, table.output + listed.output
     row = next(line for line in table.stdout.splitlines() if job.job_id[:12] in line)

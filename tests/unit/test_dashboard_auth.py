@@ -1,4 +1,5 @@
-"""Dashboard login: the token link sets an HttpOnly session cookie; without it, 401 (API) or a redirect."""
+"""Dashboard login: a one-time code (issued to the token holder) sets an HttpOnly session cookie;
+without it, 401 (API) or a redirect. The token itself never appears in a URL."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from salesflow.auth import load_or_create_token
+from salesflow.auth import auth_headers, load_or_create_token
 from salesflow.config import Settings
-from salesflow.services.dashboard.app import _RedactToken, create_app, login_url
-from salesflow.services.dashboard.session import COOKIE, SessionStore, redact_token
+from salesflow.services.dashboard.app import _RedactToken, create_app
+from salesflow.services.dashboard.session import COOKIE, LoginCodes, SessionStore, redact_token
 
 
 class Upstream:
@@ -51,8 +52,18 @@ def token(settings: Settings) -> str:
     return value
 
 
+def code_of(client: TestClient, settings: Settings) -> str:
+    """A one-time login code, asked for with the service token (as `salesflow login` does)."""
+    answer = client.post("/login-codes", headers=auth_headers(settings))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["url"] == f"http://testserver/login?code={body['code']}"
+    assert token(settings) not in body["url"]
+    return str(body["code"])
+
+
 def log_in(client: TestClient, settings: Settings) -> httpx.Response:
-    response = client.get("/login", params={"token": token(settings)})
+    response = client.get("/login", params={"code": code_of(client, settings)})
     assert response.status_code == 303, response.text
     return response
 
@@ -83,12 +94,34 @@ def test_page_without_a_session_redirects_to_the_help_page(client: TestClient) -
     assert client.get("/static/style.css").status_code == 200  # the help page's styles
 
 
-def test_wrong_token_is_refused_without_a_cookie(client: TestClient, settings: Settings) -> None:
-    for wrong in ("", "nope", token(settings)[:-1], token(settings) + "x"):
-        response = client.get("/login", params={"token": wrong})
+def test_a_wrong_used_or_token_code_is_refused_without_a_cookie(
+    client: TestClient, settings: Settings
+) -> None:
+    code = code_of(client, settings)
+    assert client.get("/login", params={"code": code}).status_code == 303
+    client.cookies.clear()
+    for wrong in ("", "nope", code, code_of(client, settings)[:-1]):  # `code`: used already
+        response = client.get("/login", params={"code": wrong})
         assert response.status_code == 401, wrong
         assert "set-cookie" not in response.headers
+    # The token is no login code: a link must never carry it.
+    assert client.get("/login", params={"code": token(settings)}).status_code == 401
+    assert client.get("/login", params={"token": token(settings)}).status_code == 401
     assert client.get("/api/uploads").status_code == 401
+
+
+def test_only_the_token_holder_gets_a_code(client: TestClient, settings: Settings) -> None:
+    assert client.post("/login-codes").status_code == 401
+    wrong = {"Authorization": f"Bearer {token(settings)}x"}
+    assert client.post("/login-codes", headers=wrong).status_code == 401
+
+
+def test_codes_expire_and_work_once() -> None:
+    codes = LoginCodes(ttl_s=0.05)
+    first, second = codes.create(), codes.create()
+    assert codes.redeem(first) and not codes.redeem(first)
+    time.sleep(0.1)
+    assert not codes.redeem(second)
 
 
 def test_login_sets_an_httponly_strict_cookie_and_opens_everything(
@@ -164,16 +197,11 @@ def test_auth_disabled_needs_no_session(settings: Settings) -> None:
     app = create_app(open_settings, upload_transport=httpx.MockTransport(Upstream()))
     with TestClient(app) as test_client:
         assert test_client.get("/api/uploads").status_code == 200
-        assert login_url(open_settings).endswith("/login")
 
 
-def test_the_login_link_carries_the_token_and_the_access_log_hides_it(
-    settings: Settings,
-) -> None:
-    link = login_url(settings)
-    assert link == f"http://127.0.0.1:{settings.dashboard_port}/login?token={token(settings)}"
-    args = ("127.0.0.1:5000", "GET", f"/login?token={token(settings)}&x=1", "1.1", 303)
-    assert redact_token(args)[2] == "/login?token=***&x=1"
+def test_the_access_log_hides_login_codes(settings: Settings) -> None:
+    args = ("127.0.0.1:5000", "GET", "/login?code=secret-code&x=1", "1.1", 303)
+    assert redact_token(args)[2] == "/login?code=***&x=1"
     record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, "%s %s %s", args[:3], None)
     assert _RedactToken().filter(record)
-    assert token(settings) not in record.getMessage()
+    assert "secret-code" not in record.getMessage()

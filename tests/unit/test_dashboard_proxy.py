@@ -66,7 +66,8 @@ def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
         client.__enter__()
         clients.append(client)
         token = load_or_create_token(cfg)
-        assert client.get("/login", params={"token": token}).status_code == 303
+        code = client.post("/login-codes", headers={"Authorization": f"Bearer {token}"})
+        assert client.get("/login", params={"code": code.json()["code"]}).status_code == 303
         return client
 
     yield make
@@ -95,6 +96,8 @@ def test_the_proxy_adds_the_token_and_never_returns_it(
         ),
         client.post("/api/forecast", json={"queries": []}),
         client.post("/api/models/v0002/activate", json={"reason": "rollback"}),
+        client.post("/api/train", json={"upload_id": UPLOAD_ID, "replay": True}),
+        client.get("/api/jobs/abc123/rejects"),
     ]
     token = token_of(settings)
     for response in answers:
@@ -118,9 +121,12 @@ def test_the_proxy_adds_the_token_and_never_returns_it(
         "/forecast",
         "/forecast",
         "/models/v0002/activate",
+        "/train",
+        "/jobs/abc123/rejects",
     ]
-    assert json.loads(jobs.bodies[-1]) == {"reason": "rollback"}
-    assert json.loads(jobs.bodies[-2]) == {"queries": []}
+    assert json.loads(jobs.bodies[-2]) == {"upload_id": UPLOAD_ID, "replay": True}
+    assert json.loads(jobs.bodies[-3]) == {"reason": "rollback"}
+    assert json.loads(jobs.bodies[-4]) == {"queries": []}
 
 
 def test_an_upload_streams_through_with_its_length_and_boundary(

@@ -240,6 +240,41 @@ def test_a_domain_failure_is_recorded_with_its_code(
     )
 
 
+def test_too_many_rejects_keeps_the_counts_and_serves_the_rejects_file(
+    client: TestClient, fake: FakeSpark, settings: Settings
+) -> None:
+    rejects = settings.warehouse_path / "rejects" / SHA / "rejects.csv"
+    rejects.parent.mkdir(parents=True)
+    rejects.write_text("date,reject_reason\n12/03/2021,bad_date\n")
+    counts = {
+        "rows_read": 3000,
+        "rows_rejected": 525,
+        "rejects_by_reason": {"bad_date": 525},
+        "rejects_url": rejects.as_uri(),
+    }
+    fake.fail_with = TooManyRejectsError("525 of 3000 rows rejected", counts=counts)
+    job_id = client.post("/train", json={"upload_id": UPLOAD}).json()["job_id"]
+    job = wait_for(client, job_id)
+    assert job["status"] == "failed"
+    assert (job["rows_read"], job["rows_rejected"]) == (3000, 525)
+    assert job["rejects_by_reason"] == {"bad_date": 525}
+    answer = client.get(f"/jobs/{job_id}/rejects")
+    assert answer.status_code == 200 and answer.text.endswith("12/03/2021,bad_date\n")
+    assert "attachment" in answer.headers["content-disposition"]
+
+
+def test_a_job_without_rejects_or_with_one_outside_the_warehouse_has_no_rejects_file(
+    client: TestClient, fake: FakeSpark, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("secret\n")
+    fake.fail_with = TooManyRejectsError("x", counts={"rejects_url": outside.as_uri()})
+    job_id = client.post("/train", json={"upload_id": UPLOAD}).json()["job_id"]
+    wait_for(client, job_id)
+    answer = client.get(f"/jobs/{job_id}/rejects")
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
 def test_an_unexpected_failure_shows_no_traceback_and_keeps_the_active_model(
     client: TestClient, fake: FakeSpark
 ) -> None:

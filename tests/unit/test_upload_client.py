@@ -79,7 +79,10 @@ def test_upload_streams_a_body_the_server_parser_accepts(
     [
         (400, "bad_header", errors.HeaderError),
         (400, "invalid_input", errors.InputError),
-        (401, "unauthorized", errors.InputError),
+        (400, "no_rows", errors.NoRowsError),
+        (400, "not_utf8", errors.NotUtf8Error),
+        (400, "unterminated_quote", errors.UnterminatedQuoteError),
+        (401, "unauthorized", errors.UnauthorizedError),
         (404, "not_found", errors.NotFoundError),
         (413, "too_large", errors.TooLargeError),
         (415, "unsupported_media_type", errors.UnsupportedMediaError),
@@ -98,6 +101,15 @@ def test_errors_map_onto_the_error_tree(
         client.get("a" * 32)
     assert type(caught.value) is error
     assert f"msg {code}" in str(caught.value)
+
+
+def test_an_unknown_code_still_reaches_the_user(settings: Settings) -> None:
+    def handler(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"code": "overlap", "message": "m"}})
+
+    with client_with(settings, handler) as client, pytest.raises(errors.InputError) as caught:
+        client.get("a" * 32)
+    assert caught.value.code == "overlap"
 
 
 def test_connection_failure_is_unavailable(settings: Settings) -> None:

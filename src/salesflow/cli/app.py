@@ -9,7 +9,7 @@ import typer
 
 from salesflow.config import Settings, get_settings
 
-__all__ = ["JsonOption", "app", "models_app", "serve_app", "settings", "state"]
+__all__ = ["JsonOption", "WideOption", "app", "models_app", "serve_app", "settings", "state"]
 
 app = typer.Typer(
     help="salesflow: sales history in, demand forecasts out.",
@@ -29,6 +29,12 @@ state: dict[str, bool] = {"debug": False}
 JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print JSON on stdout for scripts (progress stays on stderr)."),
+]
+
+
+WideOption = Annotated[
+    bool,
+    typer.Option("--wide", help="Every column and whole ids (the default fits 80 columns)."),
 ]
 
 

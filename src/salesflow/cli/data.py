@@ -9,8 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from salesflow.cli.app import JsonOption, app, settings
-from salesflow.cli.output import console, count_progress, emit, print_json, print_metrics
+from salesflow.cli.app import JsonOption, WideOption, app, settings
+from salesflow.cli.output import (
+    console,
+    count_progress,
+    emit,
+    print_json,
+    print_metrics,
+    short_id,
+    stamp,
+)
 
 __all__ = ["generate", "upload", "uploads"]
 
@@ -101,12 +109,34 @@ def upload(
 
 def _print_upload(record: dict[str, Any]) -> None:
     console.print(f"upload {record['upload_id']}: [bold]{record['status']}[/]")
+    if record.get("preview"):
+        print_preview(record["preview"])
     if record.get("model_version"):
         console.print(f"model {record['model_version']}")
     if record.get("metrics"):
         print_metrics(record["metrics"])
     if record.get("error"):
         console.print(f"[red]{record.get('error_code')}[/]: {record['error']}")
+
+
+def print_preview(preview: dict[str, Any]) -> None:
+    """What the upload service's preview found: rows, dates, stores, products, rejects by reason
+    with the first line numbers of each (plain lines that fit 80 columns)."""
+    checked = "" if preview.get("complete", True) else " (in the first part of the file)"
+    console.print(
+        f"preview{checked}: {preview.get('rows', 0):,} rows, "
+        f"{preview.get('date_min') or '?'} to {preview.get('date_max') or '?'}, "
+        f"{preview.get('stores') or 0:,} stores, {preview.get('products') or 0:,} products"
+    )
+    rejected = preview.get("rejected") or {}
+    if not rejected:
+        console.print("rejected rows: none")
+        return
+    console.print(f"rejected rows: {sum(rejected.values()):,}")
+    first = preview.get("first_rejected_lines") or {}
+    for reason, count in sorted(rejected.items(), key=lambda kv: -kv[1]):
+        lines = ", ".join(str(n) for n in (first.get(reason) or [])[:5])
+        console.print(f"  {reason}: {count:,}" + (f" (first lines {lines})" if lines else ""))
 
 
 @app.command()
@@ -116,6 +146,7 @@ def uploads(
         str | None, typer.Option(help=f"Only uploads in this state ({UPLOAD_STATUSES}).")
     ] = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Recent uploads and their states, from the upload service."""
     from salesflow.clients.upload import UploadClient
@@ -125,16 +156,18 @@ def uploads(
     emit(
         records,
         [
-            ("upload", "upload_id"),
+            ("upload", lambda r: short_id(r.get("upload_id"), wide)),
             ("file", "filename"),
             ("size", lambda r: f"{r['size']:,}" if isinstance(r.get("size"), int) else None),
             ("status", "status"),
-            ("created", lambda r: str(r.get("created_at") or "")[:19]),
-            ("job", "job_id"),
+            ("created", lambda r: stamp(r.get("created_at"))),
+            ("job", lambda r: short_id(r.get("job_id"), wide)),
             ("model", "model_version"),
             ("error", lambda r: r.get("error_code") or r.get("error")),
         ],
         as_json=as_json,
         title="uploads, newest first",
         empty="no uploads yet: run `salesflow upload FILE`",
+        compact=("upload", "file", "status", "created", "model", "error"),
+        wide=wide,
     )

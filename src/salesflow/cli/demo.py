@@ -1,9 +1,11 @@
-"""`make demo`: the whole service flow on one machine, start to forecast, then everything stops."""
+"""`make demo`: the whole service flow on one machine, start to forecast, then everything stops
+(or, with `hold`, stays up until Ctrl-C)."""
 
 from __future__ import annotations
 
 import csv
 import socket
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -64,10 +66,15 @@ def _check_ports(settings: Settings) -> None:
         )
 
 
+Hold = Callable[[list[dict[str, Any]], dict[str, Any]], None]
+"""Called with the forecast rows and the upload's record while everything still runs."""
+
+
 def run_demo(
-    settings: Settings, *, rows: int, console: Console
+    settings: Settings, *, rows: int, console: Console, hold: Hold | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Start everything, generate, upload, wait for the Kafka-triggered training, forecast 12 months."""
+    """Start everything, generate, upload, wait for the Kafka-triggered training, forecast 12
+    months; `hold` runs before the services stop (e.g. until Ctrl-C)."""
     from salesflow.clients.jobs import JobServerClient
 
     _check_ports(settings)
@@ -95,6 +102,8 @@ def run_demo(
             answer = jobs.predict_csv(request, accept_json=True)
         if stack.failed() is not None:
             console.print(f"[yellow]warning[/]: {stack.failed()} exited during the demo")
-    if not isinstance(answer, dict):  # a 202 job or CSV bytes would mean a mis-sized request
-        raise SalesflowError("the job server did not answer the forecast request with JSON")
+        if not isinstance(answer, dict):  # a 202 job or CSV bytes would mean a mis-sized request
+            raise SalesflowError("the job server did not answer the forecast request with JSON")
+        if hold is not None:
+            hold(list(answer["rows"]), record)
     return list(answer["rows"]), record

@@ -233,15 +233,18 @@ def _print_answer(answer: dict[str, Any]) -> None:
 
 @app.command()
 def retrain(
-    upload_id: Annotated[str, typer.Argument(help="The upload to train on again.")],
+    upload_id: Annotated[
+        str, typer.Argument(help="The upload to train on again (its id, or a unique prefix).")
+    ],
     wait: Annotated[bool, typer.Option(help="Wait for the new job to finish.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Replay a past upload: a new training job on its stored file, without uploading again."""
+    from salesflow.cli.ids import upload_id as resolve
     from salesflow.clients.jobs import JobServerClient
 
     with JobServerClient(settings()) as client:
-        job = client.retrain(upload_id)
+        job = client.retrain(resolve(upload_id))
         if wait:
             with err.status(f"training job {job['job_id']}"):
                 job = client.wait(job["job_id"])

@@ -29,7 +29,12 @@ __all__ = [
     "print_forecast_grid",
     "print_json",
     "print_metrics",
+    "short_id",
+    "stamp",
 ]
+
+#: Characters of a 32-character id shown in a compact table; commands accept such a prefix back.
+SHORT_ID = 8
 
 console = Console()
 err = Console(stderr=True)
@@ -50,18 +55,38 @@ def emit(
     as_json: bool,
     title: str | None = None,
     empty: str = "nothing to show",
+    compact: Sequence[str] | None = None,
+    wide: bool = False,
 ) -> None:
-    """Records as JSON (all their fields) or as a table of `columns`."""
+    """Records as JSON (all their fields) or as a table of `columns`.
+
+    With `compact` (headers), the table shows only those columns, so that it fits an 80-column
+    terminal; `wide` shows every column.
+    """
     if as_json:
         print_json(list(records))
         return
     if not records:
         console.print(empty)
         return
-    table = Table(*(header for header, _ in columns), title=title)
+    shown = [c for c in columns if wide or compact is None or c[0] in compact]
+    table = Table(*(header for header, _ in shown), title=title)
     for record in records:
-        table.add_row(*(_cell(record, pick) for _, pick in columns))
+        table.add_row(*(_cell(record, pick) for _, pick in shown))
     console.print(table)
+
+
+def stamp(iso: Any) -> str | None:
+    """An ISO time as the CLI's one date format, "2026-12-08 14:05" (UTC, as stored)."""
+    text = str(iso or "")
+    return text[:16].replace("T", " ") if text else None
+
+
+def short_id(value: Any, wide: bool = False) -> str | None:
+    """An id as its first SHORT_ID characters (whole with `wide`); commands take the prefix back."""
+    if value is None or value == "":
+        return None
+    return str(value) if wide else str(value)[:SHORT_ID]
 
 
 def _cell(record: dict[str, Any], pick: str | Callable[[dict[str, Any]], Any]) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -12,12 +13,22 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from salesflow.cli.app import JsonOption, app, serve_app, settings, state
-from salesflow.cli.output import console, emit, err, fmt, print_forecast_grid, print_json
+from salesflow.cli.app import JsonOption, WideOption, app, serve_app, settings, state
+from salesflow.cli.output import (
+    console,
+    emit,
+    err,
+    fmt,
+    print_forecast_grid,
+    print_json,
+    short_id,
+    stamp,
+)
 from salesflow.config import Settings
+from salesflow.errors import SalesflowError
 from salesflow.private import make_private
 
-__all__ = ["jobs", "show_config", "status", "up"]
+__all__ = ["jobs", "login", "show_config", "status", "up"]
 
 #: Words in a setting's name (or in a key of a dict setting) whose value is never printed.
 _SECRET_WORDS = ("token", "password", "secret")
@@ -77,7 +88,6 @@ def serve_consumer() -> None:
 def up() -> None:
     """Start everything (broker, job server, upload service, dashboard, consumer) until Ctrl-C."""
     from salesflow.cli.supervisor import running_stack
-    from salesflow.services.dashboard.app import login_url
 
     cfg = _private_settings()
     stop = threading.Event()
@@ -88,8 +98,7 @@ def up() -> None:
         console.print(
             f"salesflow is up. Upload with: salesflow upload FILE   (logs: {cfg.data_dir}/logs)"
         )
-        # The link carries the token: it goes to this terminal only, never to a log file.
-        console.print(f"Dashboard: {login_url(cfg)}", soft_wrap=True, highlight=False)
+        _print_login(cfg)
         console.print("Press Ctrl-C to stop.")
         stack.write_state()
         try:
@@ -103,13 +112,66 @@ def up() -> None:
 @app.command()
 def demo(
     rows: Annotated[int, typer.Option(help="Sales rows to generate.")] = 20_000,
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave everything up at the end, until Ctrl-C (the dashboard too).")
+    ] = False,
 ) -> None:
-    """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop."""
+    """The whole flow: start everything, generate, upload, train via Kafka, forecast 12 months, stop
+    (or, with --keep-running, stay up until Ctrl-C)."""
     from salesflow.cli.demo import run_demo
+
+    cfg = settings()
+
+    def hold(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
+        _print_demo(records, record)
+        _print_login(cfg)
+        console.print("Everything stays up; press Ctrl-C to stop.")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+    records, record = run_demo(cfg, rows=rows, console=err, hold=hold if keep_running else None)
+    if keep_running:
+        return
+    _print_demo(records, record)
+    console.print(
+        "\nThe demo has stopped its services; the model and the data stay in "
+        f"{cfg.data_dir}.\nNext: `make up` (or `salesflow up`) starts everything again and prints "
+        "the dashboard's login link (`salesflow login` prints a new one while it runs);\n"
+        "`make demo ARGS=--keep-running` leaves the demo up instead.",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command()
+def login() -> None:
+    """Print a one-time link that logs a browser in to the running dashboard (valid 5 minutes)."""
+    _print_login(settings(), strict=True)
+
+
+def _print_login(cfg: Settings, *, strict: bool = False) -> None:
+    """A one-time dashboard link on this terminal only, never in a log file; with `strict`, no
+    dashboard is an error, else a warning (the rest of the system works without it)."""
+    from salesflow.clients.dashboard import login_link
+
+    try:
+        link = login_link(cfg)
+    except SalesflowError as exc:
+        if strict:
+            raise
+        err.print(f"[yellow]no dashboard login link[/]: {exc}")
+        return
+    console.print(f"Dashboard: {link}", soft_wrap=True, highlight=False)
+    if "?code=" in link:
+        console.print(
+            "(the link works once, for a few minutes; `salesflow login` prints a new one)"
+        )
+
+
+def _print_demo(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
     from salesflow.cli.output import print_metrics
     from salesflow.sales.catalog import load_catalog
 
-    records, record = run_demo(settings(), rows=rows, console=err)
     catalog = load_catalog(None)
     names = {s.id: s.name for s in catalog.stores} | {p.id: p.name for p in catalog.products}
     print_forecast_grid(
@@ -123,7 +185,7 @@ def demo(
 
 
 @app.command()
-def status(as_json: JsonOption = False) -> None:
+def status(as_json: JsonOption = False, wide: WideOption = False) -> None:
     """Every service, the broker, the upload consumer, the active model; exit code 1 if one is down.
 
     Required (exit code 1 when down): the upload service, the job server, the broker, and the
@@ -142,7 +204,7 @@ def status(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(answer)
     else:
-        _print_status(answer)
+        _print_status(answer, wide=wide)
     if not answer["ok"]:
         raise typer.Exit(1)
 
@@ -195,12 +257,14 @@ def status_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _print_status(answer: dict[str, Any]) -> None:
-    table = Table("part", "up", "state", "detail", "address", title="salesflow status")
+def _print_status(answer: dict[str, Any], *, wide: bool = False) -> None:
+    headers = ["part", "up", "state", "detail"] + (["address"] if wide else [])
+    table = Table(*headers, title="salesflow status")
     for row in status_rows(answer):
         up = {True: "[green]yes[/]", False: "[red]no[/]"}.get(row["up"], "[yellow]?[/]")
         name = row["part"] + ("" if row["required"] else " (optional)")
-        table.add_row(name, up, row["state"], row["detail"] or "-", row["address"])
+        cells = [name, up, row["state"], row["detail"] or "-", row["address"]]
+        table.add_row(*cells[: len(headers)])
     console.print(table)
     model = answer.get("active_model")
     if answer.get("models_error"):
@@ -211,7 +275,7 @@ def _print_status(answer: dict[str, Any]) -> None:
         skill = (model.get("backtest") or {}).get("skill")
         console.print(
             f"active model: [bold]{model['version']}[/], trained "
-            f"{str(model.get('created_at') or '?')[:19]}, skill {fmt(skill)} "
+            f"{stamp(model.get('created_at')) or '?'}; backtest skill {fmt(skill)} "
             f"(vs seasonal-naive), holdout WAPE {fmt(((model.get('metrics') or {}).get('model') or {}).get('wape'))}"
         )
     day = answer.get("active_day_model")
@@ -219,10 +283,14 @@ def _print_status(answer: dict[str, Any]) -> None:
         skill = (day.get("backtest") or {}).get("skill")
         console.print(
             f"active day model: [bold]{day['version']}[/], trained "
-            f"{str(day.get('created_at') or '?')[:19]}, skill {fmt(skill)} (vs seasonal-naive)"
+            f"{stamp(day.get('created_at')) or '?'}; backtest skill {fmt(skill)} (vs seasonal-naive)"
         )
     if answer["down"]:
         console.print(f"[red]down:[/] {', '.join(answer['down'])}")
+        if not wide:  # where each was looked for (the address column of --wide)
+            where = {row["part"]: row["address"] for row in status_rows(answer)}
+            for part in answer["down"]:
+                console.print(f"  {part} looked for at {where.get(part) or '?'}")
     else:
         console.print("[green]all required parts are up[/]")
 
@@ -233,22 +301,27 @@ def jobs(
     status: Annotated[
         str | None, typer.Option(help="Only jobs in this state (queued, running, ...).")
     ] = None,
-    upload_id: Annotated[str | None, typer.Option("--upload", help="Only this upload's.")] = None,
+    upload_id: Annotated[
+        str | None, typer.Option("--upload", help="Only this upload's (id or unique prefix).")
+    ] = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Recent training and prediction jobs, from the job server."""
+    from salesflow.cli.ids import upload_id as resolve
     from salesflow.clients.jobs import JobServerClient
 
+    upload = resolve(upload_id) if upload_id else None
     with JobServerClient(settings()) as client:
-        records = client.jobs(upload_id=upload_id, status=status, limit=limit)
+        records = client.jobs(upload_id=upload, status=status, limit=limit)
     emit(
         records,
         [
-            ("job", "job_id"),
+            ("job", lambda j: short_id(j.get("job_id"), wide)),
             ("kind", "kind"),
             ("status", "status"),
-            ("upload", "upload_id"),
-            ("created", lambda j: str(j.get("created_at") or "")[:19]),
+            ("upload", lambda j: short_id(j.get("upload_id"), wide)),
+            ("created", lambda j: stamp(j.get("created_at"))),
             ("seconds", _duration),
             ("granularity", "granularity"),
             ("model", _models_of),
@@ -257,6 +330,8 @@ def jobs(
         as_json=as_json,
         title="jobs, newest first",
         empty="no jobs yet",
+        compact=("job", "kind", "status", "upload", "seconds", "model", "error"),
+        wide=wide,
     )
 
 

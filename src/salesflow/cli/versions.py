@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from salesflow.cli.app import JsonOption, models_app, settings
-from salesflow.cli.output import console, emit, fmt, print_json
+from salesflow.cli.app import JsonOption, WideOption, models_app, settings
+from salesflow.cli.output import console, emit, fmt, print_json, stamp
 
 __all__ = ["models", "models_activate", "models_coherence", "models_history"]
 
@@ -27,13 +27,21 @@ def _active_by_granularity(registry: Any) -> dict[str, str | None]:
     return {g: registry.active_name(g) for g in GRANULARITIES}
 
 
-@models_app.callback()
-def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List model versions: granularity, the model that won its competition, holdout metrics,
-    backtest skill, top features; the active version of each granularity (month, day) is marked.
+#: The columns of `salesflow models` without --wide: they fit an 80-column terminal.
+_COMPACT = frozenset(
+    {"version", "granularity", "active", "model", "holdout WAPE", "backtest skill"}
+)
 
-    Skill is 1 - WAPE(model) / WAPE(seasonal-naive) over the rolling-origin backtest (above 0:
-    better than repeating last year's month).
+
+@models_app.callback()
+def models(ctx: typer.Context, as_json: JsonOption = False, wide: WideOption = False) -> None:
+    """List model versions: granularity, the model that won its competition, holdout WAPE,
+    backtest skill (with --wide: rows, the seasonal-naive holdout WAPE, RMSE, top features); the
+    active version of each granularity (month, day) is marked.
+
+    Holdout WAPE is the model's error on the last months, held out of its fit. Backtest skill is
+    1 - WAPE(model) / WAPE(seasonal-naive) over the rolling-origin backtest (above 0: better than
+    repeating last year's month).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -53,11 +61,15 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
             ]
         )
         return
-    table = Table(
-        "version", "granularity", "active", "model", "created", "rows", "WAPE", "baseline WAPE",
-        "RMSE", "skill", "top features",
-        caption="active: " + ", ".join(f"{g} {v or 'none'}" for g, v in active.items()),
+    headers = (
+        "version", "granularity", "active", "model", "created", "rows", "holdout WAPE",
+        "naive holdout WAPE", "holdout RMSE", "backtest skill", "top features",
     )  # fmt: skip
+    shown = [i for i, h in enumerate(headers) if wide or h in _COMPACT]
+    table = Table(
+        *(headers[i] for i in shown),
+        caption="active: " + ", ".join(f"{g} {v or 'none'}" for g, v in active.items()),
+    )
     for v in versions:
         m = v.metadata.get("metrics", {})
         won = v.metadata.get("competition") or {}
@@ -66,12 +78,12 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
             {} if won.get("kind") == "statistical" else v.metadata.get("feature_importances")
         )
         top = sorted((importances or {}).items(), key=lambda kv: -kv[1])[:2]  # two fit the table
-        table.add_row(
+        cells = (
             v.version,
             v.granularity,
             f"* {v.granularity}" if v.active else "",
             str(won.get("winner") or "forest"),
-            str(v.metadata.get("created_at", ""))[:19],
+            stamp(v.metadata.get("created_at")) or "-",
             f"{v.metadata.get('rows_read', 0):,}",
             fmt(m.get("model", {}).get("wape")),
             fmt(m.get("baseline", {}).get("wape")),
@@ -79,6 +91,7 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
             fmt((v.metadata.get("backtest") or {}).get("skill")),
             ", ".join(f"{name} {weight:.2f}" for name, weight in top) or "-",
         )
+        table.add_row(*(cells[i] for i in shown))
     console.print(table if versions else "no models yet: run `salesflow train FILE`")
 
 

@@ -27,17 +27,15 @@ CHUNK_SIZE = 1024 * 1024
 #: After the last byte is sent the server still commits (fsync / S3 complete) before answering.
 UPLOAD_READ_TIMEOUT_S = 300.0
 
-_BY_CODE: dict[str, type[errors.SalesflowError]] = {
-    "bad_header": errors.HeaderError,
-    "too_large": errors.TooLargeError,
-    "unsupported_media_type": errors.UnsupportedMediaError,
-    "body_timeout": errors.BodyTimeoutError,
-    "invalid_key": errors.InvalidKeyError,
-    "not_found": errors.NotFoundError,
-    "busy": errors.BusyError,
-    "storage_full": errors.StorageFullError,
-    "report_mismatch": errors.ReportMismatchError,
-}
+
+def _tree(root: type[errors.SalesflowError]) -> list[type[errors.SalesflowError]]:
+    """`root` and every class under it in the error tree."""
+    return [root, *(c for sub in root.__subclasses__() for c in _tree(sub))]
+
+
+#: The server's error codes as the domain errors they name: the CLI shows the same code as HTTP
+#: (`no_rows`, `not_utf8`, ...), never a generic one.
+_BY_CODE: dict[str, type[errors.SalesflowError]] = {c.code: c for c in _tree(errors.SalesflowError)}
 
 
 class UploadClient:
@@ -167,6 +165,9 @@ def _error_of(response: httpx.Response) -> errors.SalesflowError:
         return kind(message)
     if response.status_code >= 500:
         return errors.UnavailableError(f"the upload service failed: {message}")
-    if response.status_code == 404:
-        return errors.NotFoundError(message)
-    return errors.InputError(message)
+    error: errors.SalesflowError = (
+        errors.NotFoundError(message) if response.status_code == 404 else errors.InputError(message)
+    )
+    if code:
+        error.code = code  # a code this client does not know yet still reaches the user
+    return error

@@ -33,6 +33,38 @@ __all__ = [
 log = logging.getLogger(__name__)
 #: librdkafka's own log lines (connection failures, ...) go to Python logging, not raw stderr.
 rdkafka_log = logging.getLogger("salesflow.kafka.librdkafka")
+#: librdkafka's words for a broker that does not listen (yet): expected while the broker starts.
+_REFUSED = ("Connection refused", "brokers are down", "broker connections are down")
+#: At most one friendly line per this many seconds stands for those lines.
+REFUSED_NOTE_EVERY_S = 60.0
+
+
+class _ExpectedRefusals(logging.Filter):
+    """librdkafka's connection-refused lines at debug level; one friendly INFO line instead.
+
+    A broker that is starting, or down, refuses connections: librdkafka logs each attempt as an
+    ERROR, but salesflow reports an unreachable broker itself (readiness, `salesflow status`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._noted = -REFUSED_NOTE_EVERY_S
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not any(words in message for words in _REFUSED):
+            return True
+        now = time.monotonic()
+        if now - self._noted >= REFUSED_NOTE_EVERY_S:
+            self._noted = now
+            log.info("the Kafka broker is not answering yet; retrying (details at debug level)")
+        if not rdkafka_log.isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+rdkafka_log.addFilter(_ExpectedRefusals())
 
 
 # --- client configs ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from salesflow.errors import NoRowsError, NotUtf8Error
 from salesflow.sales.contract import HeaderInfo
 from salesflow.sales.preview_records import RecordSplitter
 from salesflow.sales.preview_report import DELIMITER_NAMES, PREVIEW_REASONS, Preview, RowTally
+from salesflow.sales.refusal import all_rejected
 from salesflow.sales.rules import date_of, quantity_problem
 
 # date_of and quantity_problem live in sales.rules; they are re-exported here for existing callers.
@@ -109,6 +110,14 @@ class Inspector:
             complete=complete,
             parsed_bytes=self._size if complete else self._parsed_bytes,
         )
+
+    def finish_for_upload(self) -> Preview:
+        """`finish`, and refuse a file whose every row the training would reject."""
+        preview = self.finish()
+        refusal = all_rejected(preview, self._tally.examples)
+        if refusal is not None:
+            raise refusal
+        return preview
 
     def _not_utf8(self, data: bytes, start: int, base: int) -> NotUtf8Error:
         """The error for an invalid byte at `data[start]`, `data` being the file from offset `base`

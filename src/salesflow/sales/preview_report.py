@@ -77,6 +77,7 @@ class RowTally:
         self._date_max: str | None = None
         self._dates: dict[str, str] = {}
         self._quantities: dict[str, str] = {}
+        self.examples: dict[str, list[str]] = {}  # a few rejected values per reason (hints)
         self._hashes = LineHashes()
         self._duplicates = 0
         self._bounded: list[str] = []
@@ -131,6 +132,13 @@ class RowTally:
         for i in sorted(reasons):
             self.reject(reasons[i], numbers[i] if numbers is not None else first_line + i)
 
+    def _example(self, bad: dict[str, str]) -> None:
+        """Keep the first few rejected values of each reason (for a refusal's hint)."""
+        for value, reason in sorted(bad.items()):
+            kept = self.examples.setdefault(reason, [])
+            if len(kept) < FIRST_LINES and value not in kept:
+                kept.append(value)
+
     def reject(self, reason: str, line: int) -> None:
         """Count one rejected row; its line is kept if it is among the reason's first."""
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
@@ -182,6 +190,7 @@ class RowTally:
             low, high = min(days), max(days)  # ISO days sort as text
             self._date_min = low if self._date_min is None else min(low, self._date_min)
             self._date_max = high if self._date_max is None else max(high, self._date_max)
+        self._example(bad)
         return bad
 
     def _quantities_of(self, values: set[Any]) -> dict[str, str]:
@@ -202,4 +211,5 @@ class RowTally:
                 problem = cache[value] = quantity_problem(value)
             if problem:
                 bad[value] = problem
+        self._example(bad)
         return bad

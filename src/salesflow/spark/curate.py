@@ -64,7 +64,13 @@ def check_rejects(stats: SourceStats, limit: float) -> None:
         reasons = ", ".join(f"{r} {n}" for r, n in stats.rejects_by_reason.items())
         raise TooManyRejectsError(
             f"{rejected} of {read} rows rejected ({rejected / read * 100:.1f}%) > limit "
-            f"{limit * 100:g}%: {reasons}; see {stats.rejects_url}"
+            f"{limit * 100:g}%: {reasons}; the rejected rows are in the job's rejects file",
+            counts={
+                "rows_read": read,
+                "rows_rejected": rejected,
+                "rejects_by_reason": dict(stats.rejects_by_reason),
+                "rejects_url": stats.rejects_url,
+            },
         )
 
 

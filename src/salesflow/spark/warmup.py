@@ -7,6 +7,10 @@ once, in the background, by training a generated file in a scratch folder: its r
 history and files are thrown away, nothing touches the real warehouse. A real job stops the
 warm-up at once (`WarmUp.stop` cancels its Spark jobs); the warm-up never fails the server. With a
 cluster master it is skipped: the executors could not read the driver's scratch folder.
+
+Spark logs a cancelled write as an ERROR with a stack trace (SPARK_JOB_CANCELLED); for the
+warm-up that is the expected way to end, so those loggers are silenced while it runs and the
+warm-up's own INFO line says it stopped.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -37,6 +44,12 @@ WARMUP_GROUP = "salesflow-jit-warmup"
 WARMUP_ROWS = 5_000
 #: How long `stop` waits for the warm-up to leave Spark before the real job starts anyway.
 STOP_TIMEOUT_S = 5.0
+#: Spark's loggers that print a cancelled job as an ERROR with a stack trace: the driver's
+#: "Aborting job" and the task's "Aborting task".
+CANCEL_LOGGERS = (
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+    "org.apache.spark.util.Utils",
+)
 
 
 @dataclass
@@ -70,16 +83,8 @@ class WarmUp:
         context.setJobGroup(WARMUP_GROUP, "JIT warm-up", interruptOnCancel=True)
         started = time.perf_counter()
         try:
-            sales = scratch / "sales.csv"
-            generate_sales(sales, rows=WARMUP_ROWS, seed=0)
-            for n in range(1, self.runs + 1):
-                if self._stop.is_set():
-                    break
-                self._train_once(spark, scratch / f"run-{n}", sales)
-                log.info("JIT warm-up: run %d of %d in %.1f s", n, self.runs, self.done[-1])
-        except Exception as exc:  # never fatal: the server works, only its first jobs are slower
-            if not self._stop.is_set():
-                log.warning("JIT warm-up stopped by an error: %s", str(exc).splitlines()[0][:300])
+            with quiet_cancellations(spark):
+                self._runs(spark, scratch)
         finally:
             for key in ("spark.jobGroup.id", "spark.job.description"):
                 context.setLocalProperty(key, None)  # type: ignore[arg-type]
@@ -91,6 +96,19 @@ class WarmUp:
             len(self.done),
             time.perf_counter() - started,
         )
+
+    def _runs(self, spark: SparkSession, scratch: Path) -> None:
+        try:
+            sales = scratch / "sales.csv"
+            generate_sales(sales, rows=WARMUP_ROWS, seed=0)
+            for n in range(1, self.runs + 1):
+                if self._stop.is_set():
+                    break
+                self._train_once(spark, scratch / f"run-{n}", sales)
+                log.info("JIT warm-up: run %d of %d in %.1f s", n, self.runs, self.done[-1])
+        except Exception as exc:  # never fatal: the server works, only its first jobs are slower
+            if not self._stop.is_set():
+                log.warning("JIT warm-up stopped by an error: %s", str(exc).splitlines()[0][:300])
 
     def _train_once(self, spark: SparkSession, folder: Path, sales: Path) -> None:
         settings = self.settings.model_copy(
@@ -127,6 +145,27 @@ class WarmUp:
             self._spark.sparkContext.cancelJobGroup(WARMUP_GROUP)
             if self._left.wait(0.1) or time.monotonic() > deadline:
                 break
+
+
+@contextmanager
+def quiet_cancellations(spark: SparkSession) -> Iterator[None]:
+    """CANCEL_LOGGERS off in the block, their levels put back after (nothing changes when the
+    JVM's log4j cannot be reached)."""
+    try:
+        jvm: Any = spark.sparkContext._jvm
+        log4j = jvm.org.apache.logging.log4j
+        setter = log4j.core.config.Configurator
+        before = {name: log4j.LogManager.getLogger(name).getLevel() for name in CANCEL_LOGGERS}
+        for name in CANCEL_LOGGERS:
+            setter.setLevel(name, log4j.Level.OFF)
+    except Exception:  # not a local JVM (Spark Connect) or another logging backend
+        log.debug("Spark's cancellation loggers left as they are", exc_info=True)
+        before = {}
+    try:
+        yield
+    finally:
+        for name, level in before.items():
+            setter.setLevel(name, level)
 
 
 class _Stopped(Exception):

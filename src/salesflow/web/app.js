@@ -2,7 +2,7 @@
 // refreshed by polling while it is shown and the tab is visible.
 
 import { api } from "./api.js";
-import { toast } from "./dom.js";
+import { keepPlace, toast } from "./dom.js";
 import * as forecast from "./forecast.js";
 import * as jobs from "./jobs.js";
 import * as models from "./models.js";
@@ -28,8 +28,11 @@ function parseHash() {
 async function refresh() {
   if (!current || refreshing || document.hidden) return;
   refreshing = true;
+  const putBack = keepPlace(); // a redraw replaces the tables: focus and scroll stay where they were
   try {
     await VIEWS[current].refresh();
+    putBack();
+    document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
   } catch (error) {
     if (error?.status !== 401) toast(error.message || String(error), "error");
   } finally {

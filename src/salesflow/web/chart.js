@@ -80,7 +80,7 @@ export function monthlyChart(container, data) {
 
   let top = 0;
   for (const v of data.actual.values()) top = Math.max(top, v);
-  for (const f of data.forecast.values()) top = Math.max(top, f.value, f.hi ?? 0);
+  for (const f of data.forecast.values()) top = Math.max(top, f.value, f.hi ?? 0, f.hi95 ?? 0);
   const ticks = niceTicks(top * 1.05 || 1);
   const yMax = ticks[ticks.length - 1];
   const y = (v) => m.top + plotH - (v / yMax) * plotH;
@@ -135,20 +135,24 @@ export function monthlyChart(container, data) {
     });
   }
   grid.append(svg("line", { class: "axis", x1: m.left, x2: m.left + plotW, y1: m.top + plotH, y2: m.top + plotH }));
+  if (data.unit) grid.append(svg("text", { class: "axis-title", x: 4, y: 12 }, data.unit));
   root.append(grid);
 
-  // The interval band: hi along the top, lo back along the bottom.
-  const banded = months.filter((mm) => {
-    const f = data.forecast.get(mm);
-    return f && f.lo !== null && f.lo !== undefined && f.hi !== null && f.hi !== undefined;
-  });
-  if (banded.length) {
-    const upper = banded.map((mm) => `${x(index.get(mm)).toFixed(1)},${y(data.forecast.get(mm).hi).toFixed(1)}`);
-    const lower = banded.slice().reverse().map((mm) => `${x(index.get(mm)).toFixed(1)},${y(data.forecast.get(mm).lo).toFixed(1)}`);
+  // The interval bands, the wider (95%) first and lighter: hi along the top, lo back along the bottom.
+  const band = (lo, hi, level, cls) => {
+    const banded = months.filter((mm) => {
+      const f = data.forecast.get(mm);
+      return f && lo(f) !== null && lo(f) !== undefined && hi(f) !== null && hi(f) !== undefined;
+    });
+    if (!banded.length) return;
+    const upper = banded.map((mm) => `${x(index.get(mm)).toFixed(1)},${y(hi(data.forecast.get(mm))).toFixed(1)}`);
+    const lower = banded.slice().reverse().map((mm) => `${x(index.get(mm)).toFixed(1)},${y(lo(data.forecast.get(mm))).toFixed(1)}`);
     root.append(svg("path", {
-      class: "band", "data-level": data.bandLevel || "0.8", d: `M${upper.join("L")}L${lower.join("L")}Z`,
-    }, svg("title", {}, `${Math.round(Number(data.bandLevel || 0.8) * 100)}% prediction interval`)));
-  }
+      class: cls, "data-level": level, d: `M${upper.join("L")}L${lower.join("L")}Z`,
+    }, svg("title", {}, `${Math.round(Number(level) * 100)}% prediction interval`)));
+  };
+  if (data.wideLevel) band((f) => f.lo95, (f) => f.hi95, data.wideLevel, "band band-wide");
+  band((f) => f.lo, (f) => f.hi, data.bandLevel || "0.8", "band");
 
   // Lines (a gap in the data breaks the line) and one point per month.
   const line = (values, cls) => {

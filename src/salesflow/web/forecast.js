@@ -1,29 +1,33 @@
 // Forecast explorer: a store and a product (or all) -> monthly actuals, the next 12 months' forecast
-// with its 80% interval, the active model's backtest windows, a table and a CSV download. When a day
+// with its 80% and 95% intervals, the active model's backtest windows, a table and a CSV download. When a day
 // model is active a Month/Day switch appears: the day view draws the last 90 days of daily actuals
 // and the day model's next 28 days; the table and the CSV follow the switch.
 
 import { api } from "./api.js";
 import { monthlyChart } from "./chart.js";
 import { el, fill, toast } from "./dom.js";
-import { addDays, addMonths, dayLabel, dayRange, monthLabel, monthRange, num, pct, when } from "./format.js";
+import { addDays, addMonths, dayLabel, dayRange, monthLabel, monthRange, num, pct, stamp } from "./format.js";
 
 const HORIZON = 12; // months forecast after the last month the model learned from
 const DAY_HORIZON = 28; // days forecast after the last day the day model learned from: four weeks
 const DAY_WINDOW = 90; // days of daily actuals drawn: about a quarter, readable at one point a day
 const BAND_LEVEL = "0.8";
+const WIDE_LEVEL = "0.95"; // the wider band, drawn lighter behind the 80% one
 const BATCH = 10000; // the job server's largest POST /forecast batch
 const MAX_SINGLE_GETS = 120; // without POST /forecast, at most this many GETs
 
-export const interval = 0; // nothing moves by itself here: redrawn on a change of selection
+// Redrawn on a change of selection, and when another model becomes active (checked this often).
+export const interval = 10000;
 
 let series = null;
 let shown = null; // "store|product|granularity" drawn now
 let rows = [];
 let rowsGranularity = "month"; // what `rows` hold (the CSV's first column)
+let showHistory = false; // the table starts at the forecast; the history rows are behind a toggle
 let resizeObserver = null;
 let redraw = null;
 let drawing = 0; // the latest show() call: an older one that finishes later draws nothing
+let drawnVersion = null; // the active model version the drawn forecast came from
 
 export async function enter({ query }) {
   wire();
@@ -34,6 +38,7 @@ export async function enter({ query }) {
   setSelect("product-select", product);
   if (query.get("view") === "day" || query.get("view") === "month") setGranularity(query.get("view"));
   if (shown !== `${store}|${product}|${granularity()}`) await show();
+  else await followActive();
 }
 
 /** The switch's choice; "month" while the switch is hidden (no day model active). */
@@ -46,7 +51,32 @@ function setGranularity(value) {
   document.getElementById(`granularity-${value === "day" ? "day" : "month"}`).checked = true;
 }
 
-export async function refresh() {}
+export async function refresh() {
+  await followActive();
+}
+
+/** The version active now for the granularity shown (null: none), from the job server. */
+function activeOf(models, daily) {
+  const want = daily ? "day" : "month";
+  return models?.models?.find((m) => m.active && (m.granularity || "month") === want) || null;
+}
+
+/** Redraw when the active model is no longer the one drawn (an activation or a promotion). */
+async function followActive() {
+  if (shown === null) return;
+  const models = await api("/models");
+  const now = activeOf(models, granularity() === "day")?.version || null;
+  if (now === drawnVersion) return;
+  const before = drawnVersion;
+  await show();
+  if (before && now) say(`The active model is now ${now} (it was ${before}): the forecast above is drawn from ${now}.`);
+}
+
+function say(message) {
+  const note = document.getElementById("forecast-note");
+  note.textContent = note.hidden ? message : `${message} ${note.textContent}`;
+  note.hidden = false;
+}
 
 function wire() {
   if (resizeObserver) return;
@@ -150,8 +180,7 @@ async function show() {
     shown = `${store}|${product}|${daily ? "day" : "month"}`;
     const hash = `#/forecast?store=${encodeURIComponent(store)}&product=${encodeURIComponent(product)}${daily ? "&view=day" : ""}`;
     if (window.location.hash !== hash) window.history.replaceState(null, "", hash);
-    const want = daily ? "day" : "month";
-    const active = models?.models?.find((m) => m.active && (m.granularity || "month") === want) || null;
+    const active = activeOf(models, daily);
     const past = await api("/history", {
       params: { store_id: store, product_id: product, ...(daily ? { granularity: "day", days: DAY_WINDOW } : {}) },
     });
@@ -181,12 +210,14 @@ async function show() {
         lineage = result.lineage;
         for (const a of result.answers) {
           const month = periodOf(a, daily);
-          const entry = forecast.get(month) || { value: 0, lo: null, hi: null, basis: new Set(), n: 0 };
+          const entry = forecast.get(month) || { value: 0, lo: null, hi: null, lo95: null, hi95: null, basis: new Set(), n: 0 };
           entry.value += Number(a.predicted_quantity);
           entry.n += 1;
           entry.basis.add(a.basis || "model");
           const band = single ? intervalOf(a) : null;
           if (band) [entry.lo, entry.hi] = band;
+          const wide = single ? intervalOf(a, WIDE_LEVEL) : null;
+          if (wide) [entry.lo95, entry.hi95] = wide;
           forecast.set(month, entry);
         }
         if (!single) messages.push("Totals have no interval drawn: an interval of a sum is not the sum of the series' intervals.");
@@ -198,6 +229,7 @@ async function show() {
       messages.push("No active model yet: upload a sales file to train one.");
     }
     if (ticket !== drawing) return; // the selection changed meanwhile
+    drawnVersion = active?.version || null;
     // Backtest windows are shaded on the month axis only (a day model's windows span whole months).
     const windows = (daily ? [] : active?.backtest?.windows || []).map((w, i) => ({
       label: `backtest window ${i + 1}: fitted up to ${w.origin}, scored ${w.months?.[0]} → ${w.months?.at(-1)}`,
@@ -215,6 +247,8 @@ async function show() {
         forecast: f ? f.value : null,
         lo: f ? f.lo : null,
         hi: f ? f.hi : null,
+        lo95: f ? f.lo95 : null,
+        hi95: f ? f.hi95 : null,
         basis: f ? [...f.basis].join("+") : "",
       };
     }).filter((r) => r.actual !== null || r.forecast !== null);
@@ -228,13 +262,15 @@ async function show() {
       const unit = daily ? "days" : "months";
       const first = [...forecast.keys()][0];
       monthlyChart(chartBox, {
-        months, actual, forecast, windows, bandLevel: BAND_LEVEL, daily,
+        months, actual, forecast, windows, bandLevel: BAND_LEVEL, wideLevel: WIDE_LEVEL, daily,
+        unit: daily ? "units / day" : "units / month",
         title: `${daily ? "Daily" : "Monthly"} quantity: ${name}`,
         description: `${actual.size} ${unit} of actuals and ${forecast.size} forecast ${unit}${first ? ` from ${(daily ? dayLabel : monthLabel)(first)}` : ""}.`,
       });
     };
     redraw();
-    renderLegend(single && [...forecast.values()].some((f) => f.lo !== null), windows.length > 0);
+    renderLegend(single && [...forecast.values()].some((f) => f.lo !== null),
+      single && [...forecast.values()].some((f) => f.lo95 !== null), windows.length > 0);
     renderLineage(lineage, active, daily);
     renderTable();
     document.getElementById("download-csv").disabled = !rows.length;
@@ -249,10 +285,11 @@ async function show() {
   }
 }
 
-function renderLegend(band, windows) {
+function renderLegend(band, wide, windows) {
   const key = (cls, text) => el("span", { class: "key" }, el("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text);
   fill("forecast-legend", key("actual", "actual"), key("forecast", "forecast"),
-    band ? key("band", "80% interval") : null, windows ? key("window", "backtest windows") : null);
+    band ? key("band", "80% interval") : null, wide ? key("band-wide", "95% interval") : null,
+    windows ? key("window", "backtest windows") : null);
 }
 
 function renderLineage(lineage, active, daily) {
@@ -266,7 +303,7 @@ function renderLineage(lineage, active, daily) {
   const sources = lineage?.training_sources?.length ?? active?.inputs?.length;
   const cut = daily ? 10 : 7;
   fill("forecast-lineage",
-    `${daily ? "Day model" : "Model"} ${version}, trained ${when(lineage?.trained_at || active?.created_at)}`,
+    `${daily ? "Day model" : "Model"} ${version}, trained `, stamp(lineage?.trained_at || active?.created_at),
     range ? ` on ${String(range.first).slice(0, cut)} → ${String(range.last).slice(0, cut)}` : "",
     sources ? ` (${sources} source file${sources === 1 ? "" : "s"})` : "",
     skill !== undefined && skill !== null ? `; backtest skill vs seasonal-naive ${pct(skill)}` : "", ".");
@@ -276,20 +313,32 @@ function cell(value, key, digits = 1) {
   return el("td", { class: "num", dataset: { col: key, value: value === null ? "" : String(value) } }, value === null ? "–" : num(value, digits));
 }
 
+/** The numbers, starting at the forecast; the history's rows (before it) behind a toggle. */
 function renderTable() {
   if (!rows.length) {
     fill("forecast-table", el("p", { class: "muted" }, "Nothing to show."));
     return;
   }
   const daily = rowsGranularity === "day";
-  const head = [daily ? "Day" : "Month", "Actual", "Forecast", "Low 80%", "High 80%", "Basis"];
-  fill("forecast-table", el("div", { class: "table-scroll tall", tabindex: "0", "aria-label": "forecast numbers" }, el("table", { id: "forecast-numbers" },
-    el("caption", { class: "visually-hidden" }, `${daily ? "Daily" : "Monthly"} actuals and forecast`),
-    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 5 ? "num" : "" }, h)))),
-    el("tbody", {}, rows.map((r) => el("tr", { dataset: { [daily ? "date" : "month"]: r.month, period: r.month, kind: r.forecast !== null ? "forecast" : "actual" } },
-      el("th", { scope: "row" }, daily ? dayLabel(r.month) : monthLabel(r.month)),
-      cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
-      el("td", { dataset: { col: "basis" } }, r.basis)))))));
+  const history = rows.filter((r) => r.forecast === null).length;
+  const all = !rows.some((r) => r.forecast !== null); // no forecast: the history is all there is
+  const head = [daily ? "Day" : "Month", "Actual", "Forecast", "Low 80%", "High 80%", "Low 95%", "High 95%", "Basis"];
+  const toggle = history && !all ? el("button", {
+    type: "button", class: "button secondary small", id: "toggle-history", "aria-expanded": String(showHistory),
+    "aria-controls": "forecast-numbers",
+    onclick: () => { showHistory = !showHistory; renderTable(); document.getElementById("toggle-history")?.focus(); },
+  }, showHistory ? `Hide the history (${num(history)} ${daily ? "days" : "months"})` : `Show the history (${num(history)} ${daily ? "days" : "months"})`) : null;
+  fill("forecast-table", toggle, el("div", { class: "table-scroll tall", tabindex: "0", "aria-label": "forecast numbers" }, el("table", { id: "forecast-numbers" },
+    el("caption", { class: "visually-hidden" }, `${daily ? "Daily" : "Monthly"} forecast${showHistory || all ? " and actuals" : ""}`),
+    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { scope: "col", class: i && i < 7 ? "num" : "" }, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", {
+      dataset: { [daily ? "date" : "month"]: r.month, period: r.month, kind: r.forecast !== null ? "forecast" : "actual" },
+      hidden: r.forecast === null && !showHistory && !all,
+    },
+    el("th", { scope: "row" }, daily ? dayLabel(r.month) : monthLabel(r.month)),
+    cell(r.actual, "actual"), cell(r.forecast, "forecast"), cell(r.lo, "lo"), cell(r.hi, "hi"),
+    cell(r.lo95, "lo95"), cell(r.hi95, "hi95"),
+    el("td", { dataset: { col: "basis" } }, r.basis)))))));
 }
 
 function download() {
@@ -297,9 +346,9 @@ function download() {
   const product = document.getElementById("product-select").value;
   const quote = (v) => (/[",\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
   const daily = rowsGranularity === "day";
-  const lines = [`${daily ? "date" : "month"},actual_quantity,predicted_quantity,lo_80,hi_80,basis`];
+  const lines = [`${daily ? "date" : "month"},actual_quantity,predicted_quantity,lo_80,hi_80,lo_95,hi_95,basis`];
   for (const r of rows) {
-    lines.push([r.month, r.actual ?? "", r.forecast ?? "", r.lo ?? "", r.hi ?? "", quote(r.basis)].join(","));
+    lines.push([r.month, r.actual ?? "", r.forecast ?? "", r.lo ?? "", r.hi ?? "", r.lo95 ?? "", r.hi95 ?? "", quote(r.basis)].join(","));
   }
   const url = URL.createObjectURL(new Blob([`${lines.join("\n")}\n`], { type: "text/csv" }));
   const link = el("a", { href: url, download: `forecast-${store}-${product}${daily ? "-daily" : ""}.csv`.replace(/[^\w.-]/g, "_") });

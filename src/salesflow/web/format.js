@@ -27,7 +27,7 @@ export function bytes(n) {
   return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
 }
 
-/** "3 min ago"-style age of an ISO time; the exact time goes in a title. */
+/** "3 min ago"-style age of an ISO time (the tooltip of `stamp`). */
 export function ago(iso) {
   if (!iso) return "–";
   const seconds = (Date.now() - Date.parse(iso)) / 1000;
@@ -35,13 +35,29 @@ export function ago(iso) {
   if (seconds < 45) return "just now";
   if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
   if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
-  return new Date(iso).toISOString().slice(0, 10);
+  const days = Math.round(seconds / 86400);
+  return `${days} day${days === 1 ? "" : "s"} ago`;
 }
 
+const pad = (n) => String(n).padStart(2, "0");
+
+/** The page's one date format: "2026-12-08 14:05" in the browser's time zone. */
 export function when(iso) {
   if (!iso) return "–";
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** A <time> in the page's date format, its age ("4 min ago") as the tooltip. */
+export function stamp(iso) {
+  const node = document.createElement("time");
+  node.textContent = when(iso);
+  if (iso) {
+    node.dateTime = String(iso);
+    node.title = ago(iso);
+  }
+  return node;
 }
 
 /** Seconds between two ISO times (or until now), as "1 min 12 s". */

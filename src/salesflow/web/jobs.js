@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { badge, el, fill, table } from "./dom.js";
-import { duration, num, pct, when } from "./format.js";
+import { duration, num, pct, stamp } from "./format.js";
 import { jobsTable } from "./overview.js";
 
 let selected = null;
@@ -25,7 +25,7 @@ export async function refresh() {
   }
   fill("jobs-table", jobsTable(list.jobs, {
     onRow: (j) => { window.location.hash = `#/jobs/${j.job_id}`; },
-    rowProps: (j) => ({ class: j.job_id === selected ? "selected" : "", "aria-selected": j.job_id === selected ? "true" : null }),
+    rowProps: (j) => ({ dataset: { job: j.job_id }, class: j.job_id === selected ? "selected" : "", "aria-selected": j.job_id === selected ? "true" : null }),
   }));
   if (job) renderJob(job);
 }
@@ -35,7 +35,7 @@ function renderJob(job) {
     ["status", badge(job.status)],
     ["kind", job.kind],
     ["upload", job.upload_id ? el("a", { href: `#/upload/${job.upload_id}` }, el("code", {}, job.upload_id.slice(0, 8))) : "–"],
-    ["created", when(job.created_at)],
+    ["created", stamp(job.created_at)],
     ["duration", duration(job.started_at, job.finished_at)],
     ["attempts", num(job.attempts)],
     ["model", job.model_version || "–"],
@@ -53,11 +53,14 @@ function renderJob(job) {
     timings.length ? table([
       { label: "Stage", value: (t) => t.stage.replaceAll("_", " ") },
       { label: "Seconds", value: (t) => Number(t.seconds).toFixed(2), num: true },
-    ], timings, { caption: "Where the time went" }) : null,
+    ], timings, { caption: `Seconds per stage (stages can overlap, so they may add up to more than the job's ${duration(job.started_at, job.finished_at)})` }) : null,
     rejects.length ? table([
       { label: "Rejected because", value: (r) => r.reason.replaceAll("_", " ") },
       { label: "Rows", value: (r) => num(r.count), num: true },
     ], rejects, { caption: "Rejected rows" }) : null,
+    job.rejects_url ? el("p", {}, el("a", {
+      id: "job-rejects", href: `/api/jobs/${encodeURIComponent(job.job_id)}/rejects`, download: `rejects-${job.job_id}.csv`,
+    }, "Download the rejected rows (CSV, with the reason of each)")) : null,
     el("h3", {}, "Log tail"),
     el("pre", { class: "log", tabindex: "0", "aria-label": "job log" }, log || "(empty)"));
 }

@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { barChart } from "./chart.js";
 import { el, fill, table, toast } from "./dom.js";
-import { ago, num, pct, when } from "./format.js";
+import { num, pct, stamp } from "./format.js";
 import { skillOf } from "./overview.js";
 
 let selected = null;
@@ -29,7 +29,7 @@ export async function refresh() {
     { label: "Version", value: (m) => el("span", {}, el("strong", {}, m.version), m.active
       ? el("span", { class: "badge status-active", title: `the active ${granularityOf(m)} model` }, `active (${granularityOf(m)})`) : null) },
     { label: "Granularity", value: (m) => el("span", { dataset: { granularity: granularityOf(m) } }, granularityOf(m)) },
-    { label: "Trained", value: (m) => el("span", { title: m.created_at || "" }, ago(m.created_at)) },
+    { label: "Trained", value: (m) => stamp(m.created_at) },
     { label: "Rows", value: (m) => num(m.rows_read), num: true },
     { label: "Holdout WAPE", value: (m) => pct(m.metrics?.model?.wape), num: true },
     { label: "Seasonal-naive", value: (m) => pct(m.metrics?.baseline?.wape), num: true },
@@ -42,6 +42,7 @@ export async function refresh() {
     }, `Activate ${m.version}`)) },
   ], lastModels, {
     empty: "No models yet: upload a sales file to train one.",
+    stack: true,
     onRow: (m) => { selected = m.version; renderDetail(); },
     rowProps: (m) => ({ class: m.version === selected ? "selected" : "", dataset: { version: m.version } }),
   }));
@@ -76,7 +77,7 @@ function renderDetail() {
   const chartBox = el("div", { class: "chart small-chart", id: "importance-chart" });
   fill("model-detail",
     el("h2", {}, `Model ${model.version} (${granularityOf(model)})`),
-    el("p", { class: "muted" }, `Trained ${when(model.created_at)} on ${num(model.rows_read)} rows, `,
+    el("p", { class: "muted" }, "Trained ", stamp(model.created_at), ` on ${num(model.rows_read)} rows, `,
       model.date_range ? `${String(model.date_range.first).slice(0, 7)} to ${String(model.date_range.last).slice(0, 7)}` : "",
       `; ${num(model.stores)} stores × ${num(model.products)} products.`),
     windows.length ? table([
@@ -150,12 +151,12 @@ function coherenceOf(model) {
 function renderHistory(history) {
   const rows = history.slice().reverse();
   fill("activation-history", table([
-    { label: "When", value: (h) => when(h.at) },
+    { label: "When", value: (h) => stamp(h.at) },
     { label: "Active", value: (h) => h.version },
     { label: "Before", value: (h) => h.previous || "–" },
     { label: "Why", value: (h) => h.reason || "", wrap: true },
     { label: "By", value: (h) => h.actor || "" },
-  ], rows, { empty: "No activations yet." }));
+  ], rows, { empty: "No activations yet.", stack: true }));
 }
 
 function confirmActivate(model) {

@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { badge, el, fill, table } from "./dom.js";
-import { ago, duration, num, pct, shortId } from "./format.js";
+import { duration, num, pct, shortId, stamp } from "./format.js";
 
 export const interval = 5000;
 
@@ -58,7 +58,7 @@ function renderActive(model, unknown) {
   fill("active-model",
     el("div", { class: "stats", id: "active-model-stats", dataset: { version: model.version } },
       stat("version", model.version),
-      stat("trained", ago(model.created_at), model.created_at),
+      stat("trained", stamp(model.created_at)),
       stat("history", range, `${num(model.stores)} stores × ${num(model.products)} products`),
       stat("rows", num(model.rows_read), inputs ? `uploads ${inputs}` : ""),
       stat("holdout WAPE", pct(model.metrics?.model?.wape), `seasonal-naive ${pct(model.metrics?.baseline?.wape)}`),
@@ -87,7 +87,7 @@ export function uploadsTable(uploads, options = {}) {
     { label: "Upload", value: (u) => el("a", { href: `#/upload/${u.upload_id}` }, el("code", {}, shortId(u.upload_id))) },
     { label: "File", value: (u) => u.filename || "–" },
     { label: "Status", value: (u) => badge(u.status) },
-    { label: "When", value: (u) => el("span", { title: u.created_at }, ago(u.created_at)) },
+    { label: "When", value: (u) => stamp(u.created_at) },
     { label: "Model", value: (u) => u.model_version || "–" },
   ], uploads || [], { empty: "No uploads yet.", ...options });
 }

@@ -106,12 +106,17 @@ function renderFollow(record) {
   document.getElementById("follow-id").textContent = record.upload_id;
   const status = record.status;
   const failed = status === "failed" || status === "rejected";
-  const reached = failed ? STEPS.indexOf(record.job_id ? "training" : "queued") : STEPS.indexOf(status);
-  const steps = STEPS.map((step, i) => {
-    const name = i === STEPS.length - 1 && failed ? status : step;
-    let state = i < reached || (i === reached && status === "trained") ? "done" : i === reached ? "current" : "todo";
-    if (failed && i === STEPS.length - 1) state = "failed";
-    return el("li", { class: `step ${state}`, "aria-current": state === "current" ? "step" : null }, name);
+  // A failed upload: the steps it passed are done, the one it stopped at says "failed" (or
+  // "rejected") in its place, and nothing after it is drawn.
+  const stoppedAt = STEPS.indexOf(record.job_id ? "training" : "queued");
+  const reached = failed ? stoppedAt : STEPS.indexOf(status);
+  const shownSteps = failed ? STEPS.slice(0, stoppedAt + 1) : STEPS;
+  const steps = shownSteps.map((step, i) => {
+    if (failed && i === stoppedAt) {
+      return el("li", { class: "step failed", title: `stopped at ${step}` }, `${status} (${step})`);
+    }
+    const state = i < reached || (i === reached && status === "trained") ? "done" : i === reached ? "current" : "todo";
+    return el("li", { class: `step ${state}`, "aria-current": state === "current" ? "step" : null }, step);
   });
   const list = fill("upload-status", ...steps);
   list.dataset.status = status;
@@ -129,7 +134,24 @@ function renderResult(record) {
       el("a", { href: "#/forecast" }, "Explore its forecast →")));
   }
   if (record.error) parts.push(el("p", { class: "error" }, el("strong", {}, record.error_code || "error"), ": ", record.error));
+  if (record.job_id && TERMINAL.has(record.status)) {
+    parts.push(el("p", {}, el("button", {
+      type: "button", class: "button secondary small", id: "retrain",
+      onclick: () => retrain(record),
+    }, "Train again on this file")));
+  }
   fill("upload-result", ...parts);
+}
+
+/** A new training job on the upload's stored file (a new model version), then follow that job. */
+async function retrain(record) {
+  try {
+    const job = await api("/train", { method: "POST", body: { upload_id: record.upload_id, replay: true } });
+    toast(`Training job ${job.job_id.slice(0, 8)} queued on ${record.filename || "the stored file"}.`, "success");
+    window.location.hash = `#/jobs/${job.job_id}`;
+  } catch (error) {
+    toast(`Could not train again: ${error.message}`, "error");
+  }
 }
 
 function renderPreview(preview) {

@@ -13,15 +13,23 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from salesflow.auth import auth_headers, load_or_create_token
+from salesflow.clients.dashboard import dashboard_url
 from salesflow.config import Settings
 from salesflow.logs import configure_logging
+from salesflow.services.dashboard.metrics import StatusCollector
 from salesflow.services.dashboard.overview import StatusBoard
 from salesflow.services.dashboard.proxy import Upstream
 from salesflow.services.dashboard.routes import DashboardState, api, pages
-from salesflow.services.dashboard.session import SessionGate, SessionStore, redact_token
+from salesflow.services.dashboard.session import (
+    LoginCodes,
+    SessionGate,
+    SessionStore,
+    redact_token,
+)
 from salesflow.services.http import health_router, install_error_handlers, serve_app
+from salesflow.services.metrics import install_metrics
 
-__all__ = ["create_app", "dashboard_url", "login_url", "serve", "web_root"]
+__all__ = ["create_app", "dashboard_url", "serve", "web_root"]
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +37,6 @@ log = logging.getLogger(__name__)
 def web_root() -> Path:
     """The folder of the page's static files (shipped inside the package)."""
     return Path(str(resources.files("salesflow") / "web"))
-
-
-def dashboard_url(settings: Settings) -> str:
-    """Where the dashboard listens."""
-    return f"http://{settings.host}:{settings.dashboard_port}"
-
-
-def login_url(settings: Settings) -> str:
-    """The link that logs a browser in (it carries the token: print it only to the operator)."""
-    token = load_or_create_token(settings)
-    return f"{dashboard_url(settings)}/login" + (f"?token={token}" if token else "")
 
 
 def create_app(
@@ -64,6 +61,7 @@ def create_app(
             settings=settings,
             token=load_or_create_token(settings),
             sessions=sessions,
+            codes=LoginCodes(),
             upload=upload,
             jobs=jobs,
             board=StatusBoard(settings, upload, jobs),
@@ -88,12 +86,18 @@ def create_app(
     app.include_router(pages)
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=root), name="static")
+    collector = StatusCollector()
+
+    async def refresh_status() -> None:
+        collector.latest = await app.state.dashboard.board.status()
+
+    install_metrics(app, settings, [collector], before_scrape=refresh_status)
     app.add_middleware(SessionGate, sessions=sessions, required=settings.auth_enabled)
     return app
 
 
 class _RedactToken(logging.Filter):
-    """Keep the login token out of the access log."""
+    """Keep login codes (and any token) out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.args = redact_token(record.args)

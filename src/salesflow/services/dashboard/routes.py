@@ -8,15 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from salesflow.auth import token_matches
 from salesflow.config import Settings
 from salesflow.services.dashboard.overview import StatusBoard
 from salesflow.services.dashboard.proxy import Upstream
-from salesflow.services.dashboard.session import COOKIE, SESSION_TTL_S, SessionStore
+from salesflow.services.dashboard.session import (
+    CODE_TTL_S,
+    COOKIE,
+    SESSION_TTL_S,
+    LoginCodes,
+    SessionStore,
+)
+from salesflow.services.http import error_body
 
 __all__ = ["DashboardState", "api", "pages"]
 
@@ -38,6 +45,7 @@ class DashboardState:
     settings: Settings
     token: str | None
     sessions: SessionStore
+    codes: LoginCodes
     upload: Upstream
     jobs: Upstream
     board: StatusBoard
@@ -65,17 +73,40 @@ _MESSAGE_PAGE = """<!doctype html>
 <link rel="stylesheet" href="/static/style.css"></head>
 <body class="message-page"><main><h1>salesflow</h1><p>{message}</p>
 <p>Open the dashboard link that <code>salesflow up</code> printed in its terminal
-(it looks like <code>http://127.0.0.1:8003/login?token=...</code>).</p></main></body></html>
+(it looks like <code>http://127.0.0.1:8003/login?code=...</code>); it works once, for a few
+minutes. <code>salesflow login</code> prints a new one.</p></main></body></html>
 """
 
 
+@pages.post("/login-codes")
+def issue_login_code(
+    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    """A one-time login link for the holder of the service token (what `salesflow login` prints)."""
+    if not token_matches(state.token, authorization):
+        return JSONResponse(
+            error_body("unauthorized", "missing or wrong bearer token"),
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    code = state.codes.create()
+    url = f"{str(request.base_url).rstrip('/')}/login?code={code}"
+    return JSONResponse(
+        {"code": code, "url": url, "expires_in_s": CODE_TTL_S},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @pages.get("/login")
-def login(state: StateDep, token: str = "") -> Response:
-    """Trade the service token for a session cookie, then show the dashboard."""
-    if not token_matches(state.token, f"Bearer {token}"):
-        log.warning("a login with a wrong token was refused")
+def login(state: StateDep, code: str = "") -> Response:
+    """Trade a one-time login code for a session cookie, then show the dashboard."""
+    if state.token is not None and not state.codes.redeem(code):
+        log.warning("a login with an unknown, used or expired code was refused")
         return HTMLResponse(
-            _MESSAGE_PAGE.format(message="That login link is not valid (wrong or old token)."),
+            _MESSAGE_PAGE.format(
+                message="That login link is not valid: it was used already, is older than a few "
+                "minutes, or comes from an earlier start of the dashboard."
+            ),
             status_code=401,
             headers={"Cache-Control": "no-store"},
         )
@@ -149,6 +180,18 @@ async def list_jobs(request: Request, state: StateDep) -> Response:
 async def get_job(job_id: IdParam, request: Request, state: StateDep) -> Response:
     """One job with its log tail (job server)."""
     return await state.jobs.forward(request, f"/jobs/{job_id}")
+
+
+@api.post("/train")
+async def train(request: Request, state: StateDep) -> Response:
+    """Train on an upload's stored file; `replay` trains a past upload again (job server)."""
+    return await state.jobs.forward(request, "/train", body=True)
+
+
+@api.get("/jobs/{job_id}/rejects")
+async def get_job_rejects(job_id: IdParam, request: Request, state: StateDep) -> Response:
+    """The rows a train job rejected, as a CSV download (job server)."""
+    return await state.jobs.forward(request, f"/jobs/{job_id}/rejects")
 
 
 @api.get("/models")

@@ -1,9 +1,11 @@
-"""Browser sessions: a login link trades the service token for an HttpOnly cookie; a gate checks it.
+"""Browser sessions: a one-time login code trades for an HttpOnly cookie; a gate checks it.
 
-The token never reaches the page: `GET /login?token=...` compares it in constant time, keeps a random
-session id in memory and sets it as an HttpOnly, SameSite=Strict cookie. Every route except the
-open ones needs that cookie: API calls get a 401 JSON answer, pages a redirect to `/welcome`. A
-restart of the dashboard forgets every session (open the link again).
+The token never reaches the page nor a URL: the CLI (holding the service token) asks
+`POST /login-codes` for a code, valid a few minutes and once, and prints `/login?code=...`. That
+link keeps a random session id in memory and sets it as an HttpOnly, SameSite=Strict cookie. Every
+route except the open ones needs that cookie: API calls get a 401 JSON answer, pages a redirect to
+`/welcome`. A restart of the dashboard forgets every session and code (`salesflow login` prints a
+new link).
 """
 
 from __future__ import annotations
@@ -22,21 +24,44 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from salesflow.services.http import error_body
 
-__all__ = ["COOKIE", "OPEN_PATHS", "SECURITY_HEADERS", "SessionGate", "SessionStore"]
+__all__ = [
+    "CODE_TTL_S",
+    "COOKIE",
+    "OPEN_PATHS",
+    "SECURITY_HEADERS",
+    "LoginCodes",
+    "SessionGate",
+    "SessionStore",
+]
 
 COOKIE = "salesflow_session"
 #: A session lasts a working day; after that the link `salesflow up` printed logs in again.
 SESSION_TTL_S = 12 * 3600
 #: Sessions kept at most; the oldest is dropped first, so repeated logins cannot grow memory.
 MAX_SESSIONS = 1000
+#: A login code works once, within this long: enough to click the link `salesflow up` printed.
+CODE_TTL_S = 300.0
+#: Unused codes kept at most (the oldest dropped first).
+MAX_CODES = 100
 #: Paths served without a session: probes, the login link and the page that explains it.
 #: The stylesheet is open too: the /welcome page uses it, and it holds nothing private.
 OPEN_PATHS = frozenset(
-    {"/healthz", "/readyz", "/login", "/welcome", "/favicon.ico", "/static/style.css"}
+    # /metrics: no session, the service token instead (Prometheus sends it as a bearer token)
+    # /login-codes: the service token in a header, checked by the route
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/login",
+        "/login-codes",
+        "/welcome",
+        "/favicon.ico",
+        "/static/style.css",
+    }
 )
 
 #: Sent with every answer: only our own scripts and styles, no framing, no referrer (the login URL
-#: carries the token), no MIME sniffing.
+#: carries a code), no MIME sniffing.
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -47,7 +72,7 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s]*")
+_TOKEN_IN_QUERY = re.compile(r"((?:token|code)=)[^&\s]*")
 
 
 class SessionStore:
@@ -89,6 +114,19 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._expires)
+
+
+class LoginCodes(SessionStore):
+    """One-time login codes: valid `ttl_s`, gone once redeemed."""
+
+    def __init__(self, ttl_s: float = CODE_TTL_S, max_codes: int = MAX_CODES) -> None:
+        super().__init__(ttl_s=ttl_s, max_sessions=max_codes)
+
+    def redeem(self, code: str | None) -> bool:
+        """True once for a known, unexpired code."""
+        valid = self.valid(code)
+        self.drop(code)
+        return valid
 
 
 class SessionGate:
@@ -148,7 +186,7 @@ def _same_origin(conn: HTTPConnection) -> bool:
 
 
 def redact_token(args: Any) -> Any:
-    """uvicorn access-log arguments with any `token=` query value replaced by `***`."""
+    """uvicorn access-log arguments with any `token=` or `code=` query value replaced by `***`."""
     if not isinstance(args, tuple):
         return args
     return tuple(

@@ -34,10 +34,12 @@ from salesflow.services.jobs.admission import UploadAdmission
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState
 from salesflow.services.jobs.engine import SparkEngine, spark_engine
+from salesflow.services.jobs.metrics import JobCollector
 from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
 from salesflow.services.jobs.runner import JobRunner
 from salesflow.services.jobs.startup import SessionStartup
+from salesflow.services.metrics import install_metrics
 from salesflow.serving.service import ForecastService
 from salesflow.spark.curated import curated_path
 from salesflow.storage import store_for
@@ -237,7 +239,14 @@ def create_app(
     app.include_router(make_health_router(_health_checks(app)))
     app.include_router(router, dependencies=protected(settings), responses=ERROR_RESPONSES)
     guard_requests(app, settings, file_routes=(("POST", "/predict"),))
+    install_metrics(app, settings, [JobCollector(lambda: _db_of(app))])
     return app
+
+
+def _db_of(app: FastAPI) -> JobDB | None:
+    """The running server's job table (None outside its lifespan)."""
+    server: ServerState | None = getattr(app.state, "server", None)
+    return server.db if server is not None else None
 
 
 def serve(settings: Settings) -> None:

@@ -58,6 +58,10 @@ _OLD_COLUMNS = (
 )
 
 
+#: What a failed job keeps of its run (rows read and rejected, ...), or None.
+Result = dict[str, Any] | None
+
+
 def utc_now() -> str:
     """Now as a UTC ISO-8601 string (milliseconds, so listing order is stable)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -332,13 +336,16 @@ class JobDB(SqliteFile):
             (utc_now(), model_version, json.dumps(result, default=str), json.dumps(log_tail)),
         )
 
-    def fail(self, job_id: str, *, code: str, message: str, log_tail: list[str]) -> Job:
-        """Record a failed job with a stable code and a short message."""
+    def fail(
+        self, job_id: str, *, code: str, message: str, log_tail: list[str], result: Result = None
+    ) -> Job:
+        """Record a failed job with a stable code and a short message (and what it counted)."""
+        counts = json.dumps(result, default=str) if result else None
         return self._finish(
             job_id,
             "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = ?, error = ?,"
-            " log_tail = ? WHERE job_id = ? RETURNING *",
-            (utc_now(), code, message, json.dumps(log_tail)),
+            " log_tail = ?, result = COALESCE(?, result) WHERE job_id = ? RETURNING *",
+            (utc_now(), code, message, json.dumps(log_tail), counts),
         )
 
     def _finish(self, job_id: str, sql: str, params: tuple[Any, ...]) -> Job:

@@ -46,6 +46,7 @@ from salesflow.serving.history import (
 )
 from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.serving.service import Query as ForecastQuery
+from salesflow.urls import local_path_of
 
 __all__ = ["router"]
 
@@ -162,6 +163,17 @@ def get_job_output(job_id: str, db: DbDep) -> FileResponse:
     return FileResponse(
         job.output_path, media_type="text/csv", filename=f"predictions-{job_id}.csv"
     )
+
+
+@router.get("/jobs/{job_id}/rejects")
+def get_job_rejects(job_id: str, db: DbDep, settings: SettingsDep) -> FileResponse:
+    """The rows a train job rejected, as CSV with a reject_reason column (404 when none)."""
+    url = db.get(job_id).result.get("rejects_url")
+    root = (settings.warehouse_path / "rejects").resolve()
+    path = local_path_of(url).resolve() if isinstance(url, str) and url[:5] == "file:" else None
+    if path is None or not path.is_relative_to(root) or not path.is_file():
+        raise NotFoundError(f"job {job_id} has no rejects file")
+    return FileResponse(path, media_type="text/csv", filename=f"rejects-{job_id}.csv")
 
 
 # --- predictions -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from salesflow import logs
 from salesflow.config import Settings
-from salesflow.errors import SalesflowError
+from salesflow.errors import SalesflowError, TooManyRejectsError
 from salesflow.registry import ModelRegistry
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.engine import PredictFn, TrainFn, spark_predictor
@@ -277,7 +277,10 @@ class JobRunner:
             message = f"{job.kind} failed: {type(exc).__name__}; see the job server log"
             log.error("job failed unexpectedly", exc_info=exc, extra=_SKIP_TAIL)
         lines.append(_line("error", f"failed: {code}: {message}"))
-        failed = self.db.fail(job.job_id, code=code, message=message, log_tail=list(lines))
+        counts = exc.counts if isinstance(exc, TooManyRejectsError) else None
+        failed = self.db.fail(
+            job.job_id, code=code, message=message, log_tail=list(lines), result=counts
+        )
         self._notify(failed)
         return failed
 

@@ -21,9 +21,11 @@ from salesflow.services.http import (
     protected,
     serve_app,
 )
+from salesflow.services.metrics import install_metrics
 from salesflow.services.upload.db import UploadDB
 from salesflow.services.upload.deps import Resources
 from salesflow.services.upload.health import health_routes
+from salesflow.services.upload.metrics import UploadCollector
 from salesflow.services.upload.outbox import OutboxRelay, job_server_lookup
 from salesflow.services.upload.routes import uploads
 from salesflow.services.upload.streaming import UploadSlots
@@ -67,7 +69,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_routes(lambda: app.state.resources))
     app.include_router(uploads, dependencies=protected(settings), responses=ERROR_RESPONSES)
     guard_requests(app, settings, file_routes=(("POST", "/uploads"),))
+    install_metrics(app, settings, [UploadCollector(lambda: _db_of(app))])
     return app
+
+
+def _db_of(app: FastAPI) -> UploadDB | None:
+    """The running service's database (None before the lifespan has built it)."""
+    resources: Resources | None = getattr(app.state, "resources", None)
+    return resources.db if resources is not None else None
 
 
 def serve(settings: Settings) -> None:

@@ -128,7 +128,8 @@ async def receive_upload(
         await flush(minimum=1)
         assert sink.inspector is not None and pipeline is not None  # the part had a valid header
         await pipeline.finish()  # every batch inspected and written, or the first error
-        preview = await anyio.to_thread.run_sync(sink.inspector.finish)  # may refuse the file
+        # may refuse the file (badly ended, no rows, every row would be rejected)
+        preview = await anyio.to_thread.run_sync(sink.inspector.finish_for_upload)
         info = await anyio.to_thread.run_sync(pipeline.writer.commit)
     except BaseException:
         if pipeline is not None:
