@@ -223,7 +223,7 @@ def test_models_lists_skill_and_top_features(cli_data_dir: Path) -> None:
         registry, {"backtest": {"skill": 0.0478}, "feature_importances": importances}, activate=True
     )
     _publish(registry, {"rows_read": 5}, activate=False)  # a version from before backtests
-    result = CliRunner().invoke(cli.app, ["models"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli.app, ["models", "--wide"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "v000" in line]
     assert "0.048" in lines[0] and "month 0.55, store 0.24" in lines[0]
@@ -242,7 +242,7 @@ def test_models_names_a_statistical_winner_and_no_forest_features(cli_data_dir: 
         },
         activate=True,
     )
-    result = CliRunner().invoke(cli.app, ["models"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli.app, ["models", "--wide"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if "v0001" in line)
     assert "AutoETS" in line and "month 0.70" not in line
