@@ -10,6 +10,7 @@ SalesflowError                          HTTP 500 unless a class below says other
 │   ├── UnterminatedQuoteError          a quote that is never closed before the end of the file
 │   ├── FieldTooLongError               a field (or an unsplittable line) over the size limit
 │   ├── TooManyRejectsError             rejected share of rows above the configured limit
+│   ├── OverlapError                    mode reject: the upload covers cells already held (HTTP 409)
 │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
 │   ├── InvalidKeyError                 an object key outside the upload prefix
 │   ├── TooLargeError                   a body above the size limit (HTTP 413)
@@ -47,6 +48,7 @@ __all__ = [
     "NotFoundError",
     "NotUtf8Error",
     "ObjectNotFoundError",
+    "OverlapError",
     "ReportMismatchError",
     "SalesflowError",
     "StorageError",
@@ -95,6 +97,11 @@ class FieldTooLongError(InputError):
 
 class TooManyRejectsError(InputError):
     code = "too_many_rejects"
+
+
+class OverlapError(InputError):
+    code = "overlap"
+    http_status = 409
 
 
 class InvalidEventError(InputError):
