@@ -1,6 +1,7 @@
 """The overlap policy on real Spark: what a later upload does to the (store, day) cells the curated
 history holds (replace, append, reject), the same rows re-shaped, a corrected re-export, and
-taking an upload back out. Curation only (no model fits): each case reads a few tiny files."""
+taking an upload back out: curation only, on a few tiny files. Then `train --only` and the
+counts a version records of the history it was trained on (small fits)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import pytest
 from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
-from salesflow.errors import OverlapError
+from salesflow.errors import InputError, OverlapError
 from salesflow.registry import ModelRegistry
 from salesflow.sales import ledger
 from salesflow.sales.contract import REQUIRED_COLUMNS
+from salesflow.sales.generate import generate_sales
 from salesflow.serving.history import read_daily, read_monthly
 from salesflow.spark.curate import TrainInput, curate
+from salesflow.spark.train import train
 from salesflow.spark.train_context import SourceStats, TrainOptions, TrainRun
 from tests.fixtures.data import sale, write_sales
 
@@ -164,3 +167,25 @@ def test_folders_written_without_the_ledger_are_never_read(
     with ledger.locked(curated) as book:
         ledger.sweep(curated, book)
     assert not stray.exists() and _names(ledger.live_folders(curated / "daily")) == live
+
+
+def test_train_only_leaves_the_history_alone_and_counts_what_a_version_saw(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", num_trees=3, _env_file=None)
+    registry = ModelRegistry(settings.warehouse_path / "models")
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    generate_sales(one, rows=1_500, seed=1)
+    generate_sales(two, rows=1_500, seed=2)
+    alone = train(spark, settings, [TrainInput(str(one))], registry=registry, only=True)
+    assert alone.rows_read == 1_500 and alone.inputs[0]["mode"] == "append"
+    assert _book(settings).entries == []
+    assert not list(settings.warehouse_path.glob(".only-*"))  # its own history is gone
+    with pytest.raises(InputError, match="no accepted rows"):
+        train(spark, settings, [], registry=registry)  # the history alone: empty
+    inputs = [TrainInput(str(one)), TrainInput(str(two), mode="append")]
+    both = train(spark, settings, inputs, registry=registry)
+    meta = registry.get(both.version).metadata
+    assert meta["trained_on"]["uploads"] == 2
+    assert meta["trained_on"]["rows"] == sum(e.rows for e in _book(settings).entries)
+    assert registry.get(alone.version).metadata["trained_on"]["uploads"] == 1

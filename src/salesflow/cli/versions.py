@@ -20,6 +20,15 @@ def _registry() -> Any:
     return ModelRegistry(settings().warehouse_path / "models")
 
 
+def _trained_on(meta: dict[str, Any]) -> tuple[str, str]:
+    """Rows and uploads of the whole history a version was trained on (rows per store, product
+    and day); versions trained before the history had a ledger show the rows their files had."""
+    history = meta.get("trained_on")
+    if history is None:
+        return f"{meta.get('rows_read', 0):,}", "-"
+    return f"{history['rows']:,}", str(history["uploads"])
+
+
 def _active_by_granularity(registry: Any) -> dict[str, str | None]:
     """The active version of each granularity ({"month": ..., "day": ...}), from the pointers."""
     from salesflow.registry import GRANULARITIES
@@ -54,7 +63,8 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
         )
         return
     table = Table(
-        "version", "granularity", "active", "model", "created", "rows", "WAPE", "baseline WAPE",
+        "version", "granularity", "active", "model", "created", "rows", "uploads", "WAPE",
+        "baseline WAPE",
         "RMSE", "skill", "top features",
         caption="active: " + ", ".join(f"{g} {v or 'none'}" for g, v in active.items()),
     )  # fmt: skip
@@ -72,7 +82,7 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
             f"* {v.granularity}" if v.active else "",
             str(won.get("winner") or "forest"),
             str(v.metadata.get("created_at", ""))[:19],
-            f"{v.metadata.get('rows_read', 0):,}",
+            *_trained_on(v.metadata),
             fmt(m.get("model", {}).get("wape")),
             fmt(m.get("baseline", {}).get("wape")),
             fmt(m.get("model", {}).get("rmse")),

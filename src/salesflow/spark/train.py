@@ -56,7 +56,8 @@ def train(
     fit_transform: backtest.FitTransform | None = None,
     only: bool = False,
 ) -> TrainResult:
-    """Learn from `inputs` plus the curated history; publish a new version, active if it passes.
+    """Learn from `inputs` plus the curated history (no inputs: the history as it is); publish a
+    new version, active if it passes.
 
     The promotion gate (salesflow.spark.promotion) activates the version when its backtest beats the
     seasonal-naive forecast and the active version of the same granularity; `force` activates it
@@ -66,7 +67,7 @@ def train(
     append, unless an input says otherwise). With settings.granularity `both` the result is the
     month run's, with the day run's result (and its coherence check) in `also`.
     """
-    if not inputs:
+    if not inputs and only:
         raise InputError("nothing to train on: give at least one sales file")
     if only:
         inputs = [dataclasses.replace(i, mode=i.mode or "append") for i in inputs]

@@ -300,7 +300,7 @@ def describe(
         "metrics": evaluation.metrics,
         "spark_version": run.spark.version,
         "training_sources": sorted(e.parts[history.grain] for e in every),
-        "history": {
+        "trained_on": {
             "uploads": len(every),
             "upload_ids": [e.id for e in every],
             "rows": sum(e.rows for e in every),  # per store, product and day
@@ -321,7 +321,7 @@ def publish(
     sources: list[SourceStats],
 ) -> ModelVersion:
     """Publish the staged folder as the next version, active when the gate says so."""
-    trained_on = "trained on " + ", ".join(s.url for s in sources)
+    trained_on = "trained on " + (", ".join(s.url for s in sources) or "the curated history")
     return run.registry.publish(
         staged,
         metadata,

@@ -120,6 +120,11 @@ class Job:
             "timings": result.get("timings"),
             "promoted": result.get("promoted"),
             "promotion": result.get("promotion"),
+            # what each file did to the curated history: its mode, the uploads it overlapped
+            "history": [
+                {k: i.get(k) for k in ("upload_id", "sha256", "mode", "appended", "overlaps")}
+                for i in result.get("inputs") or []
+            ],
             **self._granularity_fields(),
             "error_code": self.error_code,
             "error": self.error,

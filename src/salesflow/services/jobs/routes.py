@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -25,6 +26,7 @@ from salesflow.errors import (
     UnavailableError,
 )
 from salesflow.registry import normalise_version
+from salesflow.sales import ledger
 from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header, upload_key
 from salesflow.services.jobs.db import MAX_LIST
 from salesflow.services.jobs.deps import (
@@ -345,6 +347,30 @@ def get_history(
 ) -> dict[str, object]:
     """Actuals of one store/product ("all": totals) per month or day, for the dashboard's chart."""
     return read_history(settings.warehouse_path, store_id, product_id, granularity, days).to_dict()
+
+
+class RemoveRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.get("/history/uploads")
+def get_history_uploads(
+    settings: SettingsDep, removed: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """The uploads in the curated history, oldest first: live rows, stores, dates, superseded."""
+    book = ledger.load(settings.warehouse_path / "curated")
+    return {"uploads": [e.to_dict() for e in book.entries if removed or e.removed is None]}
+
+
+@router.post("/history/uploads/{upload_id}/remove")
+def remove_history_upload(
+    upload_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
+    body: RemoveRequest,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """Take an upload's rows out of the curated history (recorded: who, when, why); 404 if none."""
+    curated = settings.warehouse_path / "curated"
+    return ledger.remove(curated, upload_id, "job-server api", body.reason).to_dict()
 
 
 @router.get("/series")

@@ -84,6 +84,7 @@ _RESULT_FIELDS = (
     "granularity",
     "filled_cells",
     "coherence",
+    "inputs",  # each file: its history mode and what it overlapped (replaced or added to)
     "also",  # granularity both: the day run's result (version, metrics, coherence, ...)
 )
 
