@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from salesflow.config import Settings, get_settings
 
-__all__ = ["JsonOption", "app", "models_app", "serve_app", "settings", "state"]
+__all__ = ["HistoryMode", "JsonOption", "app", "models_app", "serve_app", "settings", "state"]
 
 app = typer.Typer(
     help="salesflow: sales history in, demand forecasts out.",
@@ -30,6 +31,15 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print JSON on stdout for scripts (progress stays on stderr)."),
 ]
+
+
+class HistoryMode(StrEnum):
+    """What `--mode` of `upload` and `train` accepts (Settings.history_mode's values; upper-case
+    names: `replace` is a str method)."""
+
+    REPLACE = "replace"
+    APPEND = "append"
+    REJECT = "reject"
 
 
 def settings() -> Settings:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from salesflow.cli.app import JsonOption, app, settings
+from salesflow.cli.app import HistoryMode, JsonOption, app, settings
 from salesflow.cli.output import (
     StageProgress,
     as_url,
@@ -23,7 +23,7 @@ from salesflow.cli.output import (
 )
 from salesflow.cli.versions import coherence_line
 
-__all__ = ["Granularity", "HistoryMode", "forecast", "predict", "retrain", "train"]
+__all__ = ["Granularity", "forecast", "predict", "retrain", "train"]
 
 #: Training stages and the core's progress messages (salesflow.spark.train) that start them.
 TRAIN_STAGES: list[tuple[str, tuple[str, ...]]] = [
@@ -48,15 +48,6 @@ class Granularity(StrEnum):
     month = "month"
     day = "day"
     both = "both"
-
-
-class HistoryMode(StrEnum):
-    """What `train --mode` accepts (Settings.history_mode's values; upper-case names: `replace`
-    is a str method)."""
-
-    REPLACE = "replace"
-    APPEND = "append"
-    REJECT = "reject"
 
 
 @app.command()

@@ -66,12 +66,15 @@ class TrainRequest(BaseModel):
     """Train on a stored upload. The location is derived from the id, never taken from the caller.
 
     `replay`: retrain a past upload from its stored file as a new job (and a new version).
+    `mode`: what the upload does to store x days the history holds (default: the setting; a
+    replay without one keeps the first job's).
     """
 
     upload_id: str
     sha256: str | None = None
     url: str | None = None
     replay: bool = False
+    mode: Literal["replace", "append", "reject"] | None = None
 
 
 class QueryBody(BaseModel):
@@ -127,11 +130,13 @@ def post_train(
     if body.sha256 is not None and not _SHA256.fullmatch(body.sha256):
         raise InputError("sha256 must be 64 lowercase hex digits")
     sha256 = body.sha256
+    mode: str | None = body.mode
     if body.replay:
         store.head(upload_key(body.upload_id))  # 404 unless the file is still stored
         first = db.first_train(body.upload_id)
         sha256 = sha256 or (first.sha256 if first else None)
-    job, created = db.create_train(body.upload_id, url, sha256, replay=body.replay)
+        mode = mode or (first.mode if first else None)
+    job, created = db.create_train(body.upload_id, url, sha256, replay=body.replay, mode=mode)
     if created:
         runner.kick()
         faults.reached(settings, "jobs.after_accept")

@@ -216,7 +216,11 @@ class JobRunner:
             if adopted is not None:
                 progress(f"model {adopted[0]} was published by an interrupted attempt")
                 return adopted
-            inputs = [TrainInput(url=job.input_url, sha256=job.sha256, upload_id=job.upload_id)]
+            inputs = [
+                TrainInput(
+                    url=job.input_url, sha256=job.sha256, upload_id=job.upload_id, mode=job.mode
+                )
+            ]
             result = self.train_fn(
                 self.session_fn(), self.settings, inputs, registry=self.registry, progress=progress
             )
