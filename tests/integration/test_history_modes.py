@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from salesflow.config import Settings
 from salesflow.errors import InputError, OverlapError
 from salesflow.registry import ModelRegistry
-from salesflow.sales import ledger
+from salesflow.sales import ledger, names
 from salesflow.sales.contract import REQUIRED_COLUMNS
 from salesflow.sales.generate import generate_sales
 from salesflow.serving.history import read_daily, read_monthly
@@ -107,6 +107,9 @@ def test_a_corrected_day_replaces_only_its_store_and_day(
     assert _days(settings, "s2") == before  # another store's same day is untouched
     first, second = _book(settings).entries
     assert first.status == "partly superseded" and first.rows == 10
+    kept = names.load(settings.warehouse_path / "curated")  # the names dimension beside it
+    assert (kept.stores["s2"].name, kept.stores["s2"].seen) == ("store s2", "2021-01-03")
+    assert sorted(kept.products) == ["p1", "p2"] and kept.products["p1"].name == "name p1"
     assert second.id == stats.sha256[:16] and second.rows == 1
     # The same correction again changes nothing: the file is in the history already.
     again = _add(spark, settings, write_sales(tmp_path / "fix-again.csv", fix))

@@ -126,6 +126,10 @@ def test_the_job_server_answers_history_and_series(client: TestClient, curated: 
     assert client.get("/series").json() == {
         "stores": ["2", "10", "x"],
         "products": ["p1", "p2", "p3"],
+        "names": {  # this history has no names file: a history written before names were kept
+            "stores": {"2": None, "10": None, "x": None},
+            "products": {"p1": None, "p2": None, "p3": None},
+        },
     }
     bad = client.get("/history", params={"store_id": ""})
     assert bad.status_code == 400

@@ -211,8 +211,8 @@ def predict(
 
 @app.command()
 def forecast(
-    store: Annotated[str, typer.Option("--store", help="Store id.")],
-    product: Annotated[str, typer.Option("--product", help="Product id.")],
+    store: Annotated[str, typer.Option("--store", help="Store id or name.")],
+    product: Annotated[str, typer.Option("--product", help="Product id or name.")],
     month: Annotated[str | None, typer.Option("--month", help="Month, YYYY-MM.")] = None,
     day: Annotated[
         str | None,
@@ -235,6 +235,8 @@ def forecast(
         raise typer.BadParameter("give exactly one of --month YYYY-MM or --date YYYY-MM-DD")
     with JobServerClient(settings()) as client:
         answer = client.forecast(store, product, month=month, date=day, model=model)
+    for kind, found in (answer.get("resolved") or {}).items():
+        err.print(f"{kind} {found['name']!r} is id {found['id']}")
     if as_json:
         print_json(answer)
         return

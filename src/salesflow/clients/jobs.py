@@ -258,9 +258,10 @@ class JobServerClient:
         result: dict[str, Any] = self._json("GET", "/history", params=params)
         return result
 
-    def series(self) -> dict[str, list[str]]:
-        """`{"stores": [...], "products": [...]}`: the ids in the curated history."""
-        result: dict[str, list[str]] = self._json("GET", "/series")
+    def series(self) -> dict[str, Any]:
+        """`{"stores": [...], "products": [...], "names": {"stores": {id: name}, ...}}`: the ids
+        in the curated history and their latest names."""
+        result: dict[str, Any] = self._json("GET", "/series")
         return result
 
     def healthy(self) -> bool:

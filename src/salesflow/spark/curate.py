@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from salesflow.errors import InputError, TooManyRejectsError
 from salesflow.sales import ledger
+from salesflow.sales.names import Kind
 from salesflow.sales.overlap import check_mode
 from salesflow.spark.history_write import NewUpload, add_upload
 from salesflow.spark.predict import write_csv
@@ -59,6 +60,7 @@ class _Read:
     frames: dict[str, DataFrame] | None  # None: already in the curated history
     stats: SourceStats
     mode: ledger.Mode = "replace"
+    names: dict[Kind, list[tuple[str, str, str]]] = field(default_factory=dict)
 
 
 def check_rejects(stats: SourceStats, limit: float) -> None:
@@ -104,7 +106,7 @@ def _add(run: TrainRun, read: _Read) -> None:
         rows_read=stats.rows_read,
         rows_rejected=stats.rows_rejected,
     )
-    new = NewUpload(entry, read.frames["day"], read.frames["month"])
+    new = NewUpload(entry, read.frames["day"], read.frames["month"], read.names)
     added = add_upload(run.spark, run.settings, run.curated, new, read.mode)
     stats.appended = added.entry is not None
     stats.overlaps = [o.to_dict() for o in added.overlaps]
@@ -123,10 +125,10 @@ def _read_once(run: TrainRun, item: TrainInput, book: ledger.Ledger, done: list[
         if item.sha256 is None and (found := _lookup(run, item, sha256, book, done)):
             return found
         run.say(f"reading, validating and aggregating {item.url.rsplit('/', 1)[-1]}")
-        frames, stats = _summarise(run, sales, item, sha256)
+        frames, stats, seen = _summarise(run, sales, item, sha256)
     stats.mode = mode
     check_rejects(stats, run.settings.max_reject_fraction)
-    return _Read(frames, stats, mode)
+    return _Read(frames, stats, mode, seen)
 
 
 def _lookup(
@@ -145,7 +147,7 @@ def _lookup(
 
 def _summarise(
     run: TrainRun, sales: SalesSource, item: TrainInput, sha256: str
-) -> tuple[dict[str, DataFrame], SourceStats]:
+) -> tuple[dict[str, DataFrame], SourceStats, dict[Kind, list[tuple[str, str, str]]]]:
     """One read of the file: accepted rows per granularity (checkpointed) and reject accounting.
 
     The validated rows are persisted and aggregated twice: per month, exactly as the monthly
@@ -157,8 +159,8 @@ def _summarise(
     raw = read_sales(
         run.spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
     )
-    cleaned = raw.transform(validate).transform(clean)
-    cleaned = cleaned.persist(StorageLevel.MEMORY_AND_DISK)
+    validated = raw.transform(validate).persist(StorageLevel.MEMORY_AND_DISK)
+    cleaned = validated.transform(clean)
     try:
         # Small (one row per store/product/period, one per reason) and used several times below;
         # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan. It is eager, so
@@ -167,15 +169,36 @@ def _summarise(
             g: cleaned.transform(aggregate_with_rejects, KEYS_OF[g]).localCheckpoint()
             for g in grains
         }
+        found = names_of(validated)
     finally:
-        cleaned.unpersist()
+        validated.unpersist()
     stats = _stats(summaries[grains[0]], item, sha256)
     if stats.rows_rejected:  # the second, filtered pass, only when something was rejected
         target = settings.warehouse_path / "rejects" / sha256 / "rejects.csv"
         stats.rejects_url = write_csv(raw.transform(rejected_rows), target).as_uri()
     accepted_rows = F.col("reject_reason").isNull()
     frames = {g: summaries[g].filter(accepted_rows).select(*KEYS_OF[g], "quantity") for g in grains}
-    return frames, stats
+    return frames, stats, found
+
+
+def names_of(validated: DataFrame) -> dict[Kind, list[tuple[str, str, str]]]:
+    """Each store's and product's name on its latest accepted sale: (id, name, YYYY-MM-DD)."""
+    accepted = validated.filter(F.col("reject_reason").isNull())
+    found: dict[Kind, list[tuple[str, str, str]]] = {}
+    columns: dict[Kind, tuple[str, str]] = {
+        "stores": ("store_id", "store_name"),
+        "products": ("product_id", "product_name"),
+    }
+    for kind, (ident, label) in columns.items():
+        name = F.nullif(F.trim(F.col(label)), F.lit(""))
+        rows = (
+            accepted.filter(name.isNotNull())
+            .groupBy(ident)
+            .agg(F.max_by(name, "date").alias("name"), F.max("date").alias("day"))
+            .collect()
+        )
+        found[kind] = [(r[ident], r["name"], r["day"].isoformat()) for r in rows]
+    return found
 
 
 def _stats(summary: DataFrame, item: TrainInput, sha256: str) -> SourceStats:

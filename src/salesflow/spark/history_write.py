@@ -8,7 +8,7 @@ readers until the ledger names the new folders, so a crash leaves the history be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -16,7 +16,8 @@ from pyspark.sql import functions as F
 
 from salesflow import faults
 from salesflow.config import Settings
-from salesflow.sales import ledger
+from salesflow.sales import ledger, names
+from salesflow.sales.names import Kind
 from salesflow.sales.overlap import Overlap, decide
 from salesflow.spark.curated import monthly_of, read_parts, write_part
 from salesflow.spark.transforms import DAY_KEYS, KEYS
@@ -73,6 +74,7 @@ class NewUpload:
     entry: ledger.Entry  # its entry (counts filled in by add_upload)
     daily: DataFrame  # store_id, product_id, date, quantity
     monthly: DataFrame  # store_id, product_id, year, month, quantity
+    names: dict[Kind, list[tuple[str, str, str]]] = field(default_factory=dict)  # id, name, day
 
 
 def add_upload(
@@ -114,6 +116,11 @@ def add_upload(
         faults.reached(settings, "curate.before_commit")
         ledger.save(curated, book)
         ledger.sweep(curated, book)
+        if new.names:  # after the ledger: names seen in an upload the history holds
+            dimension = names.load(curated)
+            for kind, seen in new.names.items():
+                dimension.add(kind, seen)
+            names.save(curated, dimension)
     return Added(entry, decided)
 
 

@@ -27,6 +27,7 @@ from salesflow.services.http import health_router as make_health_router
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState
 from salesflow.services.jobs.engine import SparkEngine, spark_engine
+from salesflow.services.jobs.history_routes import history_router
 from salesflow.services.jobs.recovery import sweep_leftovers
 from salesflow.services.jobs.routes import router
 from salesflow.services.jobs.runner import JobRunner
@@ -227,6 +228,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(make_health_router(_health_checks(app)))
     app.include_router(router, dependencies=protected(settings))
+    app.include_router(history_router, dependencies=protected(settings))
     return app
 
 

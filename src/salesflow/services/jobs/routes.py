@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -26,7 +25,6 @@ from salesflow.errors import (
     UnavailableError,
 )
 from salesflow.registry import normalise_version
-from salesflow.sales import ledger
 from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header, upload_key
 from salesflow.services.jobs.db import MAX_LIST
 from salesflow.services.jobs.deps import (
@@ -39,15 +37,8 @@ from salesflow.services.jobs.deps import (
     StoreDep,
 )
 from salesflow.services.jobs.engine import PredictOutcome
+from salesflow.services.jobs.history_routes import resolve_series
 from salesflow.services.jobs.models import model_view, models_listing
-from salesflow.serving.history import (
-    ALL,
-    MAX_DAYS,
-    MAX_ID_LENGTH,
-    curated_root,
-    read_history,
-    series_ids,
-)
 from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.serving.service import Query as ForecastQuery
 
@@ -287,6 +278,7 @@ def _query(body: QueryBody, index: int | None = None) -> ForecastQuery:
 @router.get("/forecast")
 def get_forecast(
     forecasts: ForecastDep,
+    settings: SettingsDep,
     store_id: str,
     product_id: str,
     month: Annotated[str | None, Query(description="YYYY-MM")] = None,
@@ -296,10 +288,16 @@ def get_forecast(
     ] = None,
     model: str | None = None,
 ) -> JSONResponse:
-    """One forecast with its interval, basis and the model's lineage, from the warm model."""
-    query = _query(QueryBody(store_id=store_id, product_id=product_id, month=month, date=date))
+    """One forecast with its interval, basis and the model's lineage, from the warm model; a store
+    or product may be given by its name (`resolved` says which id it named)."""
+    store, product = resolve_series(settings, store_id, product_id)
+    query = _query(QueryBody(store_id=store.id, product_id=product.id, month=month, date=date))
     batch = forecasts.forecast([query], model)
-    return JSONResponse(batch.to_dict(), headers={"X-Model-Version": batch.model_version})
+    answer = batch.to_dict()
+    named = {k: r.to_dict() for k, r in (("store", store), ("product", product)) if r.name}
+    if named:
+        answer["resolved"] = named
+    return JSONResponse(answer, headers={"X-Model-Version": batch.model_version})
 
 
 @router.post("/forecast")
@@ -335,51 +333,3 @@ def activate_model(
     """Make a version the active model (also a rollback); 404 for an unknown version."""
     reason = (body or ActivateRequest()).reason[:500]
     return model_view(registry.activate(version, reason=reason, actor="job-server api"))
-
-
-# --- the curated history -----------------------------------------------------------------------
-
-IdQuery = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
-
-
-@router.get("/history")
-def get_history(
-    settings: SettingsDep,
-    store_id: IdQuery = ALL,
-    product_id: IdQuery = ALL,
-    granularity: Literal["month", "day"] = "month",
-    days: Annotated[int | None, Query(ge=1, le=MAX_DAYS, description="day: the last N")] = None,
-) -> dict[str, object]:
-    """Actuals of one store/product ("all": totals) per month or day, for the dashboard's chart."""
-    return read_history(settings.warehouse_path, store_id, product_id, granularity, days).to_dict()
-
-
-class RemoveRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
-
-
-@router.get("/history/uploads")
-def get_history_uploads(
-    settings: SettingsDep, removed: bool = False
-) -> dict[str, list[dict[str, Any]]]:
-    """The uploads in the curated history, oldest first: live rows, stores, dates, superseded."""
-    book = ledger.load(settings.warehouse_path / "curated")
-    return {"uploads": [e.to_dict() for e in book.entries if removed or e.removed is None]}
-
-
-@router.post("/history/uploads/{upload_id}/remove")
-def remove_history_upload(
-    upload_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
-    body: RemoveRequest,
-    settings: SettingsDep,
-) -> dict[str, Any]:
-    """Take an upload's rows out of the curated history (recorded: who, when, why); 404 if none."""
-    curated = settings.warehouse_path / "curated"
-    return ledger.remove(curated, upload_id, "job-server api", body.reason).to_dict()
-
-
-@router.get("/series")
-def get_series(settings: SettingsDep) -> dict[str, list[str]]:
-    """The store and product ids in the curated history, for the dashboard's pickers."""
-    found = series_ids(curated_root(settings.warehouse_path))
-    return {"stores": found.stores, "products": found.products}
