@@ -152,7 +152,7 @@ def _summarise(
 
     The validated rows are persisted and aggregated twice: per month, exactly as the monthly
     history always was (the forest's bootstrap depends on row order), and per date (the store x
-    day cells the overlap policy works on).
+    day cells the overlap policy works on), with the names the dimension keeps.
     """
     grains = _GRAINS
     settings = run.settings
@@ -160,16 +160,19 @@ def _summarise(
         run.spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
     )
     validated = raw.transform(validate).persist(StorageLevel.MEMORY_AND_DISK)
-    cleaned = validated.transform(clean)
     try:
         # Small (one row per store/product/period, one per reason) and used several times below;
         # a local checkpoint keeps AQE's coalescing, unlike cache() on the plan. It is eager, so
         # the rows no longer depend on a staged copy of the file once the caller's block ends.
         summaries = {
-            g: cleaned.transform(aggregate_with_rejects, KEYS_OF[g]).localCheckpoint()
-            for g in grains
+            "month": validated.transform(clean)
+            .transform(aggregate_with_rejects, KEYS)
+            .localCheckpoint(),
+            # per day from the validated rows, which still have the names (the dimension's)
+            "day": validated.transform(
+                aggregate_with_rejects, DAY_KEYS, names=True
+            ).localCheckpoint(),
         }
-        found = names_of(validated)
     finally:
         validated.unpersist()
     stats = _stats(summaries[grains[0]], item, sha256)
@@ -178,26 +181,27 @@ def _summarise(
         stats.rejects_url = write_csv(raw.transform(rejected_rows), target).as_uri()
     accepted_rows = F.col("reject_reason").isNull()
     frames = {g: summaries[g].filter(accepted_rows).select(*KEYS_OF[g], "quantity") for g in grains}
-    return frames, stats, found
+    return frames, stats, names_of(summaries["day"].filter(accepted_rows))
 
 
-def names_of(validated: DataFrame) -> dict[Kind, list[tuple[str, str, str]]]:
-    """Each store's and product's name on its latest accepted sale: (id, name, YYYY-MM-DD)."""
-    accepted = validated.filter(F.col("reject_reason").isNull())
-    found: dict[Kind, list[tuple[str, str, str]]] = {}
-    columns: dict[Kind, tuple[str, str]] = {
-        "stores": ("store_id", "store_name"),
-        "products": ("product_id", "product_name"),
-    }
-    for kind, (ident, label) in columns.items():
-        name = F.nullif(F.trim(F.col(label)), F.lit(""))
-        rows = (
-            accepted.filter(name.isNotNull())
-            .groupBy(ident)
-            .agg(F.max_by(name, "date").alias("name"), F.max("date").alias("day"))
-            .collect()
+def names_of(daily: DataFrame) -> dict[Kind, list[tuple[str, str, str]]]:
+    """Each store's and product's name on its latest accepted day, (id, name, YYYY-MM-DD), from
+    the accepted rows per store, product and day, in one query (per store and per product)."""
+    rows = (
+        daily.groupingSets([["store_id"], ["product_id"]], "store_id", "product_id")
+        .agg(
+            F.max_by("store_name", "last_date").alias("store_name"),
+            F.max_by("product_name", "last_date").alias("product_name"),
+            F.max("last_date").alias("day"),
         )
-        found[kind] = [(r[ident], r["name"], r["day"].isoformat()) for r in rows]
+        .collect()
+    )
+    found: dict[Kind, list[tuple[str, str, str]]] = {"stores": [], "products": []}
+    for r in rows:
+        if r["store_id"] is not None and r["store_name"] is not None:
+            found["stores"].append((r["store_id"], r["store_name"], r["day"].isoformat()))
+        elif r["product_id"] is not None and r["product_name"] is not None:
+            found["products"].append((r["product_id"], r["product_name"], r["day"].isoformat()))
     return found
 
 

@@ -87,10 +87,10 @@ def add_upload(
         daily_root = curated / ledger.GRAIN_FOLDERS["day"]
         existing = read_parts(spark, daily_root, "day")
         cells = new.daily.select(*_CELL).distinct()
-        by_part = {e.parts.get("day"): e for e in book.live()}
-        found = [
+        by_part = {e.parts["day"]: e for e in book.live() if "day" in e.parts}
+        found = [  # no query when the history holds no rows per day yet (the first upload)
             (by_part[r["source_sha256"]], r)
-            for r in overlaps(existing, cells).collect()
+            for r in (overlaps(existing, cells).collect() if by_part else [])
             if r["source_sha256"] in by_part
         ]
         decided = decide(
