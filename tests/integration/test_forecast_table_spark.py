@@ -15,6 +15,8 @@ from salesflow.registry import ModelRegistry
 from salesflow.serving.model import ServedModel, interval_columns
 from salesflow.spark.predict import predict, predict_frame, to_records
 from tests.fixtures.forecast_tables import (
+    FALLBACK,
+    FALLBACK_PROFILES,
     FIRST_MONTH,
     PRODUCTS,
     STORES,
@@ -59,11 +61,14 @@ def _in_process(served: ServedModel, rows: list[Key]) -> dict[Key, dict[str, Any
     return out
 
 
+@pytest.mark.parametrize("profiles", [False, True], ids=["flat-means", "month-profiles"])
 def test_spark_answers_a_table_version_as_the_in_process_path_does(
-    spark: SparkSession, tmp_path: Path
+    spark: SparkSession, tmp_path: Path, profiles: bool
 ) -> None:
     registry = ModelRegistry(tmp_path / "models")
-    version, _ = publish_table_version(registry)
+    version, _ = publish_table_version(
+        registry, fallback=FALLBACK_PROFILES if profiles else FALLBACK
+    )
     rows = _rows()
     frame = spark.createDataFrame(rows, "store_id string, product_id string, year int, month int")
     ours = _in_process(ServedModel.load(version), rows)
@@ -78,6 +83,10 @@ def test_spark_answers_a_table_version_as_the_in_process_path_does(
         assert by_spark[key]["model_version"] == version.version
     bases = {row["basis"] for row in ours.values()}
     assert bases == {"model", "outside_horizon", "product_mean", "store_mean", "global_mean"}
+    fallback_bounds = [
+        row["lo_95"] for row in ours.values() if row["basis"].endswith("_mean") and row["lo_95"]
+    ]
+    assert bool(fallback_bounds) == profiles  # month profiles give fallback answers intervals
 
 
 def test_predict_of_a_csv_answers_from_the_table(spark: SparkSession, tmp_path: Path) -> None:

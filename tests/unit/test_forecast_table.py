@@ -30,6 +30,7 @@ from salesflow.serving.table import (
 )
 from tests.fixtures.forecast_tables import (
     FALLBACK,
+    FALLBACK_PROFILES,
     FIRST_DAY,
     FIRST_MONTH,
     NOT_HELD,
@@ -201,6 +202,36 @@ def test_outside_the_horizon_is_flagged_and_unknown_ids_fall_back(
         assert np.isnan(scored.lower[level]).all() and np.isnan(scored.upper[level]).all()
     assert scored.unknown_store.tolist() == [False, False, False, True, False, True]
     assert scored.unknown_product.tolist() == [False, False, False, False, True, True]
+
+
+def test_fallback_answers_keep_the_month_profile_and_carry_an_interval(tmp_path: Path) -> None:
+    version, _ = publish_table_version(
+        ModelRegistry(tmp_path / "models"), fallback=FALLBACK_PROFILES
+    )
+    served = ServedModel.load(version)
+    cases = [  # store, product, (year, month), basis, predicted, spread (None: no interval)
+        ("s9", "p1", (2024, 2), "product_mean", 36.0, 6.0),
+        (*NOT_HELD, (2024, 2), "store_mean", FALLBACK["store_mean"]["s2"], None),
+        ("s1", "p9", (2024, 2), "store_mean", 22.0, None),
+        ("s9", "p9", (2030, 1), "global_mean", 19.0, 8.0),
+        ("s9", "p9", (2030, 3), "global_mean", 21.0, None),
+        ("s9", "p9", (2030, 5), "global_mean", FALLBACK["global_mean"], None),
+    ]
+    scored = served.score(
+        [c[0] for c in cases],
+        [c[1] for c in cases],
+        [c[2][0] for c in cases],
+        [c[2][1] for c in cases],
+    )
+    assert scored.basis.tolist() == [c[3] for c in cases]
+    assert scored.predicted.tolist() == [c[4] for c in cases]
+    for level, z in (("0.8", 1.2815515655446004), ("0.95", 1.959963984540054)):
+        for i, (*_, value, spread) in enumerate(cases):
+            if spread is None:
+                assert np.isnan(scored.lower[level][i]) and np.isnan(scored.upper[level][i])
+                continue
+            assert scored.lower[level][i] == pytest.approx(max(value - z * spread, 0.0))
+            assert scored.upper[level][i] == pytest.approx(value + z * spread)
 
 
 def test_the_service_answers_from_the_table_in_json(

@@ -181,6 +181,14 @@ class TrainingSettings:
         "table holds this many months after the history; later months are refused, not "
         "extrapolated.",
     )
+    forecast_horizon_days: int = Field(
+        56,
+        ge=1,
+        le=366,
+        description="Days a day model whose winner is a statistical model answers (8 weeks by "
+        "default): its forecast table holds this many days after the history; later days are "
+        "refused, not extrapolated.",
+    )
     holdout_months: int = Field(
         6, ge=1, description="Most recent months held out to evaluate a model."
     )

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, TypeGuard
 
 import pyarrow as pa
@@ -28,6 +29,8 @@ __all__ = [
     "LINEAGE_COLUMNS",
     "Fallback",
     "ModelFacts",
+    "Profiles",
+    "fallback_z",
     "interval_columns",
     "output_columns",
 ]
@@ -41,13 +44,65 @@ LINEAGE_COLUMNS: tuple[str, ...] = ("model_version", "trained_at")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def fallback_z(level: str) -> float:
+    """The normal quantile a fallback answer's interval at `level` ("0.8") spans each side:
+    1.2816 for 80%, 1.9600 for 95%. The same float in the in-process and the Spark rule."""
+    return NormalDist().inv_cdf(0.5 + float(level) / 2)
+
+
+#: A month profile: 12 values, January first; NaN where the history had no row in that month.
+Profile = tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """Per calendar month: the mean quantity and its sample standard deviation, per product,
+    per store and overall (metadata keys product_profile / product_spread, store_..., global_...)."""
+
+    product: dict[str, tuple[Profile, Profile]]
+    store: dict[str, tuple[Profile, Profile]]
+    overall: tuple[Profile, Profile]
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Profiles | None:
+        """The profiles of a "fallback" block, or None when absent or malformed (versions
+        trained before profiles answer with flat means)."""
+        overall = _profile_pair(raw.get("global_profile"), raw.get("global_spread"))
+        if overall is None:
+            return None
+        keyed: list[dict[str, tuple[Profile, Profile]]] = []
+        for kind in ("product", "store"):
+            means, spreads = raw.get(f"{kind}_profile"), raw.get(f"{kind}_spread")
+            if not isinstance(means, Mapping) or not isinstance(spreads, Mapping):
+                return None
+            pairs = {str(k): _profile_pair(v, spreads.get(k)) for k, v in means.items()}
+            if any(p is None for p in pairs.values()):
+                return None
+            keyed.append({k: p for k, p in pairs.items() if p is not None})
+        return cls(keyed[0], keyed[1], overall)
+
+
+def _profile_pair(means: Any, spreads: Any) -> tuple[Profile, Profile] | None:
+    """(means, spreads) as two 12-tuples of floats (NaN for null), or None if malformed."""
+    out = []
+    for values in (means, spreads):
+        if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != 12:
+            return None
+        if not all(v is None or _number(v) for v in values):
+            return None
+        out.append(tuple(math.nan if v is None else float(v) for v in values))
+    return out[0], out[1]
+
+
 @dataclass(frozen=True)
 class Fallback:
-    """Means of the monthly aggregate quantity the model was fitted on, for ids it never saw."""
+    """Means of the (monthly or daily) quantity the model was fitted on, for ids it never saw,
+    and, when the version records them, the same per calendar month with their spread."""
 
     global_mean: float
     product_mean: dict[str, float]
     store_mean: dict[str, float]
+    profiles: Profiles | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Fallback | None:
@@ -60,7 +115,7 @@ class Fallback:
             if not isinstance(values, Mapping) or not all(_number(v) for v in values.values()):
                 return None
             means.append({str(k): float(v) for k, v in values.items()})
-        return cls(float(raw["global_mean"]), *means)
+        return cls(float(raw["global_mean"]), means[0], means[1], Profiles.parse(raw))
 
     @classmethod
     def from_history(cls, root: Path, sources: Sequence[str]) -> Fallback | None:

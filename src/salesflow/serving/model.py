@@ -25,6 +25,7 @@ from salesflow.serving.facts import (
     LINEAGE_COLUMNS,
     Fallback,
     ModelFacts,
+    fallback_z,
     interval_columns,
     output_columns,
 )
@@ -148,8 +149,10 @@ class ServedModel:
         the model has seen both and answers from their learned effects, which is history enough).
         Otherwise the fallback chain: a known product -> its mean across all stores (the
         issue's scaling by the store's level would need a known store, i.e. the model case);
-        a known store -> its mean across all products; else the global mean. Fallback answers
-        get no interval: the widths were calibrated on the model's errors, not on these means.
+        a known store -> its mean across all products; else the global mean; each that calendar
+        month's mean when the version records month profiles. A fallback answer's interval is
+        that month's mean +- a normal quantile times its spread (`_fallback_bounds`), not the
+        model's widths, which were calibrated on the model's errors.
         """
         columns: dict[str, Sequence[Any]] = {
             "store_id": store_ids,
@@ -166,23 +169,24 @@ class ServedModel:
         predicted = np.maximum(raw, 0.0)  # demand is never negative
         model = ~unknown_store & ~unknown_product
         basis = np.full(raw.size, "model", dtype=object)
+        spread = np.full(raw.size, np.nan)
         if self.facts.fallback is not None:
-            predicted = _fall_back(
-                self.facts.fallback, ~model, predicted, basis,
+            predicted, spread = _fall_back(
+                self.facts.fallback, ~model, predicted, basis, months,
                 (store_ids, unknown_store), (product_ids, unknown_product),
             )  # fmt: skip
         by_model = basis == "model"
         clipped = by_model & (raw < 0)
         lower, upper = {}, {}
         for level in self.facts.levels:
+            lower[level], upper[level] = _fallback_bounds(predicted, spread, level)
             width = self.facts.half_widths.get(level)
             if width is None:
-                lower[level] = upper[level] = np.full(raw.size, np.nan)
                 continue
             low = predicted - width
             clipped |= by_model & (low < 0)
-            lower[level] = np.where(by_model, np.maximum(low, 0.0), np.nan)
-            upper[level] = np.where(by_model, predicted + width, np.nan)
+            lower[level] = np.where(by_model, np.maximum(low, 0.0), lower[level])
+            upper[level] = np.where(by_model, predicted + width, upper[level])
         return Scored(predicted, basis, lower, upper, clipped, unknown_store, unknown_product)
 
     def _score_table(
@@ -208,15 +212,20 @@ class ServedModel:
         basis = np.where(found.found, "model", "outside_horizon").astype(object)
         fallback = self.facts.fallback
         assert fallback is not None  # ModelFacts.of refuses a table version without means
-        predicted = _fall_back(
-            fallback, ~found.known_series, found.predicted, basis,
+        predicted, spread = _fall_back(
+            fallback, ~found.known_series, found.predicted, basis, months,
             (store_ids, ~found.known_store), (product_ids, ~found.known_product),
         )  # fmt: skip
+        lower, upper = {}, {}
+        for level in self.facts.levels:
+            low, high = _fallback_bounds(predicted, spread, level)
+            lower[level] = np.where(found.known_series, found.lower[level], low)
+            upper[level] = np.where(found.known_series, found.upper[level], high)
         return Scored(
             predicted,
             basis,
-            {level: found.lower[level] for level in self.facts.levels},
-            {level: found.upper[level] for level in self.facts.levels},
+            lower,
+            upper,
             np.zeros(len(store_ids), dtype=np.bool_),
             ~found.known_store,
             ~found.known_product,
@@ -228,11 +237,14 @@ def _fall_back(
     needed: Bool,
     predicted: Float,
     basis: NDArray[np.object_],
+    months: Sequence[int],
     stores: tuple[Sequence[str | None], Bool],
     products: tuple[Sequence[str | None], Bool],
-) -> Float:
+) -> tuple[Float, Float]:
     """Where `needed`: the product's mean (a known product), else the store's (a known store),
-    else the global mean. Sets `basis` in place; returns the new predictions."""
+    else the global one; each that calendar month's mean when the version records month
+    profiles (with its spread, NaN elsewhere), else the flat mean. Sets `basis` in place;
+    returns the new predictions and the spreads."""
     (store_ids, unknown_store), (product_ids, unknown_product) = stores, products
     product_mean = _lookup(fallback.product_mean, product_ids)
     store_mean = _lookup(fallback.store_mean, store_ids)
@@ -242,7 +254,43 @@ def _fall_back(
     basis[use_product], basis[use_store], basis[use_global] = BASES[1:4]
     predicted = np.where(use_product, product_mean, predicted)
     predicted = np.where(use_store, store_mean, predicted)
-    return np.where(use_global, fallback.global_mean, predicted)
+    predicted = np.where(use_global, fallback.global_mean, predicted)
+    spread = np.full(predicted.size, np.nan)
+    profiles = fallback.profiles
+    if profiles is None:
+        return predicted, spread
+    month = np.asarray(months, dtype=np.int64) - 1
+    for use, (mean, sd) in (
+        (use_product, _month_values(profiles.product, product_ids, month)),
+        (use_store, _month_values(profiles.store, store_ids, month)),
+        (use_global, _month_values({"": profiles.overall}, [""] * month.size, month)),
+    ):
+        hit = use & ~np.isnan(mean)
+        predicted = np.where(hit, mean, predicted)
+        spread = np.where(hit, sd, spread)
+    return predicted, spread
+
+
+def _month_values(
+    by_id: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]],
+    ids: Sequence[str | None],
+    month: NDArray[np.int64],
+) -> tuple[Float, Float]:
+    """Each row's month mean and spread from its id's profile (NaN when there is none)."""
+    mean = np.full(month.size, np.nan)
+    sd = np.full(month.size, np.nan)
+    for i, (key, m) in enumerate(zip(ids, month, strict=True)):
+        pair = None if key is None else by_id.get(key)
+        if pair is not None and 0 <= m < 12:
+            mean[i], sd[i] = pair[0][m], pair[1][m]
+    return mean, sd
+
+
+def _fallback_bounds(predicted: Float, spread: Float, level: str) -> tuple[Float, Float]:
+    """A fallback answer's bounds: its month mean +- the normal quantile of `level` times the
+    month's spread (low clipped at zero); NaN where there is no spread (model rows included)."""
+    z = fallback_z(level)
+    return np.maximum(predicted - z * spread, 0.0), predicted + z * spread
 
 
 def _lookup(means: Mapping[str, float], ids: Sequence[str | None]) -> Float:

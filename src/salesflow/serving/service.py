@@ -315,7 +315,11 @@ class ForecastService:
                 f"{facts.version}: no day model is active (train with granularity day or both)"
             )
         if any(a.basis in BASES[1:4] for a in answers):
-            notes.append("fallback answers (basis other than 'model') have no interval")
+            notes.append(
+                "fallback answers (basis other than 'model') are the product's, store's or "
+                "overall mean of that calendar month, with an interval from its spread when "
+                f"model {facts.version} records month profiles"
+            )
         if facts.table is not None and any(a.basis == "outside_horizon" for a in answers):
             notes.append(horizon_note(facts))
         return ForecastBatch(facts.version, facts.granularity, answers, facts.lineage, notes)

@@ -1,8 +1,9 @@
 """The answer rule as DataFrame -> DataFrame steps: a fitted model's scores become answers.
 
 The same rule as `salesflow.serving.model.ServedModel.score` (a test holds them equal): the model
-for known ids (clipped at zero), else the fallback means (product, then store, then global),
-intervals for model answers only, and the version and training time in every row.
+for known ids (clipped at zero), else the fallback means (product, then store, then global; that
+calendar month's where the version records month profiles, with an interval from their spread),
+and the version and training time in every row.
 
     typed_keys -> model.transform -> with_period -> with_basis(...) -> with_intervals(...)
     -> answer_columns(...)
@@ -14,12 +15,14 @@ A version with a forecast table (`salesflow.serving.table`) is answered by joini
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from salesflow.serving.facts import fallback_z
 from salesflow.serving.model import Fallback, ModelFacts, interval_columns
 from salesflow.spark.transforms import KEYS, with_period, with_period_index
 
@@ -65,6 +68,7 @@ def with_basis(n_stores: int, n_products: int, fallback: Fallback | None) -> Tra
         by_model = ~F.col("unknown_store") & ~F.col("unknown_product")
         basis: Column = F.when(by_model, F.lit("model"))
         predicted: Column = F.when(by_model, model_value)
+        spread: Column = F.lit(None).cast("double")
         if fallback is None:
             basis, predicted = basis.otherwise(F.lit("model")), predicted.otherwise(model_value)
         else:
@@ -76,26 +80,85 @@ def with_basis(n_stores: int, n_products: int, fallback: Fallback | None) -> Tra
                 .when(use_store, F.lit("store_mean"))
                 .otherwise(F.lit("global_mean"))
             )
-            predicted = (
-                predicted.when(use_product, F.col("pm"))
-                .when(use_store, F.col("sm"))
-                .otherwise(F.lit(fallback.global_mean))
-            )
-        return scored.withColumns({"basis": basis, "predicted_quantity": predicted})
+            value, spread = _fallback_values(fallback, use_product, use_store)
+            predicted = predicted.otherwise(value)
+            spread = F.when(~by_model, spread)
+        return scored.withColumns(
+            {"basis": basis, "predicted_quantity": predicted, _SPREAD: spread}
+        )
 
     return step
 
 
+#: The fallback answer's month spread (null: none), which its interval bounds are built from.
+_SPREAD = "_fallback_spread"
+
+
+def _fallback_values(
+    fallback: Fallback, use_product: Column, use_store: Column
+) -> tuple[Column, Column]:
+    """A fallback answer and its spread, as `salesflow.serving.model._fall_back` gives them:
+    the product's (else the store's, else the global) month mean where the version records
+    one, with its spread; else the flat mean with no spread. Needs `_with_means`' columns."""
+    chain = (
+        (use_product, "pm", "ppm", "pps"),
+        (use_store, "sm", "spm", "sps"),
+        (F.lit(True), None, "gpm", "gps"),
+    )
+    value: Column | None = None
+    spread: Column | None = None
+    for use, flat, month_mean, month_spread in chain:
+        flat_value = F.col(flat) if flat else F.lit(fallback.global_mean)
+        this = F.coalesce(F.col(month_mean), flat_value)
+        this_spread = F.when(F.col(month_mean).isNotNull(), F.col(month_spread))
+        value = F.when(use, this) if value is None else value.when(use, this)
+        spread = F.when(use, this_spread) if spread is None else spread.when(use, this_spread)
+    assert value is not None and spread is not None
+    return value, spread
+
+
 def _with_means(scored: DataFrame, fallback: Fallback) -> DataFrame:
-    """The product's (`pm`) and store's (`sm`) fallback means beside each row (null if none)."""
+    """Beside each row: the product's (`pm`) and store's (`sm`) fallback means, and that
+    month's product, store and global means and spreads (`ppm`/`pps`, `spm`/`sps`, `gpm`/`gps`;
+    null when the version records no month profiles or the month had no row)."""
     spark = scored.sparkSession
     products = spark.createDataFrame(
         list(fallback.product_mean.items()), "product_id string, pm double"
     )
     stores = spark.createDataFrame(list(fallback.store_mean.items()), "store_id string, sm double")
-    return scored.join(F.broadcast(products), "product_id", "left").join(
-        F.broadcast(stores), "store_id", "left"
+    profiles = fallback.profiles
+    by_month = {
+        "product": profiles.product if profiles else {},
+        "store": profiles.store if profiles else {},
+        "global": {"": profiles.overall} if profiles else {},
+    }
+    rows = {
+        kind: [
+            (key, m + 1, _or_null(mean[m]), _or_null(sd[m]))
+            for key, (mean, sd) in found.items()
+            for m in range(12)
+        ]
+        for kind, found in by_month.items()
+    }
+    month_schema = "{key} string, month int, {p}m double, {p}s double"
+    product_months = spark.createDataFrame(
+        rows["product"], month_schema.format(key="product_id", p="pp")
     )
+    store_months = spark.createDataFrame(rows["store"], month_schema.format(key="store_id", p="sp"))
+    global_months = spark.createDataFrame(
+        rows["global"], month_schema.format(key="_global", p="gp")
+    ).drop("_global")
+    return (
+        scored.join(F.broadcast(products), "product_id", "left")
+        .join(F.broadcast(stores), "store_id", "left")
+        .join(F.broadcast(product_months), ["product_id", "month"], "left")
+        .join(F.broadcast(store_months), ["store_id", "month"], "left")
+        .join(F.broadcast(global_months), ["month"], "left")
+    )
+
+
+def _or_null(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def with_intervals(facts: ModelFacts) -> Transform:
@@ -108,17 +171,30 @@ def with_intervals(facts: ModelFacts) -> Transform:
         bounds: dict[str, Column] = {}
         for level in facts.levels:
             lo, hi = interval_columns([level])
+            fallback_lo, fallback_hi = _fallback_bounds(level)
             width = facts.half_widths.get(level)
             if width is None:
-                bounds[lo] = bounds[hi] = F.lit(None).cast("double")
+                bounds[lo], bounds[hi] = fallback_lo, fallback_hi
                 continue
             low = F.col("predicted_quantity") - F.lit(width)
             clipped = clipped | (low < 0)
-            bounds[lo] = F.when(is_model, F.greatest(low, F.lit(0.0)))
-            bounds[hi] = F.when(is_model, F.col("predicted_quantity") + F.lit(width))
-        return scored.withColumns({**bounds, "clipped": is_model & clipped})
+            bounds[lo] = F.when(is_model, F.greatest(low, F.lit(0.0))).otherwise(fallback_lo)
+            bounds[hi] = F.when(is_model, F.col("predicted_quantity") + F.lit(width)).otherwise(
+                fallback_hi
+            )
+        return scored.withColumns({**bounds, "clipped": is_model & clipped}).drop(_SPREAD)
 
     return step
+
+
+def _fallback_bounds(level: str) -> tuple[Column, Column]:
+    """A fallback answer's bounds at `level`: its month mean +- the normal quantile times the
+    month's spread, low clipped at zero; null without a spread (`serving.model._fallback_bounds`)."""
+    z = F.lit(fallback_z(level))
+    spread = F.col(_SPREAD)
+    low = F.greatest(F.col("predicted_quantity") - z * spread, F.lit(0.0))
+    high = F.col("predicted_quantity") + z * spread
+    return F.when(spread.isNotNull(), low), F.when(spread.isNotNull(), high)
 
 
 def answer_columns(facts: ModelFacts) -> Transform:
@@ -205,17 +281,27 @@ def with_table_answers(table: DataFrame, facts: ModelFacts) -> Transform:
             .when(use_store, F.lit("store_mean"))
             .otherwise(F.lit("global_mean"))
         )
+        value, spread = _fallback_values(fallback, use_product, use_store)
         predicted = (
             F.when(found, F.col("_value"))
             .when(held_series, F.lit(None).cast("double"))
-            .when(use_product, F.col("pm"))
-            .when(use_store, F.col("sm"))
-            .otherwise(F.lit(fallback.global_mean))
+            .otherwise(value)
         )
-        answers = {c: F.when(found & ~F.isnan(f"_{c}"), F.col(f"_{c}")) for c in bounds}
-        return joined.withColumns(
-            {"basis": basis, "predicted_quantity": predicted, **answers, "clipped": F.lit(False)}
+        joined = joined.withColumns(
+            {
+                "basis": basis,
+                "predicted_quantity": predicted,
+                _SPREAD: F.when(~held_series, spread),
+            }
         )
+        answers: dict[str, Column] = {}
+        for level in facts.levels:
+            low, high = interval_columns([level])
+            fallback_low, fallback_high = _fallback_bounds(level)
+            for column, otherwise in ((low, fallback_low), (high, fallback_high)):
+                written = F.when(~F.isnan(f"_{column}"), F.col(f"_{column}"))
+                answers[column] = F.when(found, written).otherwise(otherwise)
+        return joined.withColumns({**answers, "clipped": F.lit(False)}).drop(_SPREAD)
 
     return step
 

@@ -33,12 +33,18 @@ from salesflow.spark.statistical import (
 )
 from salesflow.spark.transforms import SEASON
 
+#: The statistical models' season per granularity: a year of months; a week of days (their
+#: seasonal terms cannot span the 364 days the backtest's seasonal-naive reference looks back).
+STAT_SEASON = {"month": SEASON, "day": 7}
+
 __all__ = [
     "PIPELINES",
+    "STAT_SEASON",
     "Contest",
     "contest",
     "final_forecasts",
     "final_models",
+    "horizon_periods",
     "pipeline_candidate",
     "window_forecasts",
 ]
@@ -117,8 +123,8 @@ def contest(
     """Backtest every configured candidate on the same windows; keep the best.
 
     Pipelines are refitted at each window; the statistical models are fitted per series at each
-    window's origin (month models with at most `statistical_max_series` series; past that, or
-    for day models, the pipelines compete alone and the leaderboard says why)."""
+    window's origin (histories with at most `statistical_max_series` series; past that the
+    pipelines compete alone and the leaderboard says why)."""
     names: list[str] = [c for c in settings.candidates if c in PIPELINES] or ["forest"]
     params = {n: pipeline_candidate(n, settings, shape, granularity) for n in names}
     scored: dict[str, tuple[str, Backtest]] = {
@@ -129,7 +135,7 @@ def contest(
     bounds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     if wanted and skipped is None:
         base = scored[names[0]][1]
-        forecasts = window_forecasts(settings, prepared, wanted)
+        forecasts = window_forecasts(settings, prepared, wanted, granularity)
         for name in wanted:
             scored[name] = ("statistical", competition.aligned(base, forecasts, name))
             bounds[name] = competition.aligned_bounds(
@@ -157,8 +163,8 @@ def _why_not_statistical(
 ) -> str | None:
     """Why the statistical candidates sit this contest out, or None when they compete."""
     series = shape.stores * shape.products
-    if granularity != "month":
-        return "statistical candidates compete in month models only"
+    if granularity not in STAT_SEASON:
+        return f"no statistical season for {granularity} models"
     if not prepared.windows:
         return "no backtest windows"
     if series > settings.statistical_max_series:
@@ -182,11 +188,18 @@ def final_models(settings: Settings, name: str) -> list[str]:
     return _models([c for c in settings.candidates if c not in PIPELINES])
 
 
+def horizon_periods(settings: Settings, granularity: str) -> int:
+    """The periods a statistical winner's forecast table covers: months, or days for day models."""
+    return settings.forecast_horizon_days if granularity == "day" else settings.forecast_horizon
+
+
 def _levels(settings: Settings) -> list[int]:
     return [round(level * 100) for level in settings.interval_levels]
 
 
-def window_forecasts(settings: Settings, prepared: Prepared, names: Sequence[str]) -> pa.Table:
+def window_forecasts(
+    settings: Settings, prepared: Prepared, names: Sequence[str], granularity: str = "month"
+) -> pa.Table:
     """Each statistical candidate's forecasts of each backtest window, fitted at its origin."""
     spark = prepared.history.sparkSession
     origins = spark.createDataFrame(
@@ -196,7 +209,8 @@ def window_forecasts(settings: Settings, prepared: Prepared, names: Sequence[str
         F.broadcast(origins), F.col("period_index") <= F.col("origin")
     ).select(*INPUT_COLUMNS)
     horizon = max(len(w.months) for w in prepared.windows)
-    step = statistical_forecasts(_models(names), SEASON, horizon, _levels(settings))
+    season = STAT_SEASON[granularity]
+    step = statistical_forecasts(_models(names), season, horizon, _levels(settings))
     return history.transform(step).toArrow()
 
 
@@ -206,9 +220,10 @@ def final_forecasts(
     last_index: int,
     name: str,
     factors: dict[str, float | None],
+    granularity: str = "month",
 ) -> pa.Table:
-    """Candidate `name`'s forecasts of the `forecast_horizon` months after the history, in the
-    forecast table's columns (`salesflow.serving.table`), its own intervals scaled by the
+    """Candidate `name`'s forecasts of the periods after the history (`horizon_periods`), in
+    the forecast table's columns (`salesflow.serving.table`), its own intervals scaled by the
     backtest's calibration `factors` per level ("0.8": factor; None: no bound)."""
     frame = history.select(
         F.lit(0).alias("window"),
@@ -220,7 +235,10 @@ def final_forecasts(
     )
     levels = _levels(settings)
     step = statistical_forecasts(
-        final_models(settings, name), SEASON, settings.forecast_horizon, levels
+        final_models(settings, name),
+        STAT_SEASON[granularity],
+        horizon_periods(settings, granularity),
+        levels,
     )
     forecast = F.col("forecast")
     bounds: list[Column] = []

@@ -5,6 +5,7 @@ fitted model records: feature importances and the fallback means used for unknow
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import StringIndexer, StringIndexerModel, VectorAssembler
 from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from salesflow.config import Settings
@@ -77,22 +78,33 @@ class HistoryShape:
     def of(cls, history: DataFrame, granularity: str = "month") -> HistoryShape:
         found = (
             history.transform(period_indexer(granularity))
-            .groupingSets([["store_id"], ["product_id"], []], "store_id", "product_id")
+            .groupingSets(
+                [["store_id"], ["product_id"], [], *_PROFILE_SETS],
+                "store_id",
+                "product_id",
+                "month",
+            )
             .agg(
                 F.count(F.lit(1)).alias("rows"),
                 F.min("period_index").alias("first"),
                 F.max("period_index").alias("last"),
                 F.avg("quantity").alias("mean"),
+                F.stddev_samp("quantity").alias("spread"),
                 F.grouping_id().alias("set"),
             )
             .collect()
         )
-        # grouping_id bits: 1 = product_id rolled up, 2 = store_id rolled up (3: both).
-        by_store = [r for r in found if r["set"] == 1]
-        by_product = [r for r in found if r["set"] == 2]
-        total = next((r for r in found if r["set"] == 3), None)  # none for an empty history
+        # grouping_id bits: 4 = store_id rolled up, 2 = product_id, 1 = month.
+        by_store = [r for r in found if r["set"] == 3]
+        by_product = [r for r in found if r["set"] == 5]
+        total = next((r for r in found if r["set"] == 7), None)  # none for an empty history
         stores = {r["store_id"]: int(r["rows"]) for r in by_store}
         products = {r["product_id"]: int(r["rows"]) for r in by_product}
+        fallback = _fallback(
+            {r["store_id"]: float(r["mean"]) for r in by_store},
+            {r["product_id"]: float(r["mean"]) for r in by_product},
+            float(total["mean"]) if total and total["mean"] is not None else 0.0,
+        )
         return cls(
             int(total["rows"]) if total else 0,
             len(stores),
@@ -101,12 +113,41 @@ class HistoryShape:
             total["last"] if total else None,
             granularity,
             (indexer_labels(stores), indexer_labels(products)),
-            _fallback(
-                {r["store_id"]: float(r["mean"]) for r in by_store},
-                {r["product_id"]: float(r["mean"]) for r in by_product},
-                float(total["mean"]) if total and total["mean"] is not None else 0.0,
-            ),
+            {**fallback, **_profiles(found)},
         )
+
+
+#: The month profiles' grouping sets: per store and month, per product and month, per month.
+_PROFILE_SETS = [["store_id", "month"], ["product_id", "month"], ["month"]]
+#: grouping_id of each profile set, and the id column it is keyed by (None: the global one).
+_PROFILE_IDS = {"store": (2, "store_id"), "product": (4, "product_id"), "global": (6, None)}
+
+
+def _profiles(found: list[Row]) -> dict[str, Any]:
+    """Mean and sample standard deviation of the quantity per calendar month (1..12, as lists of
+    12, null where no row), per store, per product and overall: fallback answers keep the
+    season (`salesflow.serving.facts.Fallback`)."""
+    out: dict[str, Any] = {}
+    for kind, (set_id, key) in _PROFILE_IDS.items():
+        means: dict[str, list[float | None]] = {}
+        spreads: dict[str, list[float | None]] = {}
+        for r in found:
+            if r["set"] != set_id or r["month"] is None:
+                continue
+            label = "" if key is None else r[key]
+            means.setdefault(label, [None] * 12)[r["month"] - 1] = _rounded(r["mean"])
+            spreads.setdefault(label, [None] * 12)[r["month"] - 1] = _rounded(r["spread"])
+        if key is None:
+            out[f"{kind}_profile"] = means.get("", [None] * 12)
+            out[f"{kind}_spread"] = spreads.get("", [None] * 12)
+        else:
+            out[f"{kind}_profile"] = dict(sorted(means.items()))
+            out[f"{kind}_spread"] = dict(sorted(spreads.items()))
+    return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)
 
 
 def pipeline_parameters(

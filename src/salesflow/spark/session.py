@@ -64,6 +64,8 @@ def spark_conf(settings: Settings, java_options: str = "") -> dict[str, str]:
         "spark.driver.bindAddress": settings.spark_driver_host,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
+        # Python workers fork from a daemon that has imported statsforecast (python_daemon.py).
+        "spark.python.daemon.module": "salesflow.spark.python_daemon",
         # Keep Spark's scratch files and Derby/metastore leftovers under the data folder.
         "spark.local.dir": str(settings.data_dir / "spark-tmp"),
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),

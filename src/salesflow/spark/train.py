@@ -28,7 +28,9 @@ from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, SalesflowError
 from salesflow.registry import ModelRegistry
 from salesflow.spark import backtest
+from salesflow.spark.candidates import PIPELINES
 from salesflow.spark.curate import TrainInput, curate
+from salesflow.spark.python_daemon import start_python_workers
 from salesflow.spark.session import get_spark, input_bytes, input_categories
 from salesflow.spark.train_context import Progress, TrainOptions, TrainResult, TrainRun
 from salesflow.spark.train_granularity import Fitted, train_granularity
@@ -98,6 +100,8 @@ def _history(settings: Settings, only: bool) -> Iterator[Path | None]:
 
 def _train(run: TrainRun, inputs: Sequence[TrainInput]) -> TrainResult:
     grains = granularities(run.settings)
+    if any(c not in PIPELINES for c in run.settings.candidates):
+        start_python_workers(run.spark)  # statistical candidates will need them: import meanwhile
     sources = curate(run, inputs)
     results: list[TrainResult] = []
     month: Fitted | None = None

@@ -31,7 +31,13 @@ from salesflow.registry import ModelVersion
 from salesflow.sales import ledger
 from salesflow.serving.table import TABLE_FILE, write_table
 from salesflow.spark import backtest, candidates, scoring
-from salesflow.spark.candidates import PIPELINES, Contest, final_forecasts, pipeline_candidate
+from salesflow.spark.candidates import (
+    PIPELINES,
+    Contest,
+    final_forecasts,
+    horizon_periods,
+    pipeline_candidate,
+)
 from salesflow.spark.coherence import coherence
 from salesflow.spark.curated import read_history
 from salesflow.spark.pipeline import (
@@ -231,12 +237,13 @@ def _final(
         fitted = _fit_and_save(run, history, params, staged / "pipeline")
     table = None
     if winner.kind == "statistical" and history.shape.last_index is not None:
-        months = run.settings.forecast_horizon
-        run.say(f"{winner.name} won: forecasting {months} months of every series")
+        periods = horizon_periods(run.settings, history.grain)
+        unit = "days" if history.grain == "day" else "months"
+        run.say(f"{winner.name} won: forecasting {periods} {unit} of every series")
         indexed = history.frame.transform(period_indexer(history.grain))
         factors = contest.calibration.get("factors") or {}
         rows = final_forecasts(
-            run.settings, indexed, history.shape.last_index, winner.name, factors
+            run.settings, indexed, history.shape.last_index, winner.name, factors, history.grain
         )
         table = write_table(staged / TABLE_FILE, rows, model=winner.name).to_dict()
     return Final(fitted, params, table)
