@@ -10,7 +10,9 @@ Readers (Spark and pyarrow) read only the folders the ledger names, so a change 
 new folders appears at once, when the ledger is replaced: a crash before that leaves the history as
 it was (the new folders are unreferenced and removed by the next writer), a crash after leaves it
 changed. A history written before the ledger existed is read as it was: every
-`source_sha256=<sha>` folder with its `_source.json` manifest, one entry each.
+`source_sha256=<sha>` folder with its `_source.json` manifest, one entry each; such an upload
+trained month-only has no rows per day, so later uploads never replace its rows (they add up,
+as they did then).
 """
 
 from __future__ import annotations
