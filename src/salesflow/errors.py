@@ -11,6 +11,7 @@ SalesflowError                          HTTP 500 unless a class below says other
 │   ├── FieldTooLongError               a field (or an unsplittable line) over the size limit
 │   ├── TooManyRejectsError             rejected share of rows above the configured limit
 │   ├── AllRowsRejectedError            an upload whose every row would be rejected (with a hint)
+│   ├── OverlapError                    mode reject: the upload covers cells already held (HTTP 409)
 │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
 │   ├── InvalidKeyError                 an object key outside the upload prefix
 │   ├── TooLargeError                   a body above the size limit (HTTP 413)
@@ -53,6 +54,7 @@ __all__ = [
     "NotFoundError",
     "NotUtf8Error",
     "ObjectNotFoundError",
+    "OverlapError",
     "ReportMismatchError",
     "SalesflowError",
     "StorageError",
@@ -112,6 +114,11 @@ class TooManyRejectsError(InputError):
 
 class AllRowsRejectedError(InputError):
     code = "all_rows_rejected"
+
+
+class OverlapError(InputError):
+    code = "overlap"
+    http_status = 409
 
 
 class InvalidEventError(InputError):

@@ -4,6 +4,8 @@ Production code calls `reached(settings, point)` where a fault test needs the pr
 with `crash_point` unset (the default) the call does nothing. What each point does:
 
     consumer.after_verify, consumer.after_train   exit the process at once (status EXIT_CODE)
+    curate.before_commit                          exit, an upload's folders written, the
+                                                  history's ledger not yet replaced
     jobs.after_accept                             freeze the process (SIGSTOP) until SIGCONT
     train.before_publish                          fail a Spark task (the `spark` session given)
 
@@ -31,6 +33,7 @@ Action = Literal["exit", "freeze", "spark_task"]
 POINTS: dict[str, Action] = {
     "consumer.after_verify": "exit",
     "consumer.after_train": "exit",
+    "curate.before_commit": "exit",
     "jobs.after_accept": "freeze",
     "train.before_publish": "spark_task",
 }

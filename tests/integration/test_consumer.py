@@ -56,7 +56,7 @@ class StubJobs:
         self.error = error
         self.calls: list[tuple[str, str | None]] = []
 
-    def train(self, upload_id: str, sha256: str | None) -> dict[str, Any]:
+    def train(self, upload_id: str, sha256: str | None, mode: str | None = None) -> dict[str, Any]:
         self.calls.append((upload_id, sha256))
         if self.error is not None:
             raise self.error

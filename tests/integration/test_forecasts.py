@@ -185,6 +185,23 @@ def test_get_forecast_answers_with_interval_basis_and_lineage(system: System) ->
     assert old["model_version"] == "v0001" == old["lineage"]["model_version"]
 
 
+def test_a_store_or_product_may_be_named(system: System) -> None:
+    catalog = load_catalog(None)
+    store, product = catalog.stores[2], catalog.products[0]
+    by_id = system.client.forecast(store.id, product.id, month="2022-10")
+    named = system.client.forecast(store.name.upper(), product.name, month="2022-10")
+    assert named["answers"] == by_id["answers"]
+    assert named["resolved"] == {
+        "store": {"id": store.id, "name": store.name},
+        "product": {"id": product.id, "name": product.name},
+    }
+    assert "resolved" not in by_id
+    with pytest.raises(InputError, match=f"closest: {store.name} \\({store.id}\\)"):
+        system.client.forecast(store.name[:-1] + "x", product.id, month="2022-10")
+    series = system.client.series()
+    assert series["names"]["stores"][store.id] == store.name
+
+
 def test_post_forecast_answers_a_batch_and_refuses_bad_ones(system: System) -> None:
     stores, products = _catalog()
     queries = [

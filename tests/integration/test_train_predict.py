@@ -220,7 +220,12 @@ def test_new_upload_grows_history_and_a_repeated_one_does_not(
     result = train(
         spark,
         settings,
-        [TrainInput(trained.source.as_uri()), TrainInput(str(fresh), upload_id="a" * 32)],
+        # new sales of the same stores and days: they add up (the default, replace, would
+        # supersede the first file's rows of those days: tests/integration/test_history_modes.py)
+        [
+            TrainInput(trained.source.as_uri()),
+            TrainInput(str(fresh), upload_id="a" * 32, mode="append"),
+        ],
         registry=registry,
         force=True,  # this test is about the history, not the promotion gate (test_promotion.py)
     )
@@ -235,6 +240,7 @@ def test_new_upload_grows_history_and_a_repeated_one_does_not(
     assert len(rejects) == 101 and "p0,'=cmd(),1,s0,s,-1,2021-01-01,negative_quantity" in rejects
     meta = registry.require_active().metadata
     assert len(meta["training_sources"]) == 2 and meta["inputs"][1]["upload_id"] == "a" * 32
+    assert meta["trained_on"]["uploads"] == 2 and meta["trained_on"]["upload_ids"][1] == "a" * 32
     assert [h["version"] for h in registry.history()] == ["v0001", "v0002"]
 
 

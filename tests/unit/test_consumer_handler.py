@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -48,9 +49,11 @@ class StubJobs:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.calls: list[tuple[str, str | None]] = []
+        self.modes: list[str | None] = []
 
-    def train(self, upload_id: str, sha256: str | None) -> dict[str, Any]:
+    def train(self, upload_id: str, sha256: str | None, mode: str | None = None) -> dict[str, Any]:
         self.calls.append((upload_id, sha256))
+        self.modes.append(mode)
         if self.error is not None:
             raise self.error
         return {"job_id": f"job-{len(self.calls)}", "upload_id": upload_id, "created": True}
@@ -121,6 +124,21 @@ def test_good_event_trains_once_and_reports_queued(settings: Settings, store: Fi
     assert outcome == Done(event.upload_id, "job-1")
     assert jobs.calls == [(event.upload_id, info.sha256)]
     assert uploads.calls == [(event.upload_id, "queued", {"job_id": "job-1"})]
+    handler.close()
+
+
+def test_the_history_mode_of_the_event_reaches_the_job_server(
+    settings: Settings, store: FileStore
+) -> None:
+    handler, jobs, _ = make_handler(settings, store)
+    event, _ = stored_event(store)
+    assert "mode" not in event.to_dict()  # the setting applies: the event as before modes
+    with_mode = dataclasses.replace(event, mode="reject")
+    assert UploadEvent.from_json(with_mode.to_json()) == with_mode
+    assert isinstance(handled(handler, with_mode.to_json()), Done)
+    assert jobs.modes == ["reject"]
+    wrong = handled(handler, json.dumps({**event.to_dict(), "mode": "merge"}).encode())
+    assert isinstance(wrong, DeadLetter) and "'mode'" in wrong.detail
     handler.close()
 
 
@@ -482,7 +500,7 @@ from salesflow.services.consumer.handler import UploadHandler
 from salesflow.storage import store_for
 
 class Jobs:
-    def train(self, upload_id, sha256):
+    def train(self, upload_id, sha256, mode=None):
         print("TRAIN CALLED", flush=True)
         return {{"job_id": "j"}}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from salesflow.config import Settings
 from salesflow.errors import InputError
 from salesflow.services.jobs.app import create_app
 from salesflow.serving.history import ALL, curated_root, read_history, read_monthly, series_ids
+from tests.unit.test_cli import invoke
 from tests.unit.test_jobs_api import FakeSpark
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
@@ -124,6 +126,10 @@ def test_the_job_server_answers_history_and_series(client: TestClient, curated: 
     assert client.get("/series").json() == {
         "stores": ["2", "10", "x"],
         "products": ["p1", "p2", "p3"],
+        "names": {  # this history has no names file: a history written before names were kept
+            "stores": {"2": None, "10": None, "x": None},
+            "products": {"p1": None, "p2": None, "p3": None},
+        },
     }
     bad = client.get("/history", params={"store_id": ""})
     assert bad.status_code == 400
@@ -135,3 +141,46 @@ def test_history_and_series_need_the_token(client: TestClient, curated: Path) ->
     for path in ("/history", "/series"):
         answer = client.get(path, headers={"Authorization": "Bearer wrong"})
         assert answer.status_code == 401, path
+
+
+def test_the_job_server_lists_and_removes_uploads(client: TestClient, curated: Path) -> None:
+    """A history written before the ledger: one upload per folder, until one is removed."""
+    listed = client.get("/history/uploads").json()["uploads"]
+    assert [(u["id"], u["status"]) for u in listed] == [(SHA_A[:16], "live"), (SHA_B[:16], "live")]
+    answer = client.post(f"/history/uploads/{SHA_B[:12]}/remove", json={"reason": "a test file"})
+    assert answer.status_code == 200, answer.text
+    removed = answer.json()
+    assert removed["status"] == "removed" and removed["removed"]["reason"] == "a test file"
+    assert removed["removed"]["by"] == "job-server api" and removed["removed"]["at"]
+    assert read_monthly(curated, "2", "p1").quantities == [10.0, 20.0]  # B's 2.5 is gone
+    assert client.get("/series").json()["stores"] == ["2", "10"]
+    assert [u["id"] for u in client.get("/history/uploads").json()["uploads"]] == [SHA_A[:16]]
+    everything = client.get("/history/uploads", params={"removed": True}).json()["uploads"]
+    assert len(everything) == 2 and not (curated / f"source_sha256={SHA_B}").exists()
+    again = client.post(f"/history/uploads/{SHA_B[:16]}/remove", json={"reason": "twice"})
+    assert again.status_code == 400 and "removed already" in again.json()["error"]["message"]
+    missing = client.post("/history/uploads/nosuchupload/remove", json={"reason": "x"})
+    assert missing.status_code == 404
+    assert client.post(f"/history/uploads/{SHA_A}/remove", json={}).status_code == 422
+    wrong = client.get("/history/uploads", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401
+
+
+def test_the_cli_lists_and_removes_uploads(cli_settings: Settings) -> None:
+    curated = curated_root(cli_settings.warehouse_path)
+    write_source(curated, f"source_sha256={SHA_A}", [("2", "p1", 2021, 1, 10.0)])
+    write_source(curated, f"source_sha256={SHA_B}", [("2", "p1", 2021, 2, 2.5)])
+    listed = invoke("history")
+    assert listed.exit_code == 0, listed.output
+    assert SHA_A[:16] in listed.output and "live" in listed.output
+    removed = invoke("history", "remove", SHA_A[:16], "--reason", "wrong month", "--json")
+    assert removed.exit_code == 0, removed.output
+    assert json.loads(removed.output)["removed"]["reason"] == "wrong month"
+    after = json.loads(invoke("history", "--json").output)
+    assert [u["id"] for u in after] == [SHA_B[:16]]
+    assert [u["status"] for u in json.loads(invoke("history", "--all", "--json").output)] == [
+        "removed",
+        "live",
+    ]
+    assert invoke("history", "remove", "nosuchupload", "--reason", "x").exit_code != 0
+    assert read_monthly(curated).months == ["2021-02"]

@@ -174,6 +174,17 @@ def test_train_is_accepted_and_runs(
     assert reports.sent[1][2]["metrics"]["baseline"]["wape"] == 0.4
 
 
+def test_train_carries_the_history_mode(
+    client: TestClient, settings: Settings, fake: FakeSpark
+) -> None:
+    answer = client.post("/train", json={"upload_id": UPLOAD, "mode": "reject"})
+    assert answer.status_code == 202 and answer.json()["mode"] == "reject"
+    wait_for(client, answer.json()["job_id"])
+    assert [i.mode for i in fake.trained] == ["reject"]
+    bad = client.post("/train", json={"upload_id": "1" * 32, "mode": "merge"})
+    assert bad.status_code == 422
+
+
 def test_same_upload_again_is_the_same_job(client: TestClient) -> None:
     first = client.post("/train", json={"upload_id": UPLOAD}).json()
     again = client.post("/train", json={"upload_id": UPLOAD, "sha256": SHA})

@@ -87,6 +87,18 @@ def test_good_upload_is_stored_with_row_and_outbox_event(
     assert client.get(f"/uploads/{upload_id}").json()["sha256"] == body["sha256"]
 
 
+def test_the_history_mode_is_kept_and_sent_in_the_event(
+    client: TestClient, upload_settings: Settings
+) -> None:
+    response = post(client, CSV, mode="append")
+    assert response.status_code == 202, response.text
+    assert response.json()["mode"] == "append"
+    [(payload,)] = db_rows(upload_settings, "SELECT payload FROM outbox")
+    assert b'"mode":"append"' in payload
+    assert client.get(f"/uploads/{response.json()['upload_id']}").json()["mode"] == "append"
+    assert post(client, CSV, mode="merge", force=True).status_code == 422
+
+
 def test_bad_header_names_the_columns_and_stores_nothing(
     client: TestClient, upload_settings: Settings
 ) -> None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from salesflow.cli import data, forecasting, system, versions  # noqa: F401  (registers the commands)
+from salesflow.cli import (  # noqa: F401  (registers the commands)
+    data,
+    forecasting,
+    history,
+    system,
+    versions,
+)
 from salesflow.cli.app import app, state
 from salesflow.cli.output import err
 from salesflow.errors import SalesflowError

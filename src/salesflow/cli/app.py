@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from salesflow.config import Settings, get_settings
 
-__all__ = ["JsonOption", "WideOption", "app", "models_app", "serve_app", "settings", "state"]
+__all__ = [
+    "HistoryMode",
+    "JsonOption",
+    "WideOption",
+    "app",
+    "models_app",
+    "serve_app",
+    "settings",
+    "state",
+]
 
 app = typer.Typer(
     help="salesflow: sales history in, demand forecasts out.",
@@ -36,6 +46,15 @@ WideOption = Annotated[
     bool,
     typer.Option("--wide", help="Every column and whole ids (the default fits 80 columns)."),
 ]
+
+
+class HistoryMode(StrEnum):
+    """What `--mode` of `upload` and `train` accepts (Settings.history_mode's values; upper-case
+    names: `replace` is a str method)."""
+
+    REPLACE = "replace"
+    APPEND = "append"
+    REJECT = "reject"
 
 
 def settings() -> Settings:

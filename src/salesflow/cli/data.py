@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from salesflow.cli.app import JsonOption, WideOption, app, settings
+from salesflow.cli.app import HistoryMode, JsonOption, WideOption, app, settings
 from salesflow.cli.output import (
     console,
     count_progress,
@@ -90,21 +90,47 @@ def upload(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final record as JSON.")
     ] = False,
+    mode: Annotated[
+        HistoryMode | None,
+        typer.Option(
+            "--mode",
+            help="What the file does to store x days the history holds: replace them, append "
+            "to them, or reject the file; default: the job server's history_mode setting.",
+        ),
+    ] = None,
 ) -> None:
     """Upload a CSV to the upload service and follow it through queued -> training -> trained."""
     from salesflow.cli.output import err
     from salesflow.clients.followup import follow_upload, upload_with_progress
 
     cfg = settings()
-    record = upload_with_progress(cfg, path, force=force, console=err)
+    chosen = mode.value if mode is not None else None
+    record = upload_with_progress(cfg, path, force=force, console=err, mode=chosen)
     if wait:
         record = follow_upload(cfg, record["upload_id"], console=err)
     if as_json:
         print_json(record)
     else:
         _print_upload(record)
+        if wait and record.get("job_id"):
+            _print_history_change(path.name, str(record["job_id"]))
     if record["status"] in ("failed", "rejected"):
         raise typer.Exit(1)
+
+
+def _print_history_change(name: str, job_id: str) -> None:
+    """What the upload did to the curated history (its job's overlaps), when the job server says."""
+    from salesflow.cli.forecasting import print_overlaps
+    from salesflow.clients.jobs import JobServerClient
+    from salesflow.errors import SalesflowError
+
+    try:
+        with JobServerClient(settings()) as client:
+            job = client.get_job(job_id)
+    except SalesflowError:
+        return  # the upload's own status was printed; this is a detail
+    for source in job.get("history") or []:
+        print_overlaps({**source, "url": name})
 
 
 def _print_upload(record: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from salesflow.cli.app import JsonOption, app, settings
+from salesflow.cli.app import HistoryMode, JsonOption, app, settings
 from salesflow.cli.output import (
     StageProgress,
     as_url,
@@ -52,7 +52,10 @@ class Granularity(StrEnum):
 
 @app.command()
 def train(
-    sources: Annotated[list[str], typer.Argument(help="CSV paths or file:// / s3:// URLs.")],
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(help="CSV paths or file:// / s3:// URLs (none: the history as it is)."),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Make the new version active even if the gate says no.")
     ] = False,
@@ -64,6 +67,20 @@ def train(
             "default: the granularity setting.",
         ),
     ] = None,
+    mode: Annotated[
+        HistoryMode | None,
+        typer.Option(
+            "--mode",
+            help="What the files do to store x days the history holds: replace them, append "
+            "to them, or reject the file; default: the history_mode setting.",
+        ),
+    ] = None,
+    only: Annotated[
+        bool,
+        typer.Option(
+            "--only", help="Train on these files alone (their rows add up); history untouched."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train a new model version on the curated history plus these files, in this process.
@@ -80,7 +97,8 @@ def train(
     cfg = settings()
     if granularity is not None:
         cfg = cfg.model_copy(update={"granularity": granularity.value})
-    inputs = [TrainInput(as_url(s)) for s in sources]
+    chosen = mode.value if mode is not None else None
+    inputs = [TrainInput(as_url(s), mode=chosen) for s in sources or []]
     urls = [i.url for i in inputs]
     with StageProgress(TRAIN_STAGES) as progress:
         progress("starting Spark")
@@ -91,6 +109,7 @@ def train(
             registry=ModelRegistry(cfg.warehouse_path / "models"),
             progress=progress,
             force=force,
+            only=only,
         )
     if as_json:
         print_json(dataclasses.asdict(result))
@@ -106,6 +125,8 @@ def print_train(result: dict[str, Any]) -> None:
         f"{grain} model [bold]{result['version']}[/] trained on {result['rows_read']:,} rows "
         f"({result['rows_rejected']:,} rejected) in {result['duration_s']:.1f} s"
     )
+    for source in result.get("inputs") or []:
+        print_overlaps(source)
     _print_model_outcome(result)
     for other in result.get("also") or []:
         console.print(
@@ -113,6 +134,19 @@ def print_train(result: dict[str, Any]) -> None:
             f"same rows in {other.get('duration_s') or 0:.1f} s"
         )
         _print_model_outcome(other)
+
+
+def print_overlaps(source: dict[str, Any]) -> None:
+    """What one file did to the history: the earlier uploads' rows it replaced or added to."""
+    name = str(source.get("url") or "").rsplit("/", 1)[-1]
+    if source.get("appended") is False:
+        console.print(f"{name} is in the curated history already: not added again")
+    for o in source.get("overlaps") or []:
+        console.print(
+            f"{name} ({source.get('mode')}) {o['action']} {o['rows']:,} rows of upload "
+            f"{o['upload']}: stores {', '.join(o['stores'][:5])}, {o['first_date']} .. "
+            f"{o['last_date']}"
+        )
 
 
 def _print_model_outcome(result: dict[str, Any]) -> None:
@@ -177,8 +211,8 @@ def predict(
 
 @app.command()
 def forecast(
-    store: Annotated[str, typer.Option("--store", help="Store id.")],
-    product: Annotated[str, typer.Option("--product", help="Product id.")],
+    store: Annotated[str, typer.Option("--store", help="Store id or name.")],
+    product: Annotated[str, typer.Option("--product", help="Product id or name.")],
     month: Annotated[str | None, typer.Option("--month", help="Month, YYYY-MM.")] = None,
     day: Annotated[
         str | None,
@@ -201,6 +235,8 @@ def forecast(
         raise typer.BadParameter("give exactly one of --month YYYY-MM or --date YYYY-MM-DD")
     with JobServerClient(settings()) as client:
         answer = client.forecast(store, product, month=month, date=day, model=model)
+    for kind, found in (answer.get("resolved") or {}).items():
+        err.print(f"{kind} {found['name']!r} is id {found['id']}")
     if as_json:
         print_json(answer)
         return

@@ -20,6 +20,15 @@ def _registry() -> Any:
     return ModelRegistry(settings().warehouse_path / "models")
 
 
+def _trained_on(meta: dict[str, Any]) -> tuple[str, str]:
+    """Rows and uploads of the whole history a version was trained on (rows per store, product
+    and day); versions trained before the history had a ledger show the rows their files had."""
+    history = meta.get("trained_on")
+    if history is None:
+        return f"{meta.get('rows_read', 0):,}", "-"
+    return f"{history['rows']:,}", str(history["uploads"])
+
+
 def _active_by_granularity(registry: Any) -> dict[str, str | None]:
     """The active version of each granularity ({"month": ..., "day": ...}), from the pointers."""
     from salesflow.registry import GRANULARITIES
@@ -62,7 +71,7 @@ def models(ctx: typer.Context, as_json: JsonOption = False, wide: WideOption = F
         )
         return
     headers = (
-        "version", "granularity", "active", "model", "created", "rows", "holdout WAPE",
+        "version", "granularity", "active", "model", "created", "rows", "uploads", "holdout WAPE",
         "naive holdout WAPE", "holdout RMSE", "backtest skill", "top features",
     )  # fmt: skip
     shown = [i for i, h in enumerate(headers) if wide or h in _COMPACT]
@@ -84,7 +93,7 @@ def models(ctx: typer.Context, as_json: JsonOption = False, wide: WideOption = F
             f"* {v.granularity}" if v.active else "",
             str(won.get("winner") or "forest"),
             stamp(v.metadata.get("created_at")) or "-",
-            f"{v.metadata.get('rows_read', 0):,}",
+            *_trained_on(v.metadata),
             fmt(m.get("model", {}).get("wape")),
             fmt(m.get("baseline", {}).get("wape")),
             fmt(m.get("model", {}).get("rmse")),

@@ -21,7 +21,7 @@ FOLLOW_TIMEOUT_S = 900.0
 
 
 def upload_with_progress(
-    settings: Settings, path: Path, *, force: bool, console: Console
+    settings: Settings, path: Path, *, force: bool, console: Console, mode: str | None = None
 ) -> dict[str, Any]:
     """POST the file to the upload service with a byte progress bar; the service's record."""
     with (
@@ -37,7 +37,10 @@ def upload_with_progress(
     ):
         task = progress.add_task("upload", total=path.stat().st_size)
         record = client.upload(
-            path, force=force, progress=lambda sent: progress.update(task, completed=sent)
+            path,
+            force=force,
+            progress=lambda sent: progress.update(task, completed=sent),
+            mode=mode,
         )
     note = " (same content as an earlier upload)" if record.get("duplicate") else ""
     console.print(f"stored as upload {record['upload_id']}{note}")

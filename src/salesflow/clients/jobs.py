@@ -108,11 +108,15 @@ class JobServerClient:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def train(self, upload_id: str, sha256: str | None = None) -> dict[str, Any]:
-        """Ask for the training of an upload: the job (`created` False if it already existed)."""
-        result: dict[str, Any] = self._json(
-            "POST", "/train", json={"upload_id": upload_id, "sha256": sha256}
-        )
+    def train(
+        self, upload_id: str, sha256: str | None = None, mode: str | None = None
+    ) -> dict[str, Any]:
+        """Ask for the training of an upload: the job (`created` False if it already existed);
+        `mode` is its history mode (None: the job server's setting)."""
+        body: dict[str, Any] = {"upload_id": upload_id, "sha256": sha256}
+        if mode is not None:
+            body["mode"] = mode
+        result: dict[str, Any] = self._json("POST", "/train", json=body)
         return result
 
     def retrain(self, upload_id: str) -> dict[str, Any]:
@@ -254,9 +258,10 @@ class JobServerClient:
         result: dict[str, Any] = self._json("GET", "/history", params=params)
         return result
 
-    def series(self) -> dict[str, list[str]]:
-        """`{"stores": [...], "products": [...]}`: the ids in the curated history."""
-        result: dict[str, list[str]] = self._json("GET", "/series")
+    def series(self) -> dict[str, Any]:
+        """`{"stores": [...], "products": [...], "names": {"stores": {id: name}, ...}}`: the ids
+        in the curated history and their latest names."""
+        result: dict[str, Any] = self._json("GET", "/series")
         return result
 
     def healthy(self) -> bool:

@@ -70,10 +70,12 @@ class UploadClient:
         *,
         force: bool = False,
         progress: Callable[[int], None] | None = None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
         """Stream a CSV file to the service; the upload record (`duplicate` says if it was known).
 
-        `progress(bytes_sent)` is called with the running total of file bytes sent.
+        `progress(bytes_sent)` is called with the running total of file bytes sent; `mode` is
+        the upload's history mode (replace, append, reject; None: the setting).
         """
         path = Path(path)
         try:
@@ -102,7 +104,7 @@ class UploadClient:
         return self._call(
             "POST",
             "/uploads",
-            params={"force": "true"} if force else None,
+            params=({"force": "true"} if force else {}) | ({"mode": mode} if mode else {}) or None,
             content=body(),
             headers={
                 "Content-Type": f"multipart/form-data; boundary={boundary}",

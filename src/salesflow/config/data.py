@@ -130,6 +130,13 @@ class TrainingSettings:
     max_reject_fraction: float = Field(
         0.05, ge=0, le=1, description="A job fails when more than this share of rows is rejected."
     )
+    history_mode: Literal["replace", "append", "reject"] = Field(
+        "replace",
+        description="What an upload does to store x day cells the curated history holds already: "
+        "replace (its rows supersede the earlier rows of those cells: a corrected re-export), "
+        "append (its rows add to them: a feed cut into increments), reject (the upload is "
+        "refused before training, naming the overlap). An upload can override it.",
+    )
     granularity: Literal["month", "day", "both"] = Field(
         "month",
         description="Forecast granularity: month totals, day quantities, or both (month then day "

@@ -215,5 +215,7 @@ class FaultSettings:
         None,
         description="Fault tests only: fail on purpose at this named step. consumer.after_verify "
         "and consumer.after_train exit the consumer; jobs.after_accept freezes the job server "
-        "(SIGSTOP) after it created a job; train.before_publish fails a Spark task in training.",
+        "(SIGSTOP) after it created a job; train.before_publish fails a Spark task in training; "
+        "curate.before_commit exits a training after it wrote an upload's history folders, "
+        "before the history's ledger names them.",
     )

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from salesflow.errors import HeaderError, InvalidEventError, InvalidKeyError
+from salesflow.sales.ledger import MODES
 
 __all__ = [
     "DELIMITERS",
@@ -164,9 +165,15 @@ class UploadEvent:
     filename: str
     uploaded_at: str
     schema_version: int = field(default=EVENT_SCHEMA_VERSION)
+    #: The history mode the uploader asked for (replace, append, reject); None: the setting.
+    #: Optional, so events without it (and consumers that ignore it) stay valid.
+    mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["mode"] is None:
+            del data["mode"]  # the event as it was before modes: the setting applies
+        return data
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
@@ -199,7 +206,10 @@ class UploadEvent:
             raise InvalidEventError("field 'sha256' is not 64 lowercase hex digits")
         if data["size"] < 0:
             raise InvalidEventError("field 'size' is negative")
-        return cls(**{name: data[name] for name in types})
+        mode = data.get("mode")
+        if mode is not None and mode not in MODES:
+            raise InvalidEventError(f"field 'mode' is not one of {', '.join(MODES)}")
+        return cls(**{name: data[name] for name in types}, mode=mode)
 
     @classmethod
     def from_json(cls, raw: bytes | None) -> UploadEvent:

@@ -1,11 +1,12 @@
 """The curated monthly and daily histories as plain Python: actuals per month (or day) for one
 series or totals, no Spark.
 
-The training job appends one Parquet partition per source file under
-`<warehouse>/curated/monthly/source_sha256=<sha>/` with columns store_id, product_id, year, month and
-quantity, and (granularity day or both) under `<warehouse>/curated/daily/...` with store_id,
-product_id, date and quantity (salesflow.spark.curated). The same store/product/period can appear
-in several sources; it is summed here exactly as the training job's aggregate does. Days without
+The training job adds one Parquet folder per upload under
+`<warehouse>/curated/monthly/source_sha256=<part>/` with columns store_id, product_id, year, month
+and quantity, and under `<warehouse>/curated/daily/...` with store_id, product_id, date and
+quantity (salesflow.spark.curated); the ledger (salesflow.sales.ledger) names the live folders,
+and only those are read. The same store/product/period can appear in several uploads (mode
+append); it is summed here exactly as the training job's aggregate does. Days without
 sales are not stored: the daily series is zero-filled between its first and last day, as the day
 model's training fills it. Folders starting with "." (a write in
 progress) or "_" and files starting with "_" or "." are skipped, as Spark skips them.
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from salesflow.errors import InputError
+from salesflow.sales.ledger import live_folders
 
 __all__ = [
     "ALL",
@@ -122,12 +124,12 @@ def daily_root(warehouse: Path) -> Path:
 
 
 def _files(root: Path) -> list[str]:
-    """The Parquet files of every complete source partition."""
+    """The Parquet files of every live folder the ledger names."""
     if not root.is_dir():
         return []
     return sorted(
         str(f)
-        for part in root.glob("source_sha256=*")
+        for part in live_folders(root)
         if part.is_dir()
         for f in part.glob("*.parquet")
         if not f.name.startswith(("_", "."))

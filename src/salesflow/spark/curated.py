@@ -1,24 +1,21 @@
-"""The curated monthly and daily histories: one Parquet partition per source file, added once per
-checksum.
+"""The curated monthly and daily histories in Spark: one Parquet folder per upload and granularity,
+the live ones named by the ledger (salesflow.sales.ledger).
 
-    <warehouse>/curated/monthly/source_sha256=<sha>/part-*.parquet   store, product, year, month, qty
-    <warehouse>/curated/monthly/source_sha256=<sha>/_source.json     the source's manifest
-    <warehouse>/curated/daily/source_sha256=<sha>/part-*.parquet     store, product, date, qty
+    <warehouse>/curated/monthly/source_sha256=<part>/part-*.parquet   store, product, year, month, qty
+    <warehouse>/curated/daily/source_sha256=<part>/part-*.parquet     store, product, date, qty
 
-A partition appears by renaming a complete hidden folder, so readers never see half of one.
+A folder appears by renaming a complete hidden one and is read only once the ledger names it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DateType,
     DoubleType,
@@ -29,11 +26,11 @@ from pyspark.sql.types import (
 )
 
 from salesflow.config import Settings
-from salesflow.spark.transforms import aggregate_daily, aggregate_monthly
+from salesflow.sales import ledger
+from salesflow.spark.transforms import KEYS, aggregate_daily, aggregate_monthly
 
-__all__ = ["append_curated", "curated_path", "manifests", "read_history"]
+__all__ = ["curated_path", "monthly_of", "read_history", "read_parts", "write_part"]
 
-_MANIFEST = "_source.json"  # Spark's Parquet reader skips names starting with "_"
 _CURATED_SCHEMA = StructType(
     [
         StructField("store_id", StringType()),
@@ -56,46 +53,47 @@ _DAILY_SCHEMA = StructType(
 
 
 def curated_path(settings: Settings, granularity: str = "month") -> Path:
-    """The curated monthly (or daily) history: Parquet partitioned by the source file's sha256."""
+    """The curated monthly (or daily) history: one folder per upload, named by the ledger."""
     return settings.warehouse_path / "curated" / ("daily" if granularity == "day" else "monthly")
 
 
-def append_curated(root: Path, monthly: DataFrame, stats: dict[str, Any]) -> bool:
-    """Add one source's monthly (or daily) rows as partition source_sha256=<sha>; False if there."""
-    partition = root / f"source_sha256={stats['sha256']}"
-    if partition.exists():
-        return False
+def write_part(curated: Path, grain: str, rows: DataFrame, sha256: str) -> str:
+    """Write one upload's rows of a granularity as a new folder (complete before it is renamed
+    into place, still unread until the ledger names it); its name."""
+    root = curated / ledger.GRAIN_FOLDERS[grain]
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{secrets.token_hex(8)}"  # dot: invisible to Spark's partition discovery
+    name = ledger.new_part(root, sha256)
+    tmp = root / f".tmp-{secrets.token_hex(8)}"  # dot: invisible to readers
     try:
-        monthly.coalesce(1).write.parquet(str(tmp))
-        manifest = {**stats, "added_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        try:
-            os.rename(tmp, partition)
-        except OSError:
-            if partition.exists():  # another run added the same file meanwhile
-                return False
-            raise
+        rows.coalesce(1).write.parquet(str(tmp))
+        os.rename(tmp, ledger.part_path(curated, grain, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return True
+    return name
 
 
-def manifests(root: Path) -> list[dict[str, Any]]:
-    """The manifest of every source in the curated history (what each partition was made from)."""
-    if not root.is_dir():
-        return []
-    found = []
-    for manifest in sorted(root.glob(f"source_sha256=*/{_MANIFEST}")):
-        found.append(json.loads(manifest.read_text(encoding="utf-8")))
-    return found
+def read_parts(spark: SparkSession, root: Path, granularity: str = "month") -> DataFrame:
+    """The live rows of a granularity as stored, with `source_sha256` naming each row's folder."""
+    schema = _DAILY_SCHEMA if granularity == "day" else _CURATED_SCHEMA
+    folders = [str(f) for f in ledger.live_folders(root)]
+    if not folders:
+        return spark.createDataFrame([], schema)
+    return spark.read.option("basePath", str(root)).schema(schema).parquet(*folders)
 
 
 def read_history(spark: SparkSession, root: Path, granularity: str = "month") -> DataFrame:
-    """The whole curated history summed per store/product/month (or date), checkpointed."""
+    """The whole live curated history summed per store/product/month (or date), checkpointed."""
+    parts = read_parts(spark, root, granularity)
     if granularity == "day":
-        daily = spark.read.schema(_DAILY_SCHEMA).parquet(str(root))
-        return daily.transform(aggregate_daily).localCheckpoint()
-    curated = spark.read.schema(_CURATED_SCHEMA).parquet(str(root))
-    return curated.transform(aggregate_monthly).localCheckpoint()
+        return parts.transform(aggregate_daily).localCheckpoint()
+    return parts.transform(aggregate_monthly).localCheckpoint()
+
+
+def monthly_of(daily: DataFrame) -> DataFrame:
+    """Rows per store, product and day summed per month (an upload's rows left after a replace)."""
+    return (
+        daily.withColumn("year", F.year("date"))
+        .withColumn("month", F.month("date"))
+        .groupBy(*KEYS)
+        .agg(F.sum("quantity").alias("quantity"))
+    )

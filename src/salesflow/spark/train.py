@@ -14,9 +14,13 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -52,28 +56,53 @@ def train(
     activate: bool = True,
     force: bool = False,
     fit_transform: backtest.FitTransform | None = None,
+    only: bool = False,
 ) -> TrainResult:
-    """Learn from `inputs` plus the curated history; publish a new version, active if it passes.
+    """Learn from `inputs` plus the curated history (no inputs: the history as it is); publish a
+    new version, active if it passes.
 
     The promotion gate (salesflow.spark.promotion) activates the version when its backtest beats the
     seasonal-naive forecast and the active version of the same granularity; `force` activates it
     anyway, `activate=False` never does. `fit_transform` alters every frame the candidate is
-    fitted on (tests only). With settings.granularity `both` the result is the month run's, with
-    the day run's result (and its coherence check) in `also`.
+    fitted on (tests only). `only` trains on `inputs` alone, in a history of their own that is
+    deleted afterwards: the curated history is neither read nor changed (their rows add up, mode
+    append, unless an input says otherwise). With settings.granularity `both` the result is the
+    month run's, with the day run's result (and its coherence check) in `also`.
     """
-    if not inputs:
+    if not inputs and only:
         raise InputError("nothing to train on: give at least one sales file")
-    run = TrainRun(
-        spark,
-        settings,
-        registry or ModelRegistry(settings.warehouse_path / "models"),
-        progress or (lambda _stage: None),
-        TrainOptions(actor, activate, force, fit_transform),
-    )
-    grains = granularities(settings)
-    if any(c not in PIPELINES for c in settings.candidates):
-        start_python_workers(spark)  # statistical candidates will need them: import meanwhile
-    sources = curate(run, inputs, grains)
+    if only:
+        inputs = [dataclasses.replace(i, mode=i.mode or "append") for i in inputs]
+    with _history(settings, only) as history:
+        run = TrainRun(
+            spark,
+            settings,
+            registry or ModelRegistry(settings.warehouse_path / "models"),
+            progress or (lambda _stage: None),
+            TrainOptions(actor, activate, force, fit_transform, history),
+        )
+        return _train(run, inputs)
+
+
+@contextmanager
+def _history(settings: Settings, only: bool) -> Iterator[Path | None]:
+    """None (the curated history), or with `only` a history of the run's own, then deleted."""
+    if not only:
+        yield None
+        return
+    settings.warehouse_path.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".only-", dir=settings.warehouse_path))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train(run: TrainRun, inputs: Sequence[TrainInput]) -> TrainResult:
+    grains = granularities(run.settings)
+    if any(c not in PIPELINES for c in run.settings.candidates):
+        start_python_workers(run.spark)  # statistical candidates will need them: import meanwhile
+    sources = curate(run, inputs)
     results: list[TrainResult] = []
     month: Fitted | None = None
     for grain in grains:
@@ -97,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="activate the new version even if the gate says no"
     )
+    parser.add_argument(
+        "--mode", choices=["replace", "append", "reject"], help="history mode (default: setting)"
+    )
+    parser.add_argument(
+        "--only", action="store_true", help="train on these files alone, history untouched"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     try:
@@ -107,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 categories=input_categories(args.urls),
             ),
             settings,
-            [TrainInput(url) for url in args.urls],
+            [TrainInput(url, mode=args.mode) for url in args.urls],
             progress=lambda stage: print(f"... {stage}", file=sys.stderr),
             force=args.force,
+            only=args.only,
         )
     except SalesflowError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
+from salesflow.sales.ledger import Entry
 from salesflow.spark.backtest import FitTransform
 
 __all__ = ["Progress", "SourceStats", "TrainOptions", "TrainResult", "TrainRun", "timed"]
@@ -39,12 +41,14 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 class TrainOptions:
     """How a run publishes: who asks, whether the new version may become (or must be) active.
 
-    `fit_transform` alters every frame a candidate is fitted on (tests only)."""
+    `fit_transform` alters every frame a candidate is fitted on (tests only); `history` is the
+    curated history the run adds to and trains on (None: <warehouse>/curated)."""
 
     actor: str = "salesflow.train"
     activate: bool = True
     force: bool = False
     fit_transform: FitTransform | None = None
+    history: Path | None = None
 
 
 @dataclass
@@ -63,6 +67,15 @@ class TrainRun:
         """A block timed into this run's `timings[stage]`."""
         return timed(self.timings, stage)
 
+    @property
+    def curated(self) -> Path:
+        """The curated history this run adds to and trains on (its ledger and folders)."""
+        return self.options.history or self.settings.warehouse_path / "curated"
+
+    def grain_root(self, grain: str) -> Path:
+        """One granularity's folder of the curated history."""
+        return self.curated / ("daily" if grain == "day" else "monthly")
+
 
 @dataclass
 class SourceStats:
@@ -79,22 +92,25 @@ class SourceStats:
     first_date: str | None
     last_date: str | None
     appended: bool | None = None  # added to the history by this run (False: already there)
+    mode: str | None = None  # the history mode it was added under
+    overlaps: list[dict[str, Any]] = field(default_factory=list)  # sales.overlap.Overlap dicts
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any], url: str) -> SourceStats:
-        """A file already in the curated history, as its manifest recorded it."""
+    def from_entry(cls, entry: Entry, url: str) -> SourceStats:
+        """A file already in the curated history, as its ledger entry recorded it."""
         return cls(
             url=url,
-            sha256=manifest["sha256"],
-            upload_id=manifest.get("upload_id"),
-            rows_read=int(manifest.get("rows_read") or 0),
-            rows_rejected=int(manifest.get("rows_rejected") or 0),
-            rejects_by_reason=dict(manifest.get("rejects_by_reason") or {}),
-            rejects_url=manifest.get("rejects_url"),
-            rows_aggregated=int(manifest.get("rows_aggregated") or 0),
-            first_date=manifest.get("first_date"),
-            last_date=manifest.get("last_date"),
+            sha256=entry.sha256,
+            upload_id=entry.upload_id,
+            rows_read=entry.rows_read,
+            rows_rejected=entry.rows_rejected,
+            rejects_by_reason={},
+            rejects_url=None,
+            rows_aggregated=entry.rows,
+            first_date=entry.first_date,
+            last_date=entry.last_date,
             appended=False,
+            mode=entry.mode,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pyspark.util import inheritable_thread_target
 from salesflow import faults
 from salesflow.errors import InputError
 from salesflow.registry import ModelVersion
+from salesflow.sales import ledger
 from salesflow.serving.table import TABLE_FILE, write_table
 from salesflow.spark import backtest, candidates, scoring
 from salesflow.spark.candidates import (
@@ -38,7 +39,7 @@ from salesflow.spark.candidates import (
     pipeline_candidate,
 )
 from salesflow.spark.coherence import coherence
-from salesflow.spark.curated import curated_path, manifests, read_history
+from salesflow.spark.curated import read_history
 from salesflow.spark.pipeline import (
     HistoryShape,
     evaluate,
@@ -130,7 +131,7 @@ def train_granularity(
 
 def read(run: TrainRun, grain: str) -> History:
     """The granularity's whole curated history (days zero-filled) and its shape."""
-    root = curated_path(run.settings, grain)
+    root = run.grain_root(grain)
     with run.timed("read_clean_aggregate"):
         frame = read_history(run.spark, root, grain)
         filled: int | None = None
@@ -198,7 +199,7 @@ def backtest_and_gate(run: TrainRun, history: History) -> Evaluation:
         shape,
         params,
         summary,
-        sorted(m["sha256"] for m in manifests(history.root)),
+        sorted(ledger.load(history.root.parent).folders(history.grain)),
         force=run.options.force,
         activate=run.options.activate,
         exact=altered is None,
@@ -284,9 +285,10 @@ def describe(
         )
     run.say("saving the model")
     stores, products = model_labels(model)
-    every = manifests(history.root)  # every source in the history the model was fitted on
-    firsts = [m["first_date"] for m in every if m.get("first_date")]
-    lasts = [m["last_date"] for m in every if m.get("last_date")]
+    # every upload in the history the model was fitted on
+    every = [e for e in ledger.load(history.root.parent).live() if history.grain in e.parts]
+    firsts = [e.first_date for e in every if e.first_date]
+    lasts = [e.last_date for e in every if e.last_date]
     by_reason: dict[str, int] = {}
     for source in sources:
         for reason, count in source.rejects_by_reason.items():
@@ -304,7 +306,12 @@ def describe(
         "parameters": params,
         "metrics": evaluation.metrics,
         "spark_version": run.spark.version,
-        "training_sources": sorted(m["sha256"] for m in every),
+        "training_sources": sorted(e.parts[history.grain] for e in every),
+        "trained_on": {
+            "uploads": len(every),
+            "upload_ids": [e.id for e in every],
+            "rows": sum(e.rows for e in every),  # per store, product and day
+        },
         "stores": stores,
         "products": products,
         "granularity": history.grain,
@@ -321,7 +328,7 @@ def publish(
     sources: list[SourceStats],
 ) -> ModelVersion:
     """Publish the staged folder as the next version, active when the gate says so."""
-    trained_on = "trained on " + ", ".join(s.url for s in sources)
+    trained_on = "trained on " + (", ".join(s.url for s in sources) or "the curated history")
     return run.registry.publish(
         staged,
         metadata,

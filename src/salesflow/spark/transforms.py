@@ -192,25 +192,31 @@ def aggregate_daily(df: DataFrame) -> DataFrame:
     return df.groupBy(*DAY_KEYS).agg(F.sum("quantity").alias("quantity"))
 
 
-def aggregate_with_rejects(df: DataFrame, keys: tuple[str, ...] = KEYS) -> DataFrame:
+def aggregate_with_rejects(
+    df: DataFrame, keys: tuple[str, ...] = KEYS, names: bool = False
+) -> DataFrame:
     """One pass over cleaned rows giving both the aggregate by `keys` and the reject counts.
 
     Accepted rows group by `keys` (`KEYS` monthly, `DAY_KEYS` daily; `reject_reason` null);
     rejected rows collapse into one group per reason with null keys. Every group carries its row
-    count and first/last date.
+    count and first/last date; with `names` (rows that still have `store_name` and
+    `product_name`), also a store and a product name of the group (trimmed, blank as null).
     """
     ok = F.col("reject_reason").isNull()
+    labels = ("store_name", "product_name") if names else ()
     keyed = df.select(
         "reject_reason",
         *[F.when(ok, F.col(k)).alias(k) for k in keys if k != "date"],
         F.when(ok, F.col("quantity")).alias("quantity"),
         F.when(ok, F.col("date")).alias("date"),
+        *[F.when(ok, _text(label)).alias(label) for label in labels],
     )
     return keyed.groupBy("reject_reason", *keys).agg(
         F.sum("quantity").alias("quantity"),
         F.count(F.lit(1)).alias("rows"),
         F.min("date").alias("first_date"),
         F.max("date").alias("last_date"),
+        *[F.max(label).alias(label) for label in labels],
     )
 
 

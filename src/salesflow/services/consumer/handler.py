@@ -98,7 +98,9 @@ Outcome = Done | DeadLetter | Retry
 class JobsAPI(Protocol):
     """The part of the job server client the consumer uses."""
 
-    def train(self, upload_id: str, sha256: str | None) -> dict[str, Any]: ...
+    def train(
+        self, upload_id: str, sha256: str | None, mode: str | None = None
+    ) -> dict[str, Any]: ...
 
 
 class UploadsAPI(Protocol):
@@ -345,7 +347,7 @@ class UploadHandler:
 
     def _train(self, event: UploadEvent) -> Outcome:
         try:
-            job = self.jobs.train(event.upload_id, event.sha256)
+            job = self.jobs.train(event.upload_id, event.sha256, event.mode)
         except UnavailableError as exc:
             return Retry("job_server_unavailable", f"the job server is unavailable: {exc}")
         except (InputError, NotFoundError) as exc:

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code    TEXT,
     error         TEXT,
     log_tail      TEXT NOT NULL DEFAULT '[]',
-    attempts      INTEGER NOT NULL DEFAULT 0
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    mode          TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 CREATE INDEX IF NOT EXISTS jobs_by_upload ON jobs (upload_id);
@@ -88,6 +89,7 @@ class Job:
     error: str | None = None
     log_tail: list[str] = field(default_factory=list)
     attempts: int = 0
+    mode: str | None = None  # train: the history mode asked for (None: the setting)
 
     @property
     def terminal(self) -> bool:
@@ -113,6 +115,7 @@ class Job:
             "finished_at": self.finished_at,
             "input_url": self.input_url,
             "sha256": self.sha256,
+            "mode": self.mode,
             "model_version": self.model_version,
             "metrics": result.get("metrics"),
             "rows_read": result.get("rows_read"),
@@ -124,6 +127,11 @@ class Job:
             "timings": result.get("timings"),
             "promoted": result.get("promoted"),
             "promotion": result.get("promotion"),
+            # what each file did to the curated history: its mode, the uploads it overlapped
+            "history": [
+                {k: i.get(k) for k in ("upload_id", "sha256", "mode", "appended", "overlaps")}
+                for i in result.get("inputs") or []
+            ],
             **self._granularity_fields(),
             "error_code": self.error_code,
             "error": self.error,
@@ -177,6 +185,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         error=row["error"],
         log_tail=json.loads(row["log_tail"] or "[]"),
         attempts=row["attempts"],
+        mode=row["mode"],
     )
 
 
@@ -196,6 +205,9 @@ class JobDB(SqliteFile):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
             self._conn.executescript(_SCHEMA)
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+            if "mode" not in columns:  # a table from before history modes
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN mode TEXT")
 
     def _migrate(self) -> None:
         """Rebuild a table from before replays (SQLite cannot drop a UNIQUE constraint in place)."""
@@ -227,11 +239,18 @@ class JobDB(SqliteFile):
     # --- creating ------------------------------------------------------------------------------
 
     def create_train(
-        self, upload_id: str, input_url: str, sha256: str | None, *, replay: bool = False
+        self,
+        upload_id: str,
+        input_url: str,
+        sha256: str | None,
+        *,
+        replay: bool = False,
+        mode: str | None = None,
     ) -> tuple[Job, bool]:
         """The train job of an upload, created if new: (job, created).
 
         `replay`: always a new job (`<upload_id>:replay:<n>`), even when the upload has one.
+        `mode`: the history mode (replace, append, reject; None: the setting).
         """
         job_id = secrets.token_hex(16)
         with self._transaction() as conn:
@@ -245,9 +264,9 @@ class JobDB(SqliteFile):
                 key = f"{upload_id}:replay:{count + 1}"
             cursor = conn.execute(
                 "INSERT INTO jobs (job_id, kind, job_key, upload_id, status, created_at,"
-                " input_url, sha256) VALUES (?, 'train', ?, ?, 'queued', ?, ?, ?)"
+                " input_url, sha256, mode) VALUES (?, 'train', ?, ?, 'queued', ?, ?, ?, ?)"
                 " ON CONFLICT (job_key) DO NOTHING",
-                (job_id, key, upload_id, utc_now(), input_url, sha256),
+                (job_id, key, upload_id, utc_now(), input_url, sha256, mode),
             )
             created = cursor.rowcount == 1
             row = conn.execute("SELECT * FROM jobs WHERE job_key = ?", (key,)).fetchone()

@@ -53,6 +53,8 @@ def model_view(version: ModelVersion) -> dict[str, Any]:
         "rows_rejected": meta.get("rows_rejected"),
         "rows_aggregated": meta.get("rows_aggregated"),
         "date_range": meta.get("date_range"),
+        # the whole curated history at training time: uploads, rows per store/product/day
+        "trained_on": meta.get("trained_on"),
         "stores": len(meta.get("stores") or []),
         "products": len(meta.get("products") or []),
         "inputs": [

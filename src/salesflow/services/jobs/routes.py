@@ -35,15 +35,8 @@ from salesflow.services.jobs.deps import (
     StateDep,
 )
 from salesflow.services.jobs.engine import PredictOutcome
+from salesflow.services.jobs.history_routes import resolve_series
 from salesflow.services.jobs.models import model_view, models_listing
-from salesflow.serving.history import (
-    ALL,
-    MAX_DAYS,
-    MAX_ID_LENGTH,
-    curated_root,
-    read_history,
-    series_ids,
-)
 from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.serving.service import Query as ForecastQuery
 from salesflow.urls import local_path_of
@@ -63,12 +56,15 @@ class TrainRequest(BaseModel):
     """Train on a stored upload. The location is derived from the id, never taken from the caller.
 
     `replay`: retrain a past upload from its stored file as a new job (and a new version).
+    `mode`: what the upload does to store x days the history holds (default: the setting; a
+    replay without one keeps the first job's).
     """
 
     upload_id: str
     sha256: str | None = None
     url: str | None = None
     replay: bool = False
+    mode: Literal["replace", "append", "reject"] | None = None
 
 
 class QueryBody(BaseModel):
@@ -124,11 +120,13 @@ def post_train(body: TrainRequest, state: StateDep) -> dict[str, Any]:
     if body.sha256 is not None and not _SHA256.fullmatch(body.sha256):
         raise InputError("sha256 must be 64 lowercase hex digits")
     sha256 = state.admission.sha256_to_train(body.upload_id, body.sha256)
+    mode: str | None = body.mode
     if body.replay:
         store.head(upload_key(body.upload_id))  # 404 unless the file is still stored
         first = db.first_train(body.upload_id)
         sha256 = sha256 or (first.sha256 if first else None)
-    job, created = db.create_train(body.upload_id, url, sha256, replay=body.replay)
+        mode = mode or (first.mode if first else None)
+    job, created = db.create_train(body.upload_id, url, sha256, replay=body.replay, mode=mode)
     if created:
         runner.kick()
         faults.reached(settings, "jobs.after_accept")
@@ -290,6 +288,7 @@ def _query(body: QueryBody, index: int | None = None) -> ForecastQuery:
 @router.get("/forecast")
 def get_forecast(
     forecasts: ForecastDep,
+    settings: SettingsDep,
     store_id: str,
     product_id: str,
     month: Annotated[str | None, Query(description="YYYY-MM")] = None,
@@ -299,10 +298,16 @@ def get_forecast(
     ] = None,
     model: str | None = None,
 ) -> JSONResponse:
-    """One forecast with its interval, basis and the model's lineage, from the warm model."""
-    query = _query(QueryBody(store_id=store_id, product_id=product_id, month=month, date=date))
+    """One forecast with its interval, basis and the model's lineage, from the warm model; a store
+    or product may be given by its name (`resolved` says which id it named)."""
+    store, product = resolve_series(settings, store_id, product_id)
+    query = _query(QueryBody(store_id=store.id, product_id=product.id, month=month, date=date))
     batch = forecasts.forecast([query], model)
-    return JSONResponse(batch.to_dict(), headers={"X-Model-Version": batch.model_version})
+    answer = batch.to_dict()
+    named = {k: r.to_dict() for k, r in (("store", store), ("product", product)) if r.name}
+    if named:
+        answer["resolved"] = named
+    return JSONResponse(answer, headers={"X-Model-Version": batch.model_version})
 
 
 @router.post("/forecast")
@@ -338,27 +343,3 @@ def activate_model(
     """Make a version the active model (also a rollback); 404 for an unknown version."""
     reason = (body or ActivateRequest()).reason[:500]
     return model_view(registry.activate(version, reason=reason, actor="job-server api"))
-
-
-# --- the curated history -----------------------------------------------------------------------
-
-IdQuery = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
-
-
-@router.get("/history")
-def get_history(
-    settings: SettingsDep,
-    store_id: IdQuery = ALL,
-    product_id: IdQuery = ALL,
-    granularity: Literal["month", "day"] = "month",
-    days: Annotated[int | None, Query(ge=1, le=MAX_DAYS, description="day: the last N")] = None,
-) -> dict[str, object]:
-    """Actuals of one store/product ("all": totals) per month or day, for the dashboard's chart."""
-    return read_history(settings.warehouse_path, store_id, product_id, granularity, days).to_dict()
-
-
-@router.get("/series")
-def get_series(settings: SettingsDep) -> dict[str, list[str]]:
-    """The store and product ids in the curated history, for the dashboard's pickers."""
-    found = series_ids(curated_root(settings.warehouse_path))
-    return {"stores": found.stores, "products": found.products}

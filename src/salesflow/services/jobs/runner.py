@@ -84,6 +84,7 @@ _RESULT_FIELDS = (
     "granularity",
     "filled_cells",
     "coherence",
+    "inputs",  # each file: its history mode and what it overlapped (replaced or added to)
     "also",  # granularity both: the day run's result (version, metrics, coherence, ...)
 )
 
@@ -215,7 +216,11 @@ class JobRunner:
             if adopted is not None:
                 progress(f"model {adopted[0]} was published by an interrupted attempt")
                 return adopted
-            inputs = [TrainInput(url=job.input_url, sha256=job.sha256, upload_id=job.upload_id)]
+            inputs = [
+                TrainInput(
+                    url=job.input_url, sha256=job.sha256, upload_id=job.upload_id, mode=job.mode
+                )
+            ]
             result = self.train_fn(
                 self.session_fn(), self.settings, inputs, registry=self.registry, progress=progress
             )

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     preview       TEXT,
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
-    reconciled_at TEXT
+    reconciled_at TEXT,
+    mode          TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_sha256 ON uploads (sha256);
 CREATE INDEX IF NOT EXISTS uploads_status ON uploads (status, updated_at);
@@ -75,7 +76,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
 
 _COLUMNS = (
     "upload_id, key, url, size, sha256, filename, status, job_id, model_version, metrics, "
-    "error_code, error, preview, created_at, updated_at"
+    "error_code, error, preview, created_at, updated_at, mode"
 )
 
 
@@ -110,6 +111,9 @@ class UploadDB(SqliteFile):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(uploads)")}
+            if "mode" not in columns:  # a table from before history modes
+                conn.execute("ALTER TABLE uploads ADD COLUMN mode TEXT")
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -142,7 +146,7 @@ class UploadDB(SqliteFile):
                     return _record(row), True
             conn.execute(
                 f"INSERT INTO uploads ({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, 'stored', NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                "(?, ?, ?, ?, ?, ?, 'stored', NULL, NULL, NULL, NULL, NULL, ?, ?, ?, ?)",
                 (
                     upload.upload_id,
                     upload.key,
@@ -153,6 +157,7 @@ class UploadDB(SqliteFile):
                     json.dumps(upload.preview),
                     now,
                     now,
+                    upload.mode,
                 ),
             )
             _insert_event(conn, upload.upload_id, topic, event, now)

@@ -98,6 +98,7 @@ def event_of(upload: NewUpload | UploadRecord) -> bytes:
         sha256=upload.sha256,
         filename=upload.filename,
         uploaded_at=upload.created_at,
+        mode=upload.mode,
     ).to_json()
 
 

@@ -25,6 +25,7 @@ class NewUpload:
     filename: str
     created_at: str
     preview: dict[str, Any] | None = None
+    mode: str | None = None  # the history mode asked for (None: the job server's setting)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class UploadRecord:
     preview: dict[str, Any] | None
     created_at: str
     updated_at: str
+    mode: str | None = None  # the history mode asked for (None: the job server's setting)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the API answers it."""
@@ -57,4 +59,8 @@ class UploadRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UploadRecord:
         """A record from an API answer (keys the record does not hold, like `duplicate`, ignored)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        optional = {"mode"}  # answers of a service from before it existed lack it
+        values: dict[str, Any] = {
+            f.name: data.get(f.name) if f.name in optional else data[f.name] for f in fields(cls)
+        }
+        return cls(**values)

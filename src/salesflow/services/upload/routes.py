@@ -66,8 +66,12 @@ async def create_upload(
     relay: RelayDep,
     slots: SlotsDep,
     force: bool = False,
+    mode: Literal["replace", "append", "reject"] | None = None,
 ) -> Response:
-    """Stream a CSV into storage and queue its event (202), or point at an identical upload (200)."""
+    """Stream a CSV into storage and queue its event (202), or point at an identical upload (200).
+
+    `mode`: what the upload does to store x days the curated history holds (replace, append,
+    reject; default: the job server's history_mode setting)."""
     slots.acquire()
     try:
         upload_id = new_upload_id()
@@ -82,6 +86,7 @@ async def create_upload(
                     store=store,
                     db=db,
                     force=force,
+                    mode=mode,
                 )
             except ClientDisconnect:
                 log.info("the client disconnected mid-upload; nothing was stored")

@@ -152,6 +152,7 @@ async def store_upload(
     store: ObjectStore,
     db: UploadDB,
     force: bool = False,
+    mode: str | None = None,
 ) -> tuple[UploadRecord, bool]:
     """The upload use case: stream the file in, then record it with its outbox event.
 
@@ -182,6 +183,7 @@ async def store_upload(
         filename=received.filename,
         created_at=utc_now(),
         preview=received.preview,
+        mode=mode,
     )
     event = event_of(upload)
     try:
