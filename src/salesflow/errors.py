@@ -14,7 +14,9 @@ SalesflowError                          HTTP 500 unless a class below says other
 │   ├── OverlapError                    mode reject: the upload covers cells already held (HTTP 409)
 │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
 │   ├── InvalidKeyError                 an object key outside the upload prefix
+│   ├── HorizonError                    a forecast horizon outside 1-24 months or a table's periods
 │   ├── TooLargeError                   a body above the size limit (HTTP 413)
+│   │   └── ExportTooLargeError         a bulk export over its row limit (HTTP 413)
 │   ├── UnsupportedMediaError           not a CSV text file (HTTP 415)
 │   ├── BodyTimeoutError                the client sent its body too slowly (HTTP 408)
 │   └── UntrainableUploadError          training asked for an upload that is unknown, rejected or
@@ -42,8 +44,10 @@ __all__ = [
     "BodyTimeoutError",
     "BusyError",
     "ConfigurationError",
+    "ExportTooLargeError",
     "FieldTooLongError",
     "HeaderError",
+    "HorizonError",
     "InputError",
     "IntegrityError",
     "InvalidEventError",
@@ -132,6 +136,14 @@ class InvalidKeyError(InputError):
 class TooLargeError(InputError):
     code = "too_large"
     http_status = 413
+
+
+class ExportTooLargeError(TooLargeError):
+    code = "export_too_large"
+
+
+class HorizonError(InputError):
+    code = "bad_horizon"
 
 
 class UnsupportedMediaError(InputError):

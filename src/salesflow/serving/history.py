@@ -36,6 +36,7 @@ __all__ = [
     "read_history",
     "read_monthly",
     "series_ids",
+    "series_pairs",
 ]
 
 #: The id that means "every store" or "every product" (totals).
@@ -257,3 +258,17 @@ def series_ids(root: Path) -> Series:
         return sorted((str(v) for v in values), key=_natural)
 
     return Series(distinct("store_id"), distinct("product_id"))
+
+
+def series_pairs(root: Path) -> list[tuple[str, str]]:
+    """Every (store id, product id) pair the history holds a row for, in natural order."""
+    dataset = _dataset(root)
+    if dataset is None:
+        return []
+    table = dataset.to_table(columns=["store_id", "product_id"])
+    pairs = table.group_by(["store_id", "product_id"]).aggregate([])
+    found = zip(pairs["store_id"].to_pylist(), pairs["product_id"].to_pylist(), strict=True)
+    return sorted(
+        ((str(s), str(p)) for s, p in found if s is not None and p is not None),
+        key=lambda pair: (_natural(pair[0]), _natural(pair[1])),
+    )

@@ -34,6 +34,7 @@ from salesflow.services.jobs.admission import UploadAdmission
 from salesflow.services.jobs.db import Job, JobDB
 from salesflow.services.jobs.deps import ServerState
 from salesflow.services.jobs.engine import SparkEngine, spark_engine
+from salesflow.services.jobs.export_routes import export_router
 from salesflow.services.jobs.history_routes import history_router
 from salesflow.services.jobs.metrics import JobCollector
 from salesflow.services.jobs.recovery import sweep_leftovers
@@ -240,6 +241,7 @@ def create_app(
     app.include_router(make_health_router(_health_checks(app)))
     app.include_router(router, dependencies=protected(settings), responses=ERROR_RESPONSES)
     app.include_router(history_router, dependencies=protected(settings), responses=ERROR_RESPONSES)
+    app.include_router(export_router, dependencies=protected(settings), responses=ERROR_RESPONSES)
     guard_requests(app, settings, file_routes=(("POST", "/predict"),))
     install_metrics(app, settings, [JobCollector(lambda: _db_of(app))])
     return app
