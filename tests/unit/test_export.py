@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from salesflow.serving.history import curated_root, series_pairs
 from salesflow.serving.service import ForecastService
 from salesflow.serving.table import period_label
 from tests.fixtures.forecast_tables import NOT_HELD, publish_table_version
+from tests.fixtures.servers import serving
+from tests.unit.test_cli import invoke
 from tests.unit.test_history import write_source
 from tests.unit.test_jobs_api import FakeSpark
 
@@ -158,3 +161,29 @@ def test_the_route_sends_a_file_and_refuses_with_codes(
         whole.headers["x-row-count"] == "12"
         and "2024-01-6m" in whole.headers["content-disposition"]
     )
+
+
+def test_the_cli_saves_csv_or_parquet_and_prints_refusals(
+    cli_settings: Settings, tmp_path: Path
+) -> None:
+    publish_table_version(ModelRegistry(cli_settings.warehouse_path / "models"))
+    write_source(
+        curated_root(cli_settings.warehouse_path),
+        "source_sha256=" + "a" * 64,
+        [("s1", "p1", 2023, 12, 4.0), ("s2", "p2", 2023, 12, 5.0)],
+    )
+    app = create_app(cli_settings, engine=FakeSpark().engine(), report=lambda *_: None)
+    with serving(app, cli_settings.jobs_port):
+        saved = invoke("export", "--months", "3", "-o", str(tmp_path / "f.parquet"))
+        as_csv = invoke("export", "-o", str(tmp_path / "f.txt"), "--format", "csv", "--json")
+        refused = invoke("export", "--months", "25", "-o", str(tmp_path / "no.csv"))
+        missing = invoke("export", "--months", "5", "--model", "v9", "-o", str(tmp_path / "x.csv"))
+    assert saved.exit_code == 0, saved.output
+    assert "wrote 6 forecasts" in saved.stdout and "model v0001, parquet" in saved.stdout
+    assert pq.read_table(tmp_path / "f.parquet").num_rows == 6
+    assert json.loads(as_csv.stdout)["rows"] == "12"
+    header = next(csv.reader(io.StringIO((tmp_path / "f.txt").read_text())))
+    assert header[:3] == ["store_id", "product_id", "period"]
+    assert refused.exit_code != 0 and not (tmp_path / "no.csv").exists()  # typer's 1-24 check
+    assert getattr(missing.exception, "code", None) == "model_not_found"
+    assert not list(tmp_path.glob(".*part"))

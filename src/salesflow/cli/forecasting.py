@@ -1,5 +1,5 @@
-"""Models: `train` and `predict` in this process, `forecast` and `retrain` through the job server
-(`models` lives in cli/models.py)."""
+"""Models: `train` and `predict` in this process; `forecast`, `export` and `retrain` through the job
+server (`models` lives in cli/models.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from salesflow.cli.output import (
 )
 from salesflow.cli.versions import coherence_line
 
-__all__ = ["Granularity", "forecast", "predict", "retrain", "train"]
+__all__ = ["ExportFormat", "Granularity", "export", "forecast", "predict", "retrain", "train"]
 
 #: Training stages and the core's progress messages (salesflow.spark.train) that start them.
 TRAIN_STAGES: list[tuple[str, tuple[str, ...]]] = [
@@ -241,6 +241,53 @@ def forecast(
         print_json(answer)
         return
     _print_answer(answer)
+
+
+class ExportFormat(StrEnum):
+    """What `export --format` accepts."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Write the file here.")],
+    months: Annotated[
+        int | None,
+        typer.Option(
+            "--months",
+            min=1,
+            max=24,
+            help="Horizon in months after the model's last month (default 12, or fewer when "
+            "its forecast table holds fewer).",
+        ),
+    ] = None,
+    file_format: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="csv or parquet (default: from the file name's suffix)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model version (default: active).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Forecasts of every store x product series for the next months, with their 80% and 95%
+    bounds, basis and model version, from the job server's warm model."""
+    from salesflow.clients.jobs import JobServerClient
+
+    chosen = file_format or (
+        ExportFormat.parquet if output.suffix.lower() == ".parquet" else ExportFormat.csv
+    )
+    with JobServerClient(settings()) as client, err.status("exporting forecasts"):
+        found = client.export_forecasts(output, months=months, fmt=chosen.value, model=model)
+    if as_json:
+        print_json(found)
+        return
+    console.print(
+        f"wrote {int(found['rows'] or 0):,} forecasts to {output} (model "
+        f"{found['model_version']}, {chosen.value})"
+    )
 
 
 def _print_answer(answer: dict[str, Any]) -> None:

@@ -216,6 +216,46 @@ class JobServerClient:
         result: dict[str, Any] = self._json("POST", "/forecast", json=body)
         return result
 
+    def export_forecasts(
+        self,
+        target: Path,
+        *,
+        months: int | None = None,
+        fmt: str = "csv",
+        model: str | None = None,
+    ) -> dict[str, str]:
+        """Save every series' forecasts for the next `months` (server default: 12, or a forecast
+        table's fewer) to `target` as CSV or Parquet; the model version, row count and file."""
+        params: dict[str, Any] = {"format": fmt}
+        params.update({k: v for k, v in (("months", months), ("model", model)) if v})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        timeout = httpx.Timeout(self.settings.http_timeout_s, read=PREDICT_TIMEOUT_S)
+        try:
+            with self._http.stream(
+                "GET", "/forecast/export", params=params, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                found = {
+                    "model_version": response.headers.get("x-model-version", ""),
+                    "rows": response.headers.get("x-row-count", ""),
+                }
+            partial.replace(target)
+        except httpx.TimeoutException as exc:
+            raise UnavailableError(f"job server timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise UnavailableError(
+                f"job server unreachable at {self.settings.job_server_url}: {type(exc).__name__}"
+            ) from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return {**found, "path": str(target)}
+
     # --- models --------------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
