@@ -274,3 +274,32 @@ def test_status_reports_services_broker_lag_and_active_model(
     assert status["active_model"] == {"version": "v0001", "active": True}
     assert status["active_day_model"] is None and status["models_error"] is None
     assert status["ok"] is False
+
+
+def test_the_export_file_and_its_headers_come_through(
+    make_client: Callable[..., TestClient],
+) -> None:
+    def export(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("months") == "30":
+            body = {"error": {"code": "bad_horizon", "message": "months is 30: give 1 to 24"}}
+            return httpx.Response(400, json=body)
+        return httpx.Response(
+            200,
+            content=b"store_id,product_id\ns1,p1\n",
+            headers={
+                "Content-Type": "text/csv",
+                "Content-Disposition": 'attachment; filename="forecasts-v0007-2024-01-3m.csv"',
+                "X-Model-Version": "v0007",
+                "X-Row-Count": "3",
+            },
+        )
+
+    jobs = Recorder(export)
+    client = make_client(jobs=jobs)
+    answer = client.get("/api/forecast/export", params={"months": 3, "format": "csv"})
+    assert answer.status_code == 200 and answer.content == b"store_id,product_id\ns1,p1\n"
+    assert answer.headers["x-row-count"] == "3" and answer.headers["x-model-version"] == "v0007"
+    assert "forecasts-v0007-2024-01-3m.csv" in answer.headers["content-disposition"]
+    assert dict(jobs.requests[0].url.params) == {"months": "3", "format": "csv"}
+    refused = client.get("/api/forecast/export", params={"months": 30})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_horizon"

@@ -3,6 +3,7 @@
 
 import { api } from "./api.js";
 import { keepPlace, toast } from "./dom.js";
+import * as exporter from "./export.js";
 import * as forecast from "./forecast.js";
 import * as jobs from "./jobs.js";
 import * as models from "./models.js";
@@ -91,6 +92,7 @@ window.addEventListener("hashchange", route);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refresh();
 });
+exporter.init();
 route();
 healthPill();
 setInterval(() => { if (!document.hidden) healthPill(); }, 10000);

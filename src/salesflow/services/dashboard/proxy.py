@@ -25,7 +25,13 @@ log = logging.getLogger(__name__)
 #: file before reading it.
 _REQUEST_HEADERS = ("content-type", "content-length", "accept")
 #: Response headers passed back to the browser.
-_RESPONSE_HEADERS = ("content-type", "content-disposition", "retry-after", "x-model-version")
+_RESPONSE_HEADERS = (
+    "content-type",
+    "content-disposition",
+    "retry-after",
+    "x-model-version",
+    "x-row-count",
+)
 
 
 class UpstreamError(Exception):

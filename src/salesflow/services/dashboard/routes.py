@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 UPLOAD_READ_TIMEOUT_S = 300.0
 #: The first forecast after a model change loads that model (seconds on a busy machine).
 FORECAST_READ_TIMEOUT_S = 60.0
+#: An export scores every series and writes a file before its first byte (seconds; a minute at
+#: the 2,000,000-row limit on a busy machine).
+EXPORT_READ_TIMEOUT_S = 300.0
 #: Ids the page may name in a path: upload and job ids are hex, nothing with "/" or "..".
 ID_PATTERN = r"^[0-9A-Za-z_-]{1,128}$"
 VERSION_PATTERN = r"^v?[0-9]{1,9}$"
@@ -227,6 +230,14 @@ async def post_forecast(request: Request, state: StateDep) -> Response:
     """Many forecasts at once (job server)."""
     return await state.jobs.forward(
         request, "/forecast", body=True, read_timeout_s=FORECAST_READ_TIMEOUT_S
+    )
+
+
+@api.get("/forecast/export")
+async def export_forecasts(request: Request, state: StateDep) -> Response:
+    """Every series' forecasts for the next months as a CSV or Parquet file (job server)."""
+    return await state.jobs.forward(
+        request, "/forecast/export", read_timeout_s=EXPORT_READ_TIMEOUT_S
     )
 
 
