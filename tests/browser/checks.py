@@ -1,5 +1,6 @@
 """The dashboard checks the browser test runs on its trained system: the explorer follows the active
-model, keyboard activation, focus kept across refreshes, the phone layout, the table's history toggle."""
+model, keyboard activation, focus kept across refreshes, the phone layout, the table's history toggle,
+the bulk export, the accuracy table per series."""
 
 from __future__ import annotations
 
@@ -150,3 +151,61 @@ def check_a_failed_upload(page: Any, base: str, folder: Path) -> None:
     assert answer.status == 200, answer.text()
     lines = answer.text().splitlines()
     assert lines[0].endswith("reject_reason") and len(lines) == 101, lines[:2]
+
+
+def check_export_all_series(
+    page: Any, base: str, folder: Path, series: set[tuple[str, str]]
+) -> None:
+    """ "Export all series" saves a CSV of every series x the chosen months, with both bands."""
+    import csv
+
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/#/forecast")
+    page.locator("#export-months").fill("3")
+    page.locator("#export-format").select_option("csv")
+    with page.expect_download(timeout=UI_TIMEOUT_MS) as caught:
+        page.locator("#export-button").click()
+    saved = folder / caught.value.suggested_filename
+    caught.value.save_as(saved)
+    expect(page.locator("#export-status")).to_contain_text(f"{len(series) * 3:,} rows from model")
+    with saved.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(series) * 3
+    assert {(r["store_id"], r["product_id"]) for r in rows} == series
+    assert len({r["period"] for r in rows}) == 3 and {r["model_version"] for r in rows} == {"v0001"}
+    for r in rows:
+        if r["basis"] == "model":
+            lo95, lo80, mid, hi80, hi95 = (
+                float(r[c]) for c in ("lo_95", "lo_80", "predicted_quantity", "hi_80", "hi_95")
+            )
+            assert lo95 <= lo80 <= mid <= hi80 <= hi95, r
+
+
+def check_accuracy_per_series(page: Any, base: str) -> None:
+    """The models view's accuracy table: worst WAPE first, re-sorted by a header, and a row's
+    store opens that series in the explorer."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/#/models/v0001")
+    rows = page.locator("#accuracy-detail tbody tr")
+    expect(rows.first).to_be_visible(timeout=UI_TIMEOUT_MS)
+
+    def column(key: str) -> list[float]:
+        values = page.eval_on_selector_all(
+            f"#accuracy-detail td[data-col='{key}'] span", "els => els.map(e => e.dataset.value)"
+        )
+        return [float(v) for v in values if v not in (None, "")]
+
+    wape = column("wape")
+    assert wape and wape == sorted(wape, reverse=True)
+    page.locator("#accuracy-detail button[data-sort='mase']").click()
+    mase = column("mase")
+    assert mase == sorted(mase, reverse=True)
+    page.locator("#accuracy-detail button[data-sort='mase']").click()
+    assert column("mase") == sorted(mase)
+    first = rows.first
+    store, product = first.get_attribute("data-store"), first.get_attribute("data-product")
+    first.locator("a").click()
+    expect(page.locator("#store-select")).to_have_value(str(store), timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#product-select")).to_have_value(str(product))

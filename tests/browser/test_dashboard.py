@@ -29,7 +29,9 @@ from salesflow.services.dashboard.app import dashboard_url
 from salesflow.services.dashboard.session import COOKIE
 from tests.browser.checks import (
     check_a_failed_upload,
+    check_accuracy_per_series,
     check_explorer_follows_the_active_model,
+    check_export_all_series,
     check_focus_kept_across_refreshes,
     check_phone_layout,
     check_table_starts_at_the_forecast,
@@ -249,7 +251,9 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             expect(board).to_contain_text("Model competition:", timeout=UI_TIMEOUT_MS)
             expect(board.locator("tr:has(td)")).to_have_count(len(settings.candidates))
 
+            check_accuracy_per_series(page, base)
             check_explorer_follows_the_active_model(page, base, settings, store, product)
+            check_export_all_series(page, base, tmp_path, set(actuals))
             check_focus_kept_across_refreshes(page, base)
             check_phone_layout(page, base, shots)
             page.set_viewport_size({"width": 1280, "height": 800})

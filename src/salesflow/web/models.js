@@ -1,7 +1,8 @@
 // Models: every version with its granularity and metrics (one active version per granularity), one
-// version's backtest, feature importances and (day models) day/month coherence, and activation
-// (rollback) behind a confirmation dialog.
+// version's backtest (overall and per store/product), feature importances and (day models) day/month
+// coherence, and activation (rollback) behind a confirmation dialog.
 
+import { accuracyOf } from "./accuracy.js";
 import { api } from "./api.js";
 import { barChart } from "./chart.js";
 import { el, fill, table, toast } from "./dom.js";
@@ -90,6 +91,7 @@ function renderDetail() {
     ], windows, { caption: "Backtest (rolling origin): WAPE per window" })
       : el("p", { class: "muted" }, "This version has no backtest recorded (trained before backtests existed)."),
     leaderboardOf(model),
+    accuracyOf(model, () => { if (selected === model.version) renderDetail(); }),
     model.promotion?.reason ? el("p", {}, el("strong", {}, "Promotion: "), model.promotion.reason) : null,
     levels.length ? el("p", {}, "Prediction intervals: ", levels.map(([level, spec]) =>
       `${pct(Number(level), 0)} ± ${num(spec.half_width, 1)}`).join(", "),

@@ -211,6 +211,14 @@ async def model_coherence(
     return await state.jobs.forward(request, f"/models/{version}/coherence")
 
 
+@api.get("/models/{version}/accuracy")
+async def model_accuracy(
+    version: Annotated[str, PathParam(pattern=VERSION_PATTERN)], request: Request, state: StateDep
+) -> Response:
+    """A version's backtest scores per store/product, worst first (job server)."""
+    return await state.jobs.forward(request, f"/models/{version}/accuracy")
+
+
 @api.post("/models/{version}/activate")
 async def activate_model(
     version: Annotated[str, PathParam(pattern=VERSION_PATTERN)], request: Request, state: StateDep

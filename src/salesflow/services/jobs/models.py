@@ -8,7 +8,14 @@ from typing import Any
 
 from salesflow.registry import GRANULARITIES, ModelRegistry, ModelVersion
 
-__all__ = ["DETAIL_KEYS", "HISTORY_LIMIT", "model_view", "models_listing", "slim_backtest"]
+__all__ = [
+    "DETAIL_KEYS",
+    "HISTORY_LIMIT",
+    "accuracy_view",
+    "model_view",
+    "models_listing",
+    "slim_backtest",
+]
 
 #: Metadata keys passed on as recorded (None for a version trained before the key existed).
 DETAIL_KEYS = (
@@ -75,4 +82,43 @@ def models_listing(registry: ModelRegistry) -> dict[str, Any]:
         "active_by_granularity": active,
         "models": [model_view(v) for v in reversed(registry.versions())],
         "history": registry.history()[-HISTORY_LIMIT:],
+    }
+
+
+def _score(block: Any, key: str) -> float | None:
+    value = block.get(key) if isinstance(block, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def accuracy_view(version: ModelVersion) -> dict[str, Any]:
+    """A version's backtest scores per store/product (the best-selling series its backtest kept),
+    worst WAPE first (series without a WAPE last): WAPE, MASE and RMSE of the model, the
+    seasonal-naive WAPE on the same rows and the skill over it."""
+    backtest = version.metadata.get("backtest")
+    found = backtest.get("per_series") if isinstance(backtest, dict) else None
+    rows = []
+    for entry in found if isinstance(found, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        model, seasonal = entry.get("model"), entry.get("seasonal_naive")
+        wape, baseline = _score(model, "wape"), _score(seasonal, "wape")
+        rows.append(
+            {
+                "store_id": str(entry.get("store_id")),
+                "product_id": str(entry.get("product_id")),
+                "wape": wape,
+                "mase": _score(model, "mase"),
+                "rmse": _score(model, "rmse"),
+                "seasonal_naive_wape": baseline,
+                "skill": None if wape is None or not baseline else round(1 - wape / baseline, 4),
+                "rows": entry.get("rows"),
+            }
+        )
+    rows.sort(key=lambda r: (r["wape"] is None, -(r["wape"] or 0.0)))
+    return {
+        "model_version": version.version,
+        "granularity": version.granularity,
+        "series": backtest.get("series") if isinstance(backtest, dict) else None,
+        "note": backtest.get("per_series_note") if isinstance(backtest, dict) else None,
+        "per_series": rows,
     }

@@ -36,7 +36,7 @@ from salesflow.services.jobs.deps import (
 )
 from salesflow.services.jobs.engine import PredictOutcome
 from salesflow.services.jobs.history_routes import resolve_series
-from salesflow.services.jobs.models import model_view, models_listing
+from salesflow.services.jobs.models import accuracy_view, model_view, models_listing
 from salesflow.serving.service import MAX_QUERIES, ForecastService, coherence_of
 from salesflow.serving.service import Query as ForecastQuery
 from salesflow.urls import local_path_of
@@ -334,6 +334,14 @@ def list_models(registry: RegistryDep) -> dict[str, Any]:
 def get_coherence(version: str, registry: RegistryDep) -> dict[str, Any]:
     """A day model's check of its daily forecasts summed per month against the month model's."""
     return coherence_of(registry, None if version == "active" else version)
+
+
+@router.get("/models/{version}/accuracy")
+def get_accuracy(version: str, registry: RegistryDep) -> dict[str, Any]:
+    """A version's backtest WAPE, MASE and skill per store/product, worst first ("active": the
+    active month model's); 404 for an unknown version."""
+    found = registry.require_active("month") if version == "active" else registry.get(version)
+    return accuracy_view(found)
 
 
 @router.post("/models/{version}/activate")
