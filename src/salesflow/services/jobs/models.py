@@ -114,7 +114,7 @@ def accuracy_view(version: ModelVersion) -> dict[str, Any]:
                 "rows": entry.get("rows"),
             }
         )
-    rows.sort(key=lambda r: (r["wape"] is None, -(r["wape"] or 0.0)))
+    rows.sort(key=lambda r: (r["wape"] is None, -float(r["wape"] or 0.0)))
     return {
         "model_version": version.version,
         "granularity": version.granularity,
