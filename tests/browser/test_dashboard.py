@@ -223,11 +223,12 @@ def test_upload_train_and_explore_the_forecast(tmp_path: Path) -> None:
             expect(chart.locator("circle.point.forecast")).to_have_count(12, timeout=UI_TIMEOUT_MS)
             expect(page.locator("svg.daily-chart")).to_have_count(0)
 
-            # Totals: one point per month, no band (an interval of a sum is not drawn).
+            # Totals: one point per month, both bands, the sums of the series' bounds (said so).
             page.select_option("#store-select", "all")
             page.select_option("#product-select", "all")
-            expect(page.locator("#forecast-note")).to_contain_text("Totals have no interval")
-            expect(chart.locator("path.band")).to_have_count(0)
+            expect(page.locator("#forecast-note")).to_contain_text("sum of the series' bounds")
+            expect(chart.locator("path.band[data-level='0.8']")).to_have_count(1)
+            expect(chart.locator("path.band-wide[data-level='0.95']")).to_have_count(1)
             all_months = {m for series in actuals.values() for m in series}
             assert len(data_values(page, "svg.monthly-chart circle.point.actual")) == len(
                 all_months

@@ -1,7 +1,8 @@
-// Forecast explorer: a store and a product (or all) -> monthly actuals, the next 12 months' forecast
-// with its 80% and 95% intervals, the active model's backtest windows, a table and a CSV download. When a day
-// model is active a Month/Day switch appears: the day view draws the last 90 days of daily actuals
-// and the day model's next 28 days; the table and the CSV follow the switch.
+// Forecast explorer: a store and a product (or all: totals, their bands the sums of the series'
+// bounds) -> monthly actuals, the next 12 months' forecast with its 80% and 95% intervals, the active
+// model's backtest windows, a table and a CSV download. When a day model is active a Month/Day switch
+// appears: the day view draws the last 90 days of daily actuals and the day model's next 28 days; the
+// table and the CSV follow the switch.
 
 import { api } from "./api.js";
 import { monthlyChart } from "./chart.js";
@@ -210,18 +211,23 @@ async function show() {
         lineage = result.lineage;
         for (const a of result.answers) {
           const month = periodOf(a, daily);
-          const entry = forecast.get(month) || { value: 0, lo: null, hi: null, lo95: null, hi95: null, basis: new Set(), n: 0 };
+          const entry = forecast.get(month) || { value: 0, lo: 0, hi: 0, lo95: 0, hi95: 0, basis: new Set(), n: 0 };
           entry.value += Number(a.predicted_quantity);
           entry.n += 1;
           entry.basis.add(a.basis || "model");
-          const band = single ? intervalOf(a) : null;
-          if (band) [entry.lo, entry.hi] = band;
-          const wide = single ? intervalOf(a, WIDE_LEVEL) : null;
-          if (wide) [entry.lo95, entry.hi95] = wide;
+          // A total's bounds are the sums of its series' bounds (null when one series has none).
+          for (const [level, low, high] of [[BAND_LEVEL, "lo", "hi"], [WIDE_LEVEL, "lo95", "hi95"]]) {
+            const pair = intervalOf(a, level);
+            entry[low] = pair && entry[low] !== null ? entry[low] + pair[0] : null;
+            entry[high] = pair && entry[high] !== null ? entry[high] + pair[1] : null;
+          }
           forecast.set(month, entry);
         }
-        if (!single) messages.push("Totals have no interval drawn: an interval of a sum is not the sum of the series' intervals.");
-        else if (![...forecast.values()].some((f) => f.lo !== null)) messages.push("The forecast API gave no prediction interval for this series.");
+        const bounded = [...forecast.values()].some((f) => f.lo !== null);
+        if (!single && bounded) {
+          messages.push("Totals: the band is the sum of the series' bounds, exact if their errors move together; "
+            + "with independent errors the total's interval would be narrower, so read it as a conservative (wide) band.");
+        } else if (!bounded) messages.push(`The forecast API gave no prediction interval for ${single ? "this series" : "some of these series"}.`);
       } catch (error) {
         messages.push(`No forecast: ${error.message}`);
       }
@@ -269,8 +275,8 @@ async function show() {
       });
     };
     redraw();
-    renderLegend(single && [...forecast.values()].some((f) => f.lo !== null),
-      single && [...forecast.values()].some((f) => f.lo95 !== null), windows.length > 0);
+    renderLegend([...forecast.values()].some((f) => f.lo !== null),
+      [...forecast.values()].some((f) => f.lo95 !== null), windows.length > 0);
     renderLineage(lineage, active, daily);
     renderTable();
     document.getElementById("download-csv").disabled = !rows.length;
