@@ -78,7 +78,9 @@ class FakeSpark:
             duration_s=0.01,
         )
 
-    def predict(self, source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+    def predict(
+        self, source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+    ) -> PredictOutcome:
         self.release.wait(10)
         rows = list(csv.DictReader(io.StringIO(source.read_text())))
         keys = sorted({(r["store_id"], r["product_id"], r["date"][:7]) for r in rows})
