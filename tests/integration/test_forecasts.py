@@ -31,6 +31,7 @@ from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, NotFoundError, NothingToPredictError
 from salesflow.registry import ModelRegistry
+from salesflow.sales import names
 from salesflow.sales.catalog import load_catalog
 from salesflow.sales.contract import new_upload_id, upload_key
 from salesflow.sales.generate import generate_sales
@@ -445,10 +446,12 @@ def test_per_row_predictions_keep_the_input_order_and_equal_spark(
     )
     service = ForecastService(system.registry, history_root=curated_path(system.settings))
     version = system.registry.require_active().version
-    ours = predict_csv(service, source, version, per_month=False)
+    known = names.load(system.settings.warehouse_path / "curated")
+    ours = predict_csv(service, source, version, per_month=False, names=known)
     result = predict(spark, system.settings, str(source), registry=system.registry, per_month=False)
     assert ours.columns == result.frame.columns
-    assert ours.columns[:5] == ["date", "store_id", "product_id", "my_ref", "period"]
+    assert ours.columns[:4] == ["date", "store_id", "product_id", "my_ref"]
+    assert ours.columns[4:7] == ["store_name", "product_name", "period"]  # names filled in
     assert ours.columns[-1] == "dropped_reason"
     by_spark = [r.asDict() for r in result.frame.collect()]
     assert [r["my_ref"] for r in ours.rows] == [r["my_ref"] for r in by_spark] == list("abcdef")
@@ -459,6 +462,9 @@ def test_per_row_predictions_keep_the_input_order_and_equal_spark(
     assert a["predicted_quantity"] == d["predicted_quantity"] and a["period"] == "2022-11"
     assert b["dropped_reason"] == "bad_date" and b["predicted_quantity"] is None
     assert e["dropped_reason"] == "missing_store_id" and f["unknown_store"] is True
+    assert a["store_name"] == known.name_of("stores", stores[1]) is not None
+    assert a["product_name"] == known.name_of("products", products[2]) is not None
+    assert f["store_name"] is None and f["product_name"] is not None and b["store_name"] is None
     assert (
         ours.drops.to_dict()
         == result.drops.to_dict()

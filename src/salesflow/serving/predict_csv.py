@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from salesflow.errors import FieldTooLongError, ModelError, UnterminatedQuoteError
+from salesflow.sales import names as names_table
 from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header, column_names
 from salesflow.sales.preview import date_of, quantity_problem
 from salesflow.sales.rules import open_quote_line
@@ -38,6 +39,7 @@ from salesflow.serving.prediction_rows import (
     DROPPED_COLUMN,
     Drops,
     answer_names,
+    filled_names,
     refuse_empty,
     row_columns,
 )
@@ -253,11 +255,17 @@ def _cell(value: Any) -> Any:
 
 
 def predict_csv(
-    service: ForecastService, path: Path, version: str | None = None, *, per_month: bool = True
+    service: ForecastService,
+    path: Path,
+    version: str | None = None,
+    *,
+    per_month: bool = True,
+    names: names_table.Names | None = None,
 ) -> CsvPrediction:
     """Score a sales CSV with the active model (or `version`), as the Spark predict path would:
-    one row per store/product/month (`per_month`), else one per input row in its order.
-    NothingToPredictError when every row is dropped."""
+    one row per store/product/month (`per_month`), else one per input row in its order, with the
+    store and product names the input lacks from `names`. NothingToPredictError when every row is
+    dropped."""
     monthly = read_monthly(path, keep_rows=not per_month)
     refuse_empty(monthly.rows_read, len(monthly.keys), monthly.drops)
     served = service.model(version)
@@ -301,10 +309,10 @@ def predict_csv(
         rows.append(row)
     lineage_columns = LINEAGE_COLUMNS
     if not per_month:
-        names = answer_names(monthly.columns, facts.levels)
-        columns = row_columns(monthly.columns, names)
-        rows = _per_input_row(monthly, dict(zip(keys, rows, strict=True)), names)
-        lineage_columns = tuple(names[c] for c in LINEAGE_COLUMNS)
+        answers = answer_names(monthly.columns, facts.levels)
+        columns = row_columns(monthly.columns, answers)
+        rows = _per_input_row(monthly, dict(zip(keys, rows, strict=True)), answers, names)
+        lineage_columns = tuple(answers[c] for c in LINEAGE_COLUMNS)
     return CsvPrediction(
         model_version=facts.version,
         columns=columns,
@@ -324,12 +332,20 @@ def predict_csv(
 
 
 def _per_input_row(
-    monthly: MonthlyRows, by_key: dict[Key, dict[str, Any]], names: dict[str, str]
+    monthly: MonthlyRows,
+    by_key: dict[Key, dict[str, Any]],
+    names: dict[str, str],
+    known: names_table.Names | None,
 ) -> list[dict[str, Any]]:
-    """One answer row per input row: its fields, then its month's answer (empty when dropped)."""
+    """One answer row per input row: its fields, the names it lacks (from `known`), then its
+    month's answer (empty when dropped)."""
+    filled = filled_names(monthly.columns)
     rows = []
     for one in monthly.inputs:
         row: dict[str, Any] = dict(zip(monthly.columns, one.fields, strict=True))
+        for column, kind, _ in filled:
+            ident = None if one.key is None else one.key[0] if kind == "stores" else one.key[1]
+            row[column] = known.name_of(kind, ident) if known and ident else None
         scored = by_key[one.key] if one.key is not None else {}
         row.update({names[c]: scored.get(c) for c in names if c != DROPPED_COLUMN})
         row[names[DROPPED_COLUMN]] = one.reason

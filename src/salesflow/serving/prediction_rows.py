@@ -2,7 +2,8 @@
 Spark path.
 
 One answer row per input row, in the input's order: the input's own columns first (as read, so a
-user joins the answer back to their file), then `period` (the month the row was aggregated to),
+user joins the answer back to their file), then `store_name` and `product_name` from the names
+table (`salesflow.sales.names`) when the input lacks them, then `period` (the month the row was aggregated to),
 the answer columns of `output_columns` without the keys, and `dropped_reason` (why a row could not
 be scored; empty when it was). An answer column whose name the input already uses is prefixed
 with `answer_`. Rows that could not be scored are counted per reason with their first line
@@ -15,13 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from salesflow.errors import NothingToPredictError
+from salesflow.sales.names import Kind
 from salesflow.serving.facts import output_columns
 
 __all__ = [
     "DROPPED_COLUMN",
     "FIRST_LINES",
+    "NAME_COLUMNS",
     "Drops",
     "answer_names",
+    "filled_names",
     "refuse_empty",
     "row_columns",
 ]
@@ -30,6 +34,11 @@ __all__ = [
 DROPPED_COLUMN = "dropped_reason"
 #: Line numbers kept per drop reason (enough to find the pattern in a file).
 FIRST_LINES = 5
+#: Name columns filled from the names table when the input lacks them: (column, kind, id column).
+NAME_COLUMNS: tuple[tuple[str, Kind, str], ...] = (
+    ("store_name", "stores", "store_id"),
+    ("product_name", "products", "product_id"),
+)
 #: The per-month answer's key columns, replaced by the input's own columns and `period`.
 _KEY_COLUMNS = ("store_id", "product_id", "year", "month", "period")
 
@@ -92,6 +101,13 @@ def answer_names(input_columns: Sequence[str], levels: Sequence[str]) -> dict[st
     return {name: f"answer_{name}" if name in taken else name for name in names}
 
 
+def filled_names(input_columns: Sequence[str]) -> list[tuple[str, Kind, str]]:
+    """The NAME_COLUMNS the input lacks (the answer fills them from the names table)."""
+    return [entry for entry in NAME_COLUMNS if entry[0] not in input_columns]
+
+
 def row_columns(input_columns: Sequence[str], names: Mapping[str, str]) -> list[str]:
-    """The columns of a per-row answer: the input's, then the answer's (renamed as `names` says)."""
-    return [*input_columns, *names.values()]
+    """The columns of a per-row answer: the input's, the names it lacks, then the answer's
+    (renamed as `names` says)."""
+    filled = [column for column, _, _ in filled_names(input_columns)]
+    return [*input_columns, *filled, *names.values()]

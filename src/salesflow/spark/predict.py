@@ -33,9 +33,10 @@ from pyspark.sql.types import StringType
 from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, ModelError, SalesflowError
 from salesflow.registry import ModelRegistry, ModelVersion
+from salesflow.sales import names as names_table
 from salesflow.serving.model import DEFAULT_LEVELS, ModelFacts, output_columns
 from salesflow.serving.predict_csv import escape_formula_text
-from salesflow.serving.prediction_rows import Drops, answer_names, refuse_empty
+from salesflow.serving.prediction_rows import Drops, answer_names, filled_names, refuse_empty
 from salesflow.spark import answer, predict_rows
 from salesflow.spark.curated import curated_path
 from salesflow.spark.read import open_sales, read_sales
@@ -170,8 +171,13 @@ def predict(
         frame = months
         if not per_month:
             names = answer_names(input_columns, facts.levels)
+            known = names_table.load(settings.warehouse_path / "curated")
+            labels = [
+                (column, id_column, _names_frame(spark, known.of(kind)))
+                for column, kind, id_column in filled_names(input_columns)
+            ]
             frame = raw.transform(
-                predict_rows.answer_rows(keys, months, input_columns, names)
+                predict_rows.answer_rows(keys, months, input_columns, names, labels)
             ).localCheckpoint()
     summary = months.agg(
         F.count(F.lit(1)).alias("rows"),
@@ -197,6 +203,12 @@ def predict(
         len(result.unknown_products),
     )
     return result
+
+
+def _names_frame(spark: SparkSession, known: dict[str, names_table.Name]) -> DataFrame:
+    """The names table of one kind as a frame of `id`, `name`."""
+    rows = [(ident, name.name) for ident, name in known.items()]
+    return spark.createDataFrame(rows, "id string, name string")
 
 
 def to_records(df: DataFrame) -> list[dict[str, Any]]:

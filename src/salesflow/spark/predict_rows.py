@@ -21,7 +21,7 @@ __all__ = ["ROW", "answer_rows", "drops_of", "monthly_input", "numbered", "row_k
 #: The input row's position (increasing in file order; partitions keep the file's order).
 ROW = "__salesflow_row"
 #: Prefixes of the keys and the answers while they are joined to the input.
-_KEY, _ANSWER = "__salesflow_key_", "__salesflow_answer_"
+_KEY, _ANSWER, _NAME = "__salesflow_key_", "__salesflow_answer_", "__salesflow_name_"
 #: The row's 0-based ordinal among the data records.
 _ORDINAL = "__salesflow_ordinal"
 #: monotonically_increasing_id puts the partition id in the bits above these.
@@ -61,10 +61,15 @@ def monthly_input(keys: DataFrame) -> DataFrame:
 
 
 def answer_rows(
-    keys: DataFrame, scored: DataFrame, input_columns: Sequence[str], names: Mapping[str, str]
+    keys: DataFrame,
+    scored: DataFrame,
+    input_columns: Sequence[str],
+    names: Mapping[str, str],
+    labels: Sequence[tuple[str, str, DataFrame]] = (),
 ) -> Transform:
     """The numbered input -> one answer row per input row, in the input's order: its columns,
-    then its month's answer renamed as `names` says (`salesflow.serving.prediction_rows`)."""
+    the name columns it lacks (`labels`: column, id column, a frame of `id`, `name`), then its
+    month's answer renamed as `names` says (`salesflow.serving.prediction_rows`)."""
     # The input may use any name (store_id untrimmed, even predicted_quantity): the keys and the
     # answers join under private names and take their answer names in the last projection.
     key_cols = [F.col(k).alias(_KEY + k) for k in KEYS]
@@ -79,8 +84,15 @@ def answer_rows(
     def step(raw: DataFrame) -> DataFrame:
         on_key = [F.col(_KEY + ROW) == F.col(ROW)]
         joined = raw.join(row_keys_, on_key, "left").join(answers, [_KEY + k for k in KEYS], "left")
+        for column, id_column, frame in labels:
+            named = frame.select(
+                F.col("id").alias(_NAME + id_column), F.col("name").alias(_NAME + column)
+            )
+            on_id = F.col(_KEY + id_column) == F.col(_NAME + id_column)
+            joined = joined.join(F.broadcast(named), on_id, "left")
         return joined.orderBy(ROW).select(
             *[F.col(f"`{c}`") for c in input_columns],
+            *[F.col(_NAME + column).alias(column) for column, _, _ in labels],
             *[F.col(_ANSWER + c).alias(names[c]) for c in answer_cols],
             F.col(_KEY + DROPPED_COLUMN).alias(names[DROPPED_COLUMN]),
         )

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
+from salesflow.sales import names
 from salesflow.serving.model import LINEAGE_COLUMNS
 from salesflow.serving.predict_csv import predict_csv
 from salesflow.serving.service import ForecastService
@@ -143,13 +144,15 @@ def spark_predictor(
     return run
 
 
-def inprocess_predictor(forecasts: ForecastService) -> PredictFn:
-    """Small files without Spark: parsed in Python, scored by the warm in-process model."""
+def inprocess_predictor(forecasts: ForecastService, names_root: Path | None = None) -> PredictFn:
+    """Small files without Spark: parsed in Python, scored by the warm in-process model; the
+    names dimension under `names_root` fills the names a file lacks."""
 
     def run(
         source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
     ) -> PredictOutcome:
-        result = predict_csv(forecasts, source, version, per_month=per_month)
+        known = names.load(names_root) if names_root is not None else None
+        result = predict_csv(forecasts, source, version, per_month=per_month, names=known)
         records = None
         if csv_out is None:
             records = result.records()
@@ -185,6 +188,6 @@ def spark_engine(
         stop=stop_spark,
         train=train,
         predict=spark_predictor(settings, registry, session),
-        predict_now=inprocess_predictor(forecasts),
+        predict_now=inprocess_predictor(forecasts, settings.warehouse_path / "curated"),
         warm_up=WarmUp(settings, settings.jobs_jit_warmup_runs),
     )
