@@ -11,6 +11,7 @@ SalesflowError                          HTTP 500 unless a class below says other
 │   ├── FieldTooLongError               a field (or an unsplittable line) over the size limit
 │   ├── TooManyRejectsError             rejected share of rows above the configured limit
 │   ├── AllRowsRejectedError            an upload whose every row would be rejected (with a hint)
+│   ├── NothingToPredictError           a prediction file whose every row is dropped (HTTP 422)
 │   ├── OverlapError                    mode reject: the upload covers cells already held (HTTP 409)
 │   ├── InvalidEventError               a Kafka event that does not parse or lacks its schema version
 │   ├── InvalidKeyError                 an object key outside the upload prefix
@@ -57,6 +58,7 @@ __all__ = [
     "NoRowsError",
     "NotFoundError",
     "NotUtf8Error",
+    "NothingToPredictError",
     "ObjectNotFoundError",
     "OverlapError",
     "ReportMismatchError",
@@ -118,6 +120,14 @@ class TooManyRejectsError(InputError):
 
 class AllRowsRejectedError(InputError):
     code = "all_rows_rejected"
+
+
+class NothingToPredictError(InputError):
+    """Every row of a prediction file was dropped; the message counts each reason with its first
+    line numbers."""
+
+    code = "nothing_to_predict"
+    http_status = 422
 
 
 class OverlapError(InputError):

@@ -55,7 +55,9 @@ def _refuse_training(*_: Any, **__: Any) -> Any:
     raise ModelError("training is not part of this test")
 
 
-def _predict(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+def _predict(
+    source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+) -> PredictOutcome:
     if csv_out is not None:
         csv_out.parent.mkdir(parents=True, exist_ok=True)
         csv_out.write_text("store_id,product_id,period,predicted_quantity\n")

@@ -29,8 +29,9 @@ from salesflow import cli
 from salesflow.auth import auth_headers
 from salesflow.clients.jobs import JobServerClient
 from salesflow.config import Settings, get_settings
-from salesflow.errors import InputError, NotFoundError
+from salesflow.errors import InputError, NotFoundError, NothingToPredictError
 from salesflow.registry import ModelRegistry
+from salesflow.sales import names
 from salesflow.sales.catalog import load_catalog
 from salesflow.sales.contract import new_upload_id, upload_key
 from salesflow.sales.generate import generate_sales
@@ -292,7 +293,11 @@ def test_large_predictions_are_spark_jobs_with_a_lineage_sidecar(
     assert done["status"] == "succeeded", done
     assert done["lineage"]["model_version"] == done["model_version"]
     rows = list(csv.DictReader(io.StringIO(system.client.job_output(done["job_id"]).decode())))
-    assert {r["model_version"] for r in rows} == {done["model_version"]} and len(rows) == 9 * 24
+    asked = list(csv.DictReader(io.StringIO(big.read_text())))
+    assert {r["model_version"] for r in rows} == {done["model_version"]}
+    # One answer row per input row, in the input's order, the input's columns first.
+    assert [(r["store_id"], r["date"]) for r in rows] == [(r["store_id"], r["date"]) for r in asked]
+    assert list(rows[0])[:7] == list(asked[0]) and rows[0]["period"] == asked[0]["date"][:7]
     output = system.settings.data_dir / "predict-outputs" / f"{done['job_id']}.csv"
     sidecar = json.loads(lineage_path(output).read_text())
     assert sidecar == done["lineage"]
@@ -423,3 +428,73 @@ def test_cli_forecast_prints_quantity_interval_basis_and_version(system: System)
     assert f"{quantity:,.1f}" in shown.output and f"model {active}" in shown.output
     assert "basis model" in shown.output
     assert refused.exit_code != 0 and "exactly one of --month" in refused.output
+
+
+def test_per_row_predictions_keep_the_input_order_and_equal_spark(
+    system: System, spark: SparkSession, tmp_path: Path
+) -> None:
+    stores, products = _catalog()
+    source = tmp_path / "rows.csv"
+    source.write_text(
+        "date,store_id,product_id,my_ref\n"  # ids and a date only, in another order, plus a column
+        f"2022-11-03,{stores[1]},{products[2]},a\n"
+        "2022-10-32,s,p9,b\n"  # bad date: dropped, listed
+        f"2022-10-01,{stores[0]},{products[0]},c\n"
+        f"2022-11-20,{stores[1]},{products[2]},d\n"  # the same month as row a
+        f"2022-10-01,,{products[0]},e\n"  # missing store: dropped, listed
+        f"2022-10-05,{UNSEEN_STORE},{products[1]},f\n"
+    )
+    service = ForecastService(system.registry, history_root=curated_path(system.settings))
+    version = system.registry.require_active().version
+    known = names.load(system.settings.warehouse_path / "curated")
+    ours = predict_csv(service, source, version, per_month=False, names=known)
+    result = predict(spark, system.settings, str(source), registry=system.registry, per_month=False)
+    assert ours.columns == result.frame.columns
+    assert ours.columns[:4] == ["date", "store_id", "product_id", "my_ref"]
+    assert ours.columns[4:7] == ["store_name", "product_name", "period"]  # names filled in
+    assert ours.columns[-1] == "dropped_reason"
+    by_spark = [r.asDict() for r in result.frame.collect()]
+    assert [r["my_ref"] for r in ours.rows] == [r["my_ref"] for r in by_spark] == list("abcdef")
+    for got, want in zip(ours.rows, by_spark, strict=True):
+        bad = {c: (got[c], want[c]) for c in want if not _close(got[c], want[c])}
+        assert not bad, f"row {want['my_ref']}: in-process vs Spark differ in {bad}"
+    a, b, _, d, e, f = ours.rows
+    assert a["predicted_quantity"] == d["predicted_quantity"] and a["period"] == "2022-11"
+    assert b["dropped_reason"] == "bad_date" and b["predicted_quantity"] is None
+    assert e["dropped_reason"] == "missing_store_id" and f["unknown_store"] is True
+    assert a["store_name"] == known.name_of("stores", stores[1]) is not None
+    assert a["product_name"] == known.name_of("products", products[2]) is not None
+    assert f["store_name"] is None and f["product_name"] is not None and b["store_name"] is None
+    assert (
+        ours.drops.to_dict()
+        == result.drops.to_dict()
+        == {
+            "bad_date": {"rows": 1, "first_lines": [3]},
+            "missing_store_id": {"rows": 1, "first_lines": [6]},
+        }
+    )
+
+
+def test_a_file_whose_rows_are_all_dropped_is_refused_with_reasons_and_lines(
+    system: System, spark: SparkSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "dropped.csv"
+    source.write_text("store_id,product_id,date\ns1,p1,2022-13-01\n,p1,2022-01-01\ns2,p2,soon\n")
+    want = r"all 3 rows were dropped.*bad_date: 2 rows \(lines 2, 4\); missing_store_id: 1 row"
+    with pytest.raises(NothingToPredictError, match=want):
+        predict(spark, system.settings, str(source), registry=system.registry)
+    service = ForecastService(system.registry, history_root=curated_path(system.settings))
+    with pytest.raises(NothingToPredictError, match=want):
+        predict_csv(service, source, per_month=False)
+    refused = httpx.post(
+        f"{system.settings.job_server_url}/predict",
+        files={"file": ("dropped.csv", source.read_bytes(), "text/csv")},
+        headers=auth_headers(system.settings),
+        timeout=60,
+    )
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "nothing_to_predict" and "lines 2, 4" in error["message"]
+    with _cli_settings(system.settings):
+        ran = CliRunner().invoke(cli.app, ["predict", str(source)])
+    assert ran.exit_code == 1 and isinstance(ran.exception, NothingToPredictError)

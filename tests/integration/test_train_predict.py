@@ -284,6 +284,10 @@ def test_job_entry_points(
     shutil.copytree(trained.settings.warehouse_path, env_settings / "warehouse")
     out = env_settings.parent / "out.csv"
     assert predict_job.main([str(predict_input), "--model", "v0001", "-o", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 602  # one answer per input row
+    assert "601 rows scored with model v0001" in capsys.readouterr().err
+    argv = [str(predict_input), "--model", "v0001", "-o", str(out), "--per-month"]
+    assert predict_job.main(argv) == 0
     assert len(out.read_text().splitlines()) == 29
     assert "28 rows scored with model v0001" in capsys.readouterr().err
     assert train_job.main([str(env_settings.parent / "missing.csv")]) == 2

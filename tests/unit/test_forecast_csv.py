@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from salesflow.errors import HeaderError
+from salesflow.errors import HeaderError, NothingToPredictError
 from salesflow.serving.predict_csv import escape_formula_text, read_monthly
+from salesflow.serving.prediction_rows import Drops, answer_names, refuse_empty
 
 HEADER = "product_id,product_name,product_price,store_id,store_name,quantity,date\n"
 
@@ -63,3 +64,44 @@ def test_a_wrong_header_is_refused(tmp_path: Path) -> None:
 )
 def test_formula_text_is_escaped(value: str, escaped: str) -> None:
     assert escape_formula_text(value) == escaped
+
+
+def test_kept_rows_carry_their_fields_first_line_and_month(tmp_path: Path) -> None:
+    text = (
+        'store_id,date,product_id,,note\ns1,2022-05-01,p1,x,"a\nb"\n\n,2022-05-02,p1\ns1,bad,p2,,\n'
+    )
+    monthly = read_monthly(_write(tmp_path / "x.csv", text), keep_rows=True)
+    assert monthly.columns == ["store_id", "date", "product_id", "_c3", "note"]
+    first, second, third = monthly.inputs
+    assert first.fields == ["s1", "2022-05-01", "p1", "x", "a\nb"] and first.line == 2
+    assert first.key == ("s1", "p1", 2022, 5) and first.reason is None
+    assert second.fields == [None, "2022-05-02", "p1", None, None] and second.line == 5
+    assert (second.key, second.reason, third.line, third.reason) == (
+        None,
+        "missing_store_id",
+        6,
+        "bad_date",
+    )
+    assert monthly.drops.lines == {"missing_store_id": [5], "bad_date": [6]}
+
+
+def test_drops_say_why_with_the_first_lines_and_an_empty_file_is_refused() -> None:
+    drops = Drops()
+    for line in range(2, 10):
+        drops.add("bad_date", line)
+    drops.add("missing_store_id", 12)
+    assert drops.summary() == (
+        "bad_date: 8 rows (lines 2, 3, 4, 5, 6, ...); missing_store_id: 1 row (line 12)"
+    )
+    with pytest.raises(NothingToPredictError, match=r"all 9 rows were dropped.*bad_date: 8 rows"):
+        refuse_empty(9, 0, drops)
+    with pytest.raises(NothingToPredictError, match="no data rows"):
+        refuse_empty(0, 0, Drops())
+    refuse_empty(9, 1, drops)  # something left to score
+
+
+def test_answer_columns_the_input_already_uses_are_prefixed() -> None:
+    names = answer_names(["store_id", "period", "basis"], ["0.8"])
+    assert names["period"] == "answer_period" and names["basis"] == "answer_basis"
+    assert names["predicted_quantity"] == "predicted_quantity"
+    assert list(names)[-1] == "dropped_reason" and "store_id" not in names

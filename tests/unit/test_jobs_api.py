@@ -40,6 +40,7 @@ class FakeSpark:
 
     def __init__(self) -> None:
         self.trained: list[TrainInput] = []
+        self.shapes: list[bool] = []  # per_month of each prediction asked
         self.fail_with: Exception | None = None
         self.release = threading.Event()
         self.release.set()
@@ -78,8 +79,11 @@ class FakeSpark:
             duration_s=0.01,
         )
 
-    def predict(self, source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+    def predict(
+        self, source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+    ) -> PredictOutcome:
         self.release.wait(10)
+        self.shapes.append(per_month)
         rows = list(csv.DictReader(io.StringIO(source.read_text())))
         keys = sorted({(r["store_id"], r["product_id"], r["date"][:7]) for r in rows})
         records = [
@@ -327,9 +331,11 @@ def test_list_jobs_filters(client: TestClient) -> None:
 # --- predictions -----------------------------------------------------------------------------
 
 
-def test_predict_answers_csv_by_default(client: TestClient) -> None:
+def test_predict_answers_csv_by_default(client: TestClient, fake: FakeSpark) -> None:
     answer = client.post("/predict", files={"file": ("x.csv", SMALL_CSV, "text/csv")})
-    assert answer.status_code == 200
+    assert answer.status_code == 200 and fake.shapes == [False]
+    assert client.post("/predict?per_month=1", files={"file": ("x.csv", SMALL_CSV)}).is_success
+    assert fake.shapes == [False, True]
     assert answer.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     assert [(r["store_id"], r["product_id"], r["period"]) for r in rows] == [
@@ -385,6 +391,9 @@ def test_a_large_file_becomes_a_predict_job(
         fake.release.set()
         done = wait_for(client, job["job_id"])
         assert done["status"] == "succeeded" and done["rows"] == 2
+        monthly = client.post("/predict?per_month=true", files={"file": ("big.csv", SMALL_CSV)})
+        assert wait_for(client, monthly.json()["job_id"])["status"] == "succeeded"
+        assert fake.shapes == [False, True]  # per input row unless per_month: the job keeps it
         output = client.get(done["output"])
         assert output.status_code == 200 and output.text.startswith("store_id,product_id,period")
     assert list((small.data_dir / "predict-inputs").glob("*")) == []

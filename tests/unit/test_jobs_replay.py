@@ -108,7 +108,9 @@ def test_a_rerun_replay_does_not_adopt_the_first_jobs_version(settings: Settings
         trained.append(inputs)
         return TrainResult("v0002", {}, 1, 0, {}, None, 1, None, [], 0.1)
 
-    def no_predict(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+    def no_predict(
+        source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+    ) -> PredictOutcome:
         raise AssertionError("not used")
 
     runner = JobRunner(settings, db, registry, train_fn=train, predict_fn=no_predict)

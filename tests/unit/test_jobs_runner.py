@@ -23,7 +23,9 @@ from salesflow.spark.train import TrainInput
 UPLOAD = "0123456789abcdef0123456789abcdef"
 
 
-def no_predict(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+def no_predict(
+    source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+) -> PredictOutcome:
     raise AssertionError("not used")
 
 

@@ -115,6 +115,10 @@ def test_prediction_header_may_omit_quantity() -> None:
         check_header(head)
     info = check_header(head, require_quantity=False)
     assert "quantity" not in info.columns and info.delimiter == ","
+    minimal = check_header(b"date;store_id;product_id\n", require_quantity=False)
+    assert minimal.columns == ("date", "store_id", "product_id") and minimal.delimiter == ";"
+    with pytest.raises(HeaderError, match=r"missing column.*date; .*expected product_id, store_id"):
+        check_header(b"store_id,product_id\n", require_quantity=False)
 
 
 def test_missing_file_and_unknown_scheme_fail_clearly(settings: Settings, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def run_demo(
         request = forecast_request(catalog, first, 12, work / "forecast-request.csv")
         console.print(f"forecasting {first:%Y-%m} + 11 months for every store and product")
         with JobServerClient(settings) as jobs:
-            answer = jobs.predict_csv(request, accept_json=True)
+            answer = jobs.predict_csv(request, accept_json=True, per_month=True)  # the grid
         if stack.failed() is not None:
             console.print(f"[yellow]warning[/]: {stack.failed()} exited during the demo")
         if not isinstance(answer, dict):  # a 202 job or CSV bytes would mean a mis-sized request

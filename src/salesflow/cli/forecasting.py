@@ -179,9 +179,13 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the CSV here.")
     ] = None,
+    per_month: Annotated[
+        bool,
+        typer.Option("--per-month", help="One row per store/product/month, not per input row."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Predict quantities for every store/product/month in a CSV, in this process."""
+    """Predict quantities for every row of a CSV (its columns first), in this process."""
     from salesflow.registry import ModelRegistry
     from salesflow.spark.predict import predict as run_predict
     from salesflow.spark.predict import to_records, write_csv
@@ -194,13 +198,20 @@ def predict(
         spark = get_spark(cfg, reads=input_bytes([url]))
         progress("reading, aggregating and scoring the sales")
         result = run_predict(
-            spark, cfg, url, registry=ModelRegistry(cfg.warehouse_path / "models"), version=model
+            spark,
+            cfg,
+            url,
+            registry=ModelRegistry(cfg.warehouse_path / "models"),
+            version=model,
+            per_month=per_month,
         )
         if output is not None:
             progress(f"writing {output}")
             write_csv(result.frame, output)
         progress("collecting the predictions")
         records = to_records(result.frame)
+    if result.drops.counts:
+        err.print(f"[yellow]rows not scored[/]: {result.drops.summary()}")
     if as_json:
         print_json(records)
     elif output is not None:

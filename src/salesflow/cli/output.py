@@ -199,16 +199,18 @@ def _quantity(value: Any) -> str:
 
 
 def print_forecast(records: list[dict[str, Any]], title: str) -> None:
-    """Predictions, one row per store/product/period."""
+    """Predictions, one row per input row or per store/product/period."""
     table = Table(title=title)
     for col in ("store_id", "product_id", "period", "predicted_quantity"):
         table.add_column(col, justify="right" if col == "predicted_quantity" else "left")
     for r in records:
         flags = " (unknown)" if r.get("unknown_store") or r.get("unknown_product") else ""
+        if r.get("dropped_reason"):
+            flags = f" (dropped: {r['dropped_reason']})"
         table.add_row(
             str(r.get("store_id")),
             str(r.get("product_id")),
-            str(r.get("period")),
+            str(r.get("period") or ""),
             _quantity(r.get("predicted_quantity")) + flags,
         )
     console.print(table)

@@ -166,14 +166,20 @@ class JobServerClient:
     # --- predictions ---------------------------------------------------------------------------
 
     def predict_csv(
-        self, path: Path, model: str | None = None, accept_json: bool = False
+        self,
+        path: Path,
+        model: str | None = None,
+        accept_json: bool = False,
+        per_month: bool = False,
     ) -> bytes | dict[str, Any]:
-        """Predict a sales CSV.
+        """Predict a sales CSV: one row per input row (`per_month`: per store/product/month).
 
         Returns the CSV bytes (small file), the JSON answer (small file, `accept_json`), or the
         predict job (a dict with `job_id`; large file: `wait()` for it, then `job_output()`).
         """
-        params = {"model": model} if model else {}
+        params: dict[str, str] = {"model": model} if model else {}
+        if per_month:
+            params["per_month"] = "true"
         headers = {"Accept": "application/json" if accept_json else "text/csv"}
         with Path(path).open("rb") as handle:
             response = self._request(

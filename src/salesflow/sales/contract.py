@@ -19,17 +19,21 @@ __all__ = [
     "DELIMITERS",
     "EVENT_SCHEMA_VERSION",
     "HEADER_PROBE_BYTES",
+    "PREDICTION_COLUMNS",
     "QUANTITY_REASONS",
     "REJECT_REASONS",
     "REQUIRED_COLUMNS",
     "HeaderInfo",
     "UploadEvent",
     "check_header",
+    "column_names",
     "new_upload_id",
     "upload_id_from_key",
     "upload_key",
 ]
 
+#: What a file to predict needs; names, price, quantity and any other column are optional.
+PREDICTION_COLUMNS: tuple[str, ...] = ("product_id", "store_id", "date")
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "product_id",
     "product_name",
@@ -81,14 +85,14 @@ def check_header(head: bytes, *, require_quantity: bool = True) -> HeaderInfo:
     """Validate a file's header from its first bytes; name exactly what is wrong.
 
     Accepts comma-, tab- or semicolon-separated headers, UTF-8 with or without BOM, LF or CRLF.
-    `require_quantity=False` accepts files without a quantity column (prediction input).
+    `require_quantity=False` checks prediction input: only PREDICTION_COLUMNS are required.
     """
-    required = tuple(c for c in REQUIRED_COLUMNS if require_quantity or c != "quantity")
+    required = REQUIRED_COLUMNS if require_quantity else PREDICTION_COLUMNS
     has_bom = head.startswith(_BOM)
     if has_bom:
         head = head[len(_BOM) :]
     if not head.strip():
-        raise HeaderError("the file is empty: expected a header line with " + _expected())
+        raise HeaderError("the file is empty: expected a header line with " + _expected(required))
     end = head.find(b"\n")
     if end < 0:
         if len(head) >= HEADER_PROBE_BYTES:
@@ -115,7 +119,7 @@ def check_header(head: bytes, *, require_quantity: bool = True) -> HeaderInfo:
     if missing:
         raise HeaderError(
             f"missing column(s): {', '.join(missing)}; the header has: "
-            f"{', '.join(n for n in names if n) or '(nothing)'}; expected {_expected()}"
+            f"{', '.join(n for n in names if n) or '(nothing)'}; expected {_expected(required)}"
         )
     duplicated = sorted({n for n in names if names.count(n) > 1 and n in REQUIRED_COLUMNS})
     if duplicated:
@@ -124,8 +128,16 @@ def check_header(head: bytes, *, require_quantity: bool = True) -> HeaderInfo:
     return HeaderInfo(delimiter, tuple(names), extras, has_bom)
 
 
-def _expected() -> str:
-    return ", ".join(REQUIRED_COLUMNS) + " (separated by comma, tab or semicolon)"
+def _expected(required: tuple[str, ...]) -> str:
+    return ", ".join(required) + " (separated by comma, tab or semicolon)"
+
+
+def column_names(header: HeaderInfo) -> list[str]:
+    """Column names in file order; blank or repeated ones get `_c<i>` names (as Spark reads them)."""
+    names: list[str] = []
+    for i, name in enumerate(header.columns):
+        names.append(name if name and name not in names else f"_c{i}")
+    return names
 
 
 # --- upload ids and object keys ----------------------------------------------------------------

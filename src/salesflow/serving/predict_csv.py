@@ -4,6 +4,8 @@ The same semantics as `salesflow.spark.predict.predict` (a test holds them equal
 check, ids trimmed of blanks, the Spark job's date and quantity rules (`salesflow.sales.preview`),
 rows with a missing id or a bad date dropped (and counted by reason), a bad or missing quantity
 only blanking the actual, then one row per store, product and month with the quantities summed.
+The answer keeps the user's rows (`salesflow.serving.prediction_rows`): one row per input row, in
+the input's order; `per_month` gives the one-row-per-store/product/month shape instead.
 Like Spark's CSV reader (`spark.read.read_sales`, multiline as by default), quotes follow RFC 4180
 and a quoted field may hold a line break; a short record gets nulls for its missing fields and a
 long one loses its extra fields; blank lines are skipped.
@@ -21,15 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from salesflow.errors import FieldTooLongError, ModelError, UnterminatedQuoteError
-from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header
+from salesflow.sales import names as names_table
+from salesflow.sales.contract import HEADER_PROBE_BYTES, check_header, column_names
 from salesflow.sales.preview import date_of, quantity_problem
 from salesflow.sales.rules import open_quote_line
 from salesflow.serving.model import (
+    LINEAGE_COLUMNS,
     ModelFacts,
     bound,
     horizon_note,
     interval_columns,
     output_columns,
+)
+from salesflow.serving.prediction_rows import (
+    DROPPED_COLUMN,
+    Drops,
+    answer_names,
+    filled_names,
+    refuse_empty,
+    row_columns,
 )
 from salesflow.serving.service import ForecastService
 
@@ -55,13 +67,32 @@ def escape_formula_text(value: str) -> str:
 
 
 @dataclass
+class InputRow:
+    """One input record as read (None for an empty or missing field), its first line, and its
+    month's key (None: dropped, `reason` says why)."""
+
+    fields: list[str | None]
+    line: int
+    key: Key | None
+    reason: str | None
+
+
+@dataclass
 class MonthlyRows:
-    """A sales file aggregated per store, product and month: keys sorted, actuals (None: none)."""
+    """A sales file aggregated per store, product and month: keys sorted, actuals (None: none);
+    the input's columns and rows when asked to keep them."""
 
     keys: list[Key]
     actual: list[float | None]
     rows_read: int
-    dropped: dict[str, int]
+    drops: Drops
+    columns: list[str] = field(default_factory=list)
+    inputs: list[InputRow] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Rows dropped per reason."""
+        return dict(self.drops.counts)
 
 
 def _quantity(text: str) -> float | None:
@@ -97,8 +128,8 @@ class _Lines:
         return line
 
 
-def _records(path: Path, delimiter: str) -> Iterator[list[str]]:
-    """The data records (blank lines skipped). FieldTooLongError for a field over csv's limit
+def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """The data records with their first line (blank lines skipped). FieldTooLongError for a field over csv's limit
     (128 KiB), UnterminatedQuoteError for a quote still open at the end, each with its line."""
     # utf-8-sig drops a BOM; undecodable bytes become U+FFFD, as in Spark's reader.
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
@@ -110,7 +141,7 @@ def _records(path: Path, delimiter: str) -> Iterator[list[str]]:
                 last, lines.record, last_first = lines.record, [], first
                 first = reader.line_num + 1
                 if fields and last_first > 1:  # the header is record 1
-                    yield fields
+                    yield last_first, fields
         except csv.Error:  # without `strict`, csv's only error: a field over its size limit
             raise FieldTooLongError(
                 f"line {reader.line_num}: a field is longer than {csv.field_size_limit()} "
@@ -121,8 +152,9 @@ def _records(path: Path, delimiter: str) -> Iterator[list[str]]:
             raise UnterminatedQuoteError(f"quote opened on line {opened} is never closed")
 
 
-def read_monthly(path: Path) -> MonthlyRows:
-    """Parse, validate and aggregate a sales CSV (quantity optional); HeaderError when unusable."""
+def read_monthly(path: Path, *, keep_rows: bool = False) -> MonthlyRows:
+    """Parse, validate and aggregate a sales CSV (quantity optional); HeaderError when unusable.
+    `keep_rows`: also keep every input row (for an answer per input row)."""
     with path.open("rb") as handle:
         header = check_header(handle.read(HEADER_PROBE_BYTES), require_quantity=False)
     columns = list(header.columns)
@@ -131,13 +163,14 @@ def read_monthly(path: Path) -> MonthlyRows:
     dates: dict[str, str] = {}
     quantities: dict[str, float | None] = {}
     totals: dict[Key, float | None] = {}
-    dropped: dict[str, int] = {}
+    drops = Drops()
+    inputs: list[InputRow] = []
     read = 0
 
     def cell(fields: list[str], index: int | None) -> str:
         return fields[index] if index is not None and index < len(fields) else ""
 
-    for fields in _records(path, header.delimiter):
+    for line, fields in _records(path, header.delimiter):
         read += 1
         store = cell(fields, at["store_id"]).strip(_BLANKS)
         product = cell(fields, at["product_id"]).strip(_BLANKS)
@@ -147,8 +180,11 @@ def read_monthly(path: Path) -> MonthlyRows:
             if len(dates) < _CACHE_LIMIT:
                 dates[date_text] = day
         reason = _drop_reason(store, product, day)
+        if keep_rows:  # Spark's reader: a missing or empty field is null, extra fields are lost
+            cells = [cell(fields, i) or None for i in range(len(columns))]
+            inputs.append(InputRow(cells, line, None, reason))
         if reason:
-            dropped[reason] = dropped.get(reason, 0) + 1
+            drops.add(reason, line)
             continue
         quantity_text = cell(fields, quantity_at)
         if quantity_text in quantities:
@@ -158,16 +194,20 @@ def read_monthly(path: Path) -> MonthlyRows:
             if len(quantities) < _CACHE_LIMIT:
                 quantities[quantity_text] = quantity
         key = (store, product, int(day[:4]), int(day[5:7]))
+        if keep_rows:
+            inputs[-1].key = key
         total = totals.setdefault(key, None)  # Spark's sum: null only when no quantity is valid
         if quantity is not None:
             totals[key] = quantity if total is None else total + quantity
     keys = sorted(totals)
-    return MonthlyRows(keys, [totals[k] for k in keys], read, dropped)
+    names = column_names(header)
+    return MonthlyRows(keys, [totals[k] for k in keys], read, drops, names, inputs)
 
 
 @dataclass
 class CsvPrediction:
-    """Scored rows of a sales file (`columns` order, sorted), with the model's lineage."""
+    """Scored rows of a sales file (`columns` order: one per input row in its order, or per
+    store/product/month sorted), with the model's lineage and the rows dropped."""
 
     model_version: str
     columns: list[str]
@@ -179,10 +219,12 @@ class CsvPrediction:
     rows_dropped: dict[str, int]
     levels: list[str]
     notes: list[str] = field(default_factory=list)
+    drops: Drops = field(default_factory=Drops)
+    lineage_columns: tuple[str, ...] = LINEAGE_COLUMNS
 
     def records(self) -> list[dict[str, Any]]:
         """The rows without the per-row lineage columns (a JSON answer has `lineage` once)."""
-        keep = output_columns(self.levels, lineage=False)
+        keep = [c for c in self.columns if c not in self.lineage_columns]
         return [{c: row[c] for c in keep} for row in self.rows]
 
     def write_csv(self, target: Path) -> Path:
@@ -212,9 +254,20 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def predict_csv(service: ForecastService, path: Path, version: str | None = None) -> CsvPrediction:
-    """Score a sales CSV with the active model (or `version`), as the Spark predict path would."""
-    monthly = read_monthly(path)
+def predict_csv(
+    service: ForecastService,
+    path: Path,
+    version: str | None = None,
+    *,
+    per_month: bool = True,
+    names: names_table.Names | None = None,
+) -> CsvPrediction:
+    """Score a sales CSV with the active model (or `version`), as the Spark predict path would:
+    one row per store/product/month (`per_month`), else one per input row in its order, with the
+    store and product names the input lacks from `names`. NothingToPredictError when every row is
+    dropped."""
+    monthly = read_monthly(path, keep_rows=not per_month)
+    refuse_empty(monthly.rows_read, len(monthly.keys), monthly.drops)
     served = service.model(version)
     facts = served.facts
     if facts.granularity != "month":
@@ -254,6 +307,12 @@ def predict_csv(service: ForecastService, path: Path, version: str | None = None
             trained_at=trained_at,
         )
         rows.append(row)
+    lineage_columns = LINEAGE_COLUMNS
+    if not per_month:
+        answers = answer_names(monthly.columns, facts.levels)
+        columns = row_columns(monthly.columns, answers)
+        rows = _per_input_row(monthly, dict(zip(keys, rows, strict=True)), answers, names)
+        lineage_columns = tuple(answers[c] for c in LINEAGE_COLUMNS)
     return CsvPrediction(
         model_version=facts.version,
         columns=columns,
@@ -264,10 +323,34 @@ def predict_csv(service: ForecastService, path: Path, version: str | None = None
             {k[1] for k, u in zip(keys, scored.unknown_product, strict=True) if u}
         ),
         rows_read=monthly.rows_read,
-        rows_dropped=dict(sorted(monthly.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+        rows_dropped=monthly.drops.ordered(),
         levels=list(facts.levels),
         notes=[*facts.notes, *_horizon_notes(served.facts, scored.basis.tolist())],
+        drops=monthly.drops,
+        lineage_columns=lineage_columns,
     )
+
+
+def _per_input_row(
+    monthly: MonthlyRows,
+    by_key: dict[Key, dict[str, Any]],
+    names: dict[str, str],
+    known: names_table.Names | None,
+) -> list[dict[str, Any]]:
+    """One answer row per input row: its fields, the names it lacks (from `known`), then its
+    month's answer (empty when dropped)."""
+    filled = filled_names(monthly.columns)
+    rows = []
+    for one in monthly.inputs:
+        row: dict[str, Any] = dict(zip(monthly.columns, one.fields, strict=True))
+        for column, kind, _ in filled:
+            ident = None if one.key is None else one.key[0] if kind == "stores" else one.key[1]
+            row[column] = known.name_of(kind, ident) if known and ident else None
+        scored = by_key[one.key] if one.key is not None else {}
+        row.update({names[c]: scored.get(c) for c in names if c != DROPPED_COLUMN})
+        row[names[DROPPED_COLUMN]] = one.reason
+        rows.append(row)
+    return rows
 
 
 def _horizon_notes(facts: ModelFacts, basis: Sequence[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """Predictions from a registered model: score a sales CSV, a prepared frame, or a future calendar.
 
 `predict` reads a CSV in the upload format (quantity optional), aggregates it like training does,
-and scores it with the active (or a named) model version. `predict_frame` is the warm-session entry
+and scores it with the active (or a named) model version: one row per input row in its order
+(`salesflow.spark.predict_rows`), or one per store/product/month with `per_month`. `predict_frame` is the warm-session entry
 point the job server uses for large files; fitted models are cached per version folder (versions
 are immutable). Answers follow `salesflow.serving.model`'s rule (fallback means for unseen ids, intervals,
 lineage columns), so this path and the in-process one (`salesflow.serving.predict_csv`) agree.
@@ -32,17 +33,16 @@ from pyspark.sql.types import StringType
 from salesflow.config import Settings, get_settings
 from salesflow.errors import InputError, ModelError, SalesflowError
 from salesflow.registry import ModelRegistry, ModelVersion
+from salesflow.sales import names as names_table
 from salesflow.serving.model import DEFAULT_LEVELS, ModelFacts, output_columns
 from salesflow.serving.predict_csv import escape_formula_text
-from salesflow.spark import answer
+from salesflow.serving.prediction_rows import Drops, answer_names, filled_names, refuse_empty
+from salesflow.spark import answer, predict_rows
 from salesflow.spark.curated import curated_path
 from salesflow.spark.read import open_sales, read_sales
 from salesflow.spark.session import get_spark, input_bytes
 from salesflow.spark.transforms import (
     KEYS,
-    aggregate_monthly,
-    clean,
-    keep_for_prediction,
     validate,
 )
 from salesflow.storage import local_path_of
@@ -88,6 +88,7 @@ class PredictResult:
     unknown_products: list[str]
     lineage: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    drops: Drops = field(default_factory=Drops)
 
 
 def load_model(model_version: ModelVersion) -> PipelineModel:
@@ -144,8 +145,11 @@ def predict(
     *,
     registry: ModelRegistry,
     version: str | None = None,
+    per_month: bool = True,
 ) -> PredictResult:
-    """Score a sales CSV (quantity optional) with the active model, or `version`."""
+    """Score a sales CSV (quantity optional) with the active model, or `version`: one row per
+    store/product/month (`per_month`), else one per input row in its order. NothingToPredictError
+    when every row is dropped."""
 
     model_version = registry.get(version) if version else registry.require_active()
     facts = ModelFacts.of(model_version, curated_path(settings))
@@ -153,17 +157,29 @@ def predict(
         raw = read_sales(
             spark, sales.spark_path, sales.header, multiline=settings.spark_csv_multiline
         )
+        input_columns = list(raw.columns)
+        raw = predict_rows.numbered(raw).localCheckpoint()  # one read, ids fixed
+        typed = raw
         if "quantity" not in raw.columns:
-            raw = raw.withColumn("quantity", F.lit(None).cast("string"))
-        monthly = (
-            raw.transform(validate)
-            .transform(keep_for_prediction)
-            .transform(clean)
-            .transform(aggregate_monthly)
-        )
-        # Materialise while a staged copy of the source still exists; the result is small.
-        frame = predict_frame(model_version, monthly, facts).orderBy(*KEYS).localCheckpoint()
-    summary = frame.agg(
+            typed = raw.withColumn("quantity", F.lit(None).cast("string"))
+        keys = typed.transform(validate).transform(predict_rows.row_keys).localCheckpoint()
+        monthly = keys.transform(predict_rows.monthly_input)
+        drops = predict_rows.drops_of(raw, keys)
+        months = predict_frame(model_version, monthly, facts).orderBy(*KEYS).localCheckpoint()
+        month_rows = months.count()
+        refuse_empty(sum(drops.counts.values()) + month_rows, month_rows, drops)
+        frame = months
+        if not per_month:
+            names = answer_names(input_columns, facts.levels)
+            known = names_table.load(settings.warehouse_path / "curated")
+            labels = [
+                (column, id_column, _names_frame(spark, known.of(kind)))
+                for column, kind, id_column in filled_names(input_columns)
+            ]
+            frame = raw.transform(
+                predict_rows.answer_rows(keys, months, input_columns, names, labels)
+            ).localCheckpoint()
+    summary = months.agg(
         F.count(F.lit(1)).alias("rows"),
         F.collect_set(F.when(F.col("unknown_store"), F.col("store_id"))).alias("stores"),
         F.collect_set(F.when(F.col("unknown_product"), F.col("product_id"))).alias("products"),
@@ -172,11 +188,12 @@ def predict(
     result = PredictResult(
         version=model_version.version,
         frame=frame,
-        rows=int(summary["rows"]),
+        rows=frame.count() if not per_month else int(summary["rows"]),
         unknown_stores=sorted(summary["stores"]),
         unknown_products=sorted(summary["products"]),
         lineage=facts.lineage,
         notes=list(facts.notes),
+        drops=drops,
     )
     log.info(
         "predicted %d rows with %s (%d unknown stores, %d unknown products)",
@@ -186,6 +203,12 @@ def predict(
         len(result.unknown_products),
     )
     return result
+
+
+def _names_frame(spark: SparkSession, known: dict[str, names_table.Name]) -> DataFrame:
+    """The names table of one kind as a frame of `id`, `name`."""
+    rows = [(ident, name.name) for ident, name in known.items()]
+    return spark.createDataFrame(rows, "id string, name string")
 
 
 def to_records(df: DataFrame) -> list[dict[str, Any]]:
@@ -267,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("csv", help="sales CSV: path, file:// or s3:// URL (quantity optional)")
     parser.add_argument("--model", default=None, help="model version (default: the active one)")
     parser.add_argument("-o", "--output", default=None, help="write the predictions to this CSV")
+    parser.add_argument(
+        "--per-month", action="store_true", help="one row per store/product/month, not per row"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     registry = ModelRegistry(settings.warehouse_path / "models")
@@ -277,10 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.csv,
             registry=registry,
             version=args.model,
+            per_month=args.per_month,
         )
     except SalesflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result.drops.counts:
+        print(f"rows not scored: {result.drops.summary()}", file=sys.stderr)
     if args.output:
         print(f"wrote {write_csv(result.frame, args.output)}", file=sys.stderr)
     else:

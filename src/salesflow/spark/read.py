@@ -31,7 +31,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from salesflow.config import Settings
 from salesflow.errors import InputError, IntegrityError, ObjectNotFoundError
-from salesflow.sales.contract import HEADER_PROBE_BYTES, HeaderInfo, check_header
+from salesflow.sales.contract import HEADER_PROBE_BYTES, HeaderInfo, check_header, column_names
 from salesflow.storage import local_path_of, open_store
 
 __all__ = [
@@ -74,10 +74,7 @@ class SalesSource:
 
 def spark_columns(header: HeaderInfo) -> list[str]:
     """Column names for Spark, in file order; blank or repeated extra columns get `_c<i>` names."""
-    names: list[str] = []
-    for i, name in enumerate(header.columns):
-        names.append(name if name and name not in names else f"_c{i}")
-    return names
+    return column_names(header)
 
 
 def _scan(handle: BinaryIO, chunk_size: int) -> bool:

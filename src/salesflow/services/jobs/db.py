@@ -89,7 +89,7 @@ class Job:
     error: str | None = None
     log_tail: list[str] = field(default_factory=list)
     attempts: int = 0
-    mode: str | None = None  # train: the history mode asked for (None: the setting)
+    mode: str | None = None  # train: the history mode (None: the setting); predict: rows, per_month
 
     @property
     def terminal(self) -> bool:
@@ -281,14 +281,21 @@ class JobDB(SqliteFile):
         return _row_to_job(row) if row is not None else None
 
     def create_predict(
-        self, input_url: str, model_version: str | None, output_path: Path, job_id: str
+        self,
+        input_url: str,
+        model_version: str | None,
+        output_path: Path,
+        job_id: str,
+        per_month: bool = False,
     ) -> Job:
-        """A queued predict job reading `input_url` and writing its CSV to `output_path`."""
+        """A queued predict job reading `input_url` and writing its CSV to `output_path` (one row
+        per input row, or per store/product/month: `mode` "per_month")."""
+        mode = "per_month" if per_month else "rows"
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO jobs (job_id, kind, job_key, status, created_at, input_url,"
-                " model_version, output_path) VALUES (?, 'predict', ?, 'queued', ?, ?, ?, ?)",
-                (job_id, job_id, utc_now(), input_url, model_version, str(output_path)),
+                " model_version, output_path, mode) VALUES (?, 'predict', ?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, job_id, utc_now(), input_url, model_version, str(output_path), mode),
             )
             row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _row_to_job(row)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from salesflow.config import Settings
 from salesflow.registry import ModelRegistry
+from salesflow.sales import names
 from salesflow.serving.model import LINEAGE_COLUMNS
 from salesflow.serving.predict_csv import predict_csv
 from salesflow.serving.service import ForecastService
@@ -54,7 +55,8 @@ class TrainFn(Protocol):
 @dataclass(frozen=True)
 class PredictOutcome:
     """What a prediction produced: the model used, counts, the records when asked for JSON, the
-    model's lineage, notes on what its metadata lacked, and input rows dropped (by reason)."""
+    model's lineage, notes on what its metadata lacked, and input rows dropped (by reason, and
+    each reason's rows and first line numbers)."""
 
     model_version: str
     rows: int
@@ -64,16 +66,18 @@ class PredictOutcome:
     lineage: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     rows_dropped: dict[str, int] | None = None
+    dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class PredictFn(Protocol):
     """Predict a local CSV with a model version (None: the active one).
 
-    Writes a CSV to `csv_out` when given, else returns the records.
+    Writes a CSV to `csv_out` when given, else returns the records; one row per input row, or
+    per store/product/month with `per_month`.
     """
 
     def __call__(
-        self, source: Path, *, version: str | None, csv_out: Path | None
+        self, source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
     ) -> PredictOutcome: ...
 
 
@@ -108,9 +112,16 @@ def spark_predictor(
 ) -> PredictFn:
     """The real job predictor: `salesflow.spark.predict` on the process's session."""
 
-    def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
+    def run(
+        source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+    ) -> PredictOutcome:
         result = spark_predict.predict(
-            session_fn(), settings, str(source), registry=registry, version=version
+            session_fn(),
+            settings,
+            str(source),
+            registry=registry,
+            version=version,
+            per_month=per_month,
         )
         records = None
         if csv_out is None:
@@ -126,16 +137,22 @@ def spark_predictor(
             records=records,
             lineage=result.lineage,
             notes=result.notes,
+            rows_dropped=result.drops.ordered(),
+            dropped=result.drops.to_dict(),
         )
 
     return run
 
 
-def inprocess_predictor(forecasts: ForecastService) -> PredictFn:
-    """Small files without Spark: parsed in Python, scored by the warm in-process model."""
+def inprocess_predictor(forecasts: ForecastService, names_root: Path | None = None) -> PredictFn:
+    """Small files without Spark: parsed in Python, scored by the warm in-process model; the
+    names dimension under `names_root` fills the names a file lacks."""
 
-    def run(source: Path, *, version: str | None, csv_out: Path | None) -> PredictOutcome:
-        result = predict_csv(forecasts, source, version)
+    def run(
+        source: Path, *, version: str | None, csv_out: Path | None, per_month: bool = False
+    ) -> PredictOutcome:
+        known = names.load(names_root) if names_root is not None else None
+        result = predict_csv(forecasts, source, version, per_month=per_month, names=known)
         records = None
         if csv_out is None:
             records = result.records()
@@ -150,6 +167,7 @@ def inprocess_predictor(forecasts: ForecastService) -> PredictFn:
             lineage=result.lineage,
             notes=result.notes,
             rows_dropped=result.rows_dropped,
+            dropped=result.drops.to_dict(),
         )
 
     return run
@@ -170,6 +188,6 @@ def spark_engine(
         stop=stop_spark,
         train=train,
         predict=spark_predictor(settings, registry, session),
-        predict_now=inprocess_predictor(forecasts),
+        predict_now=inprocess_predictor(forecasts, settings.warehouse_path / "curated"),
         warm_up=WarmUp(settings, settings.jobs_jit_warmup_runs),
     )

@@ -202,6 +202,7 @@ def _json_answer(outcome: PredictOutcome) -> JSONResponse:
             "unknown_stores": outcome.unknown_stores,
             "unknown_products": outcome.unknown_products,
             "rows_dropped": outcome.rows_dropped,
+            "dropped": outcome.dropped,
             "lineage": outcome.lineage,
             "notes": outcome.notes,
         },
@@ -215,8 +216,12 @@ async def post_predict(
     state: StateDep,
     file: Annotated[UploadFile, File(description="A sales CSV; quantity is optional.")],
     model: str | None = None,
+    per_month: Annotated[
+        bool, Query(description="One row per store/product/month instead of per input row")
+    ] = False,
 ) -> Response:
-    """Predict a CSV: small files at once (CSV, or JSON with Accept: application/json), large as a job."""
+    """Predict a CSV: small files at once (CSV, or JSON with Accept: application/json), large as a
+    job; one answer row per input row in its order (422 when every row is dropped)."""
     settings = state.settings
     version = normalise_version(model) if model else None
     if version:
@@ -229,19 +234,19 @@ async def post_predict(
             job_id = secrets.token_hex(16)
             output = settings.data_dir / "predict-outputs" / f"{job_id}.csv"
             job = await run_in_threadpool(
-                state.db.create_predict, source.as_uri(), version, output, job_id
+                state.db.create_predict, source.as_uri(), version, output, job_id, per_month
             )
             state.runner.kick()
             return JSONResponse(job.to_dict(), status_code=202)
         # The runner deletes a job's input; a synchronous one is deleted below.
-        return await _predict_now(request, state, source, version)
+        return await _predict_now(request, state, source, version, per_month)
     except BaseException:
         source.unlink(missing_ok=True)
         raise
 
 
 async def _predict_now(
-    request: Request, state: ServerState, source: Path, version: str | None
+    request: Request, state: ServerState, source: Path, version: str | None, per_month: bool
 ) -> Response:
     """Predict now (in-process, or on the warm session), within the concurrency limit; deletes
     `source`."""
@@ -254,18 +259,25 @@ async def _predict_now(
         raise BusyError(f"{limit} predictions are already running; retry in a moment")
     try:
         if "application/json" in request.headers.get("accept", ""):
-            outcome = await run_in_threadpool(predict, source, version=version, csv_out=None)
+            outcome = await run_in_threadpool(
+                predict, source, version=version, csv_out=None, per_month=per_month
+            )
             return _json_answer(outcome)
         out = state.settings.data_dir / "predict-outputs" / f"sync-{secrets.token_hex(16)}.csv"
         try:
-            outcome = await run_in_threadpool(predict, source, version=version, csv_out=out)
+            outcome = await run_in_threadpool(
+                predict, source, version=version, csv_out=out, per_month=per_month
+            )
         except BaseException:
             out.unlink(missing_ok=True)
             raise
         return FileResponse(
             out,
             media_type="text/csv",
-            headers={"X-Model-Version": outcome.model_version},
+            headers={
+                "X-Model-Version": outcome.model_version,
+                "X-Rows-Dropped": str(sum((outcome.rows_dropped or {}).values())),
+            },
             background=BackgroundTask(out.unlink, missing_ok=True),
         )
     finally:

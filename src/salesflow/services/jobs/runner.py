@@ -230,7 +230,10 @@ class JobRunner:
             progress("predicting")
             assert job.output_path is not None
             outcome = self.predict_fn(
-                source, version=job.model_version, csv_out=Path(job.output_path)
+                source,
+                version=job.model_version,
+                csv_out=Path(job.output_path),
+                per_month=job.mode == "per_month",
             )
         finally:
             source.unlink(missing_ok=True)  # the input was a copy kept only for this job
@@ -240,6 +243,8 @@ class JobRunner:
             "unknown_products": outcome.unknown_products,
             "lineage": outcome.lineage,
             "notes": outcome.notes,
+            "rows_dropped": outcome.rows_dropped,
+            "dropped": outcome.dropped,
         }
 
     def _published_by_earlier_attempt(self, job: Job) -> tuple[str, dict[str, Any]] | None:
