@@ -207,6 +207,7 @@ def test_fallback_means_and_feature_importances(spark: SparkSession, tmp_path: P
     s1 = [10.0 + k for k in range(17)] + [5.0] * 8
     s2 = [2 * (10.0 + k) for k in range(17)]
     overall = float(np.mean(s1 + s2))
+    profiles = {k: fallback.pop(k) for k in list(fallback) if k.endswith(("_profile", "_spread"))}
     assert fallback == {
         "global_mean": round(overall, 4),
         "product_mean": {"p1": round(float(np.mean(s1[:17] + s2)), 4), "p2": 5.0},
@@ -216,6 +217,18 @@ def test_fallback_means_and_feature_importances(spark: SparkSession, tmp_path: P
             "s2": round(36.0 / overall, 4),
         },
     }
+    # Month profiles: the same means per calendar month (and their sample deviation), computed
+    # here with pandas from the rows themselves.
+    rows = history.select("store_id", "product_id", "month", "quantity").toPandas()
+    by_month = rows.groupby("month")["quantity"]
+    assert profiles["global_profile"] == [
+        round(float(by_month.mean().get(m, np.nan)), 4) if m in by_month.groups else None
+        for m in range(1, 13)
+    ]
+    january = rows[(rows["product_id"] == "p1") & (rows["month"] == 1)]["quantity"]
+    assert profiles["product_profile"]["p1"][0] == round(float(january.mean()), 4)
+    assert profiles["product_spread"]["p1"][0] == round(float(january.std(ddof=1)), 4)
+    assert set(profiles["store_profile"]) == {"s1", "s2"}
     model = build_pipeline(_settings(tmp_path, num_trees=3), 2, 2).fit(history)
     importances = feature_importances(model)
     assert list(importances) == list(FEATURES)
