@@ -42,11 +42,12 @@ def _settings(root: Path, **overrides: object) -> Settings:
     )
 
 
-def _wait_for_a_warm_up_job(spark: SparkSession) -> None:
-    """Until the warm-up's first Spark job has started."""
+def _wait_for_a_warm_up_job(spark: SparkSession, seen: frozenset[int] = frozenset()) -> None:
+    """Until a warm-up Spark job not in `seen` has started (the tracker keeps the group's
+    finished jobs too, from earlier warm-ups of this session)."""
     tracker = spark.sparkContext.statusTracker()
     deadline = time.monotonic() + TIMEOUT_S
-    while not tracker.getJobIdsForGroup(WARMUP_GROUP):
+    while not set(tracker.getJobIdsForGroup(WARMUP_GROUP)) - seen:
         assert time.monotonic() < deadline, "the warm-up started no Spark job"
         time.sleep(0.05)
 
@@ -78,10 +79,11 @@ def _levels(spark: SparkSession) -> list[str]:
 
 def test_stop_cancels_a_running_warm_up(spark: SparkSession, tmp_path: Path) -> None:
     before = _levels(spark)
+    seen = frozenset(spark.sparkContext.statusTracker().getJobIdsForGroup(WARMUP_GROUP))
     warm_up = WarmUp(_settings(tmp_path), runs=50)
     thread = threading.Thread(target=warm_up.run, args=(spark,), daemon=True)
     thread.start()
-    _wait_for_a_warm_up_job(spark)
+    _wait_for_a_warm_up_job(spark, seen)
     # The cancellation's SPARK_JOB_CANCELLED traces are expected: those loggers are off meanwhile.
     assert _levels(spark) == ["OFF"] * len(CANCEL_LOGGERS)
     stopped_at = time.monotonic()
@@ -111,8 +113,9 @@ def test_a_job_stops_the_job_servers_warm_up_and_runs(spark: SparkSession, tmp_p
     upload_id = new_upload_id()
     info = store_for(settings).put_file(upload_key(upload_id), sales)
     assert info.sha256 is not None
+    seen = frozenset(spark.sparkContext.statusTracker().getJobIdsForGroup(WARMUP_GROUP))
     with serving(app, settings.jobs_port), JobServerClient(settings) as client:
-        _wait_for_a_warm_up_job(spark)
+        _wait_for_a_warm_up_job(spark, seen)
         job = client.train(upload_id, info.sha256)
         done = client.wait(job["job_id"], timeout=TIMEOUT_S)
     assert done["status"] == "succeeded", done
