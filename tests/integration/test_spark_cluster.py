@@ -154,7 +154,7 @@ def test_training_on_a_standalone_cluster_matches_local(
     output = tmp_path / "predictions.csv"
     _run_job(
         "salesflow.spark.predict",
-        [str(request), "-o", str(output)],
+        [str(request), "-o", str(output), "--per-month"],  # one row per store/product/month
         tmp_path / "cluster",
         spark_standalone.master_url,
     )
