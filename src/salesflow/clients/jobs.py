@@ -7,6 +7,8 @@ NotFoundError; other 4xx raise InputError, with the server's message.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -91,15 +93,21 @@ class JobServerClient:
     ) -> None:
         self.close()
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """httpx's timeouts and transport errors as UnavailableError, naming the job server."""
         try:
-            response = self._http.request(method, url, **kwargs)
+            yield
         except httpx.TimeoutException as exc:
             raise UnavailableError(f"job server timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise UnavailableError(
                 f"job server unreachable at {self.settings.job_server_url}: {type(exc).__name__}"
             ) from exc
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        with self._reaching():
+            response = self._http.request(method, url, **kwargs)
         _raise_for(response)
         return response
 
@@ -238,9 +246,12 @@ class JobServerClient:
         partial = target.with_name(f".{target.name}.part")
         timeout = httpx.Timeout(self.settings.http_timeout_s, read=PREDICT_TIMEOUT_S)
         try:
-            with self._http.stream(
-                "GET", "/forecast/export", params=params, timeout=timeout
-            ) as response:
+            with (
+                self._reaching(),
+                self._http.stream(
+                    "GET", "/forecast/export", params=params, timeout=timeout
+                ) as response,
+            ):
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
@@ -252,12 +263,6 @@ class JobServerClient:
                     "rows": response.headers.get("x-row-count", ""),
                 }
             partial.replace(target)
-        except httpx.TimeoutException as exc:
-            raise UnavailableError(f"job server timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise UnavailableError(
-                f"job server unreachable at {self.settings.job_server_url}: {type(exc).__name__}"
-            ) from exc
         finally:
             partial.unlink(missing_ok=True)
         return {**found, "path": str(target)}
